@@ -1,0 +1,6 @@
+"""`vggjit demo` (not written yet)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    pass

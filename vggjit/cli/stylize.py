@@ -1,0 +1,6 @@
+"""`vggjit stylize` (not written yet)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    pass

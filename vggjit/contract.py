@@ -1,0 +1,263 @@
+"""The driver contract: the pluggy hook a plugin implements and the ops a driver provides.
+
+A driver plugin is a module (registered under the ``vggjit.drivers`` entry-point group) that
+implements the :func:`DriverSpec.vggjit_drivers` hook and returns :class:`DriverRecord` objects.
+Each record's ``factory`` builds a :class:`Driver`.
+
+:class:`Driver` is a template: its public methods check and normalise their arguments with
+:mod:`vggjit.checks` (so every driver rejects bad input with the same ``ValueError``) and then
+call the underscore method that a concrete driver overrides. Arrays reaching a kernel are
+float32 and C-contiguous; activations are NCHW, conv weights OIHW, fc weights ``[out, in]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import pluggy
+
+from . import checks
+from .errors import DriverUnavailableError, InputError
+
+PROJECT = "vggjit"
+ENTRY_POINT_GROUP = "vggjit.drivers"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Capabilities a driver may declare.
+FORWARD = "forward"      # every forward op
+BACKWARD = "backward"    # every *_backward op
+GRAPH = "graph"          # Driver.build_graph: whole-network inference in one call
+CAPABILITIES = (FORWARD, BACKWARD, GRAPH)
+
+
+@dataclass(frozen=True)
+class DriverRecord:
+    """What a plugin tells vggjit about one driver.
+
+    name: the name users select it by (``--driver NAME``, ``$VGGJIT_DRIVER``).
+    description: one line for ``vggjit drivers``.
+    priority: the available driver with the highest priority is the default.
+    factory: ``factory(**options) -> Driver``; only called when the driver is selected.
+    capabilities: a subset of :data:`CAPABILITIES`.
+    unavailable_reason: ``None`` when the driver can run here, else why not (a missing library,
+        no device). The plugin must compute this without failing: vggjit's import never breaks.
+    origin: filled in by the registry: the entry point and distribution it came from.
+    """
+
+    name: str
+    description: str
+    priority: int
+    factory: Callable[..., "Driver"]
+    capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
+    unavailable_reason: str | None = None
+    origin: str = field(default="", compare=False)
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+
+class DriverSpec:
+    """Hook specifications; a plugin module implements them with ``@vggjit.hookimpl``."""
+
+    @hookspec
+    def vggjit_drivers(self) -> Iterable[DriverRecord]:
+        """Return (or yield) the :class:`DriverRecord` of every driver this plugin provides.
+
+        Called once per discovery. Must not raise when a driver's library or device is missing:
+        return the record with ``unavailable_reason`` set instead.
+        """
+
+
+class Driver:
+    """Base class of every driver. Subclasses override the ``_op`` methods they support.
+
+    Shapes (all float32, C-contiguous):
+      x [N, Cin, H, W], w [Cout, Cin, K, K], b [Cout] -> conv2d y [N, Cout, Hout, Wout]
+      Hout = floor((H + 2 pad - K) / stride) + 1, likewise Wout
+      max/avg pooling: floor output size; max-pool ties go to the first maximum in row-major
+      window order; ``switches`` are the driver's own record of the arg-max positions.
+      linear: x [N, in], w [out, in], b [out] -> y [N, out]
+      softmax: x [N, classes], rows;  gram: x [N, C, H, W] -> [N, C, C], unnormalised.
+    """
+
+    name: str = "driver"
+    capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
+
+    # -- convolution ------------------------------------------------------------------------
+    def conv2d(self, x, w, b, stride: int = 1, pad: int = 0) -> np.ndarray:
+        x = checks.as_float32("conv2d x", x, 4)
+        w = checks.as_float32("conv2d w", w, 4)
+        stride = checks.positive_int("conv2d stride", stride)
+        pad = checks.nonnegative_int("conv2d pad", pad)
+        checks.conv_shapes(x, w, stride, pad)
+        b = checks.conv_bias(b, w.shape[0], w.shape)
+        return self._conv2d(x, w, b, stride, pad)
+
+    def conv2d_backward(self, dy, x, w, stride: int = 1, pad: int = 0, *,
+                        need_dx: bool = True, need_dw: bool = True):
+        """Return (dx, dw, db); dx is None unless need_dx, dw and db are None unless need_dw."""
+        self.require(BACKWARD, "conv2d_backward")
+        x = checks.as_float32("conv2d_backward x", x, 4)
+        w = checks.as_float32("conv2d_backward w", w, 4)
+        dy = checks.as_float32("conv2d_backward dy", dy, 4)
+        stride = checks.positive_int("conv2d stride", stride)
+        pad = checks.nonnegative_int("conv2d pad", pad)
+        hout, wout = checks.conv_shapes(x, w, stride, pad)
+        checks.expect_shape("conv2d_backward dy", dy, (x.shape[0], w.shape[0], hout, wout),
+                            f"x {x.shape}, w {w.shape}, stride {stride}, pad {pad}")
+        return self._conv2d_backward(dy, x, w, stride, pad, need_dx, need_dw)
+
+    # -- ReLU --------------------------------------------------------------------------------
+    def relu(self, x) -> np.ndarray:
+        return self._relu(checks.as_float32("relu x", x, (2, 4)))
+
+    def relu_backward(self, dy, x) -> np.ndarray:
+        """dx = dy where x > 0, else 0. ``x`` may be the ReLU's input or its output."""
+        self.require(BACKWARD, "relu_backward")
+        x = checks.as_float32("relu_backward x", x, (2, 4))
+        dy = checks.as_float32("relu_backward dy", dy, (2, 4))
+        checks.expect_shape("relu_backward dy", dy, x.shape, "must match x")
+        return self._relu_backward(dy, x)
+
+    # -- pooling -----------------------------------------------------------------------------
+    def max_pool2d(self, x, size: int = 2, stride: int = 2):
+        """Return (y, switches)."""
+        x = checks.as_float32("max_pool2d x", x, 4)
+        size = checks.positive_int("pool size", size)
+        stride = checks.positive_int("pool stride", stride)
+        checks.pool_shapes(x, size, stride)
+        return self._max_pool2d(x, size, stride)
+
+    def max_pool2d_backward(self, dy, switches, x_shape) -> np.ndarray:
+        self.require(BACKWARD, "max_pool2d_backward")
+        dy = checks.as_float32("max_pool2d_backward dy", dy, 4)
+        x_shape = tuple(int(s) for s in x_shape)
+        if len(x_shape) != 4 or x_shape[:2] != dy.shape[:2]:
+            raise InputError(f"max_pool2d_backward: dy shape {dy.shape} does not fit the input "
+                             f"shape {x_shape}")
+        return self._max_pool2d_backward(dy, switches, x_shape)
+
+    def avg_pool2d(self, x, size: int = 2, stride: int = 2) -> np.ndarray:
+        x = checks.as_float32("avg_pool2d x", x, 4)
+        size = checks.positive_int("pool size", size)
+        stride = checks.positive_int("pool stride", stride)
+        checks.pool_shapes(x, size, stride)
+        return self._avg_pool2d(x, size, stride)
+
+    def avg_pool2d_backward(self, dy, x_shape, size: int = 2, stride: int = 2) -> np.ndarray:
+        self.require(BACKWARD, "avg_pool2d_backward")
+        dy = checks.as_float32("avg_pool2d_backward dy", dy, 4)
+        x_shape = tuple(int(s) for s in x_shape)
+        size = checks.positive_int("pool size", size)
+        stride = checks.positive_int("pool stride", stride)
+        if len(x_shape) != 4:
+            raise InputError(f"avg_pool2d_backward: x_shape must have 4 entries, got {x_shape}")
+        probe = np.empty((1, 1) + x_shape[2:], np.float32)
+        hout, wout = checks.pool_shapes(probe, size, stride)
+        checks.expect_shape("avg_pool2d_backward dy", dy, x_shape[:2] + (hout, wout),
+                            f"input {x_shape}, window {size}, stride {stride}")
+        return self._avg_pool2d_backward(dy, x_shape, size, stride)
+
+    # -- fully connected ---------------------------------------------------------------------
+    def linear(self, x, w, b) -> np.ndarray:
+        x = checks.as_float32("linear x", x, 2)
+        w = checks.as_float32("linear w", w, 2)
+        checks.linear_shapes(x, w)
+        b = checks.as_float32("linear bias", b, 1)
+        checks.expect_shape("linear bias", b, (w.shape[0],), f"w shape {w.shape}")
+        return self._linear(x, w, b)
+
+    def linear_backward(self, dy, x, w, *, need_dx: bool = True, need_dw: bool = True):
+        """Return (dx, dw, db); dx is None unless need_dx, dw and db are None unless need_dw."""
+        self.require(BACKWARD, "linear_backward")
+        x = checks.as_float32("linear_backward x", x, 2)
+        w = checks.as_float32("linear_backward w", w, 2)
+        dy = checks.as_float32("linear_backward dy", dy, 2)
+        checks.linear_shapes(x, w)
+        checks.expect_shape("linear_backward dy", dy, (x.shape[0], w.shape[0]),
+                            f"x {x.shape}, w {w.shape}")
+        return self._linear_backward(dy, x, w, need_dx, need_dw)
+
+    # -- softmax and Gram --------------------------------------------------------------------
+    def softmax(self, x) -> np.ndarray:
+        return self._softmax(checks.as_float32("softmax x", x, 2))
+
+    def gram(self, x) -> np.ndarray:
+        """G[n, i, j] = sum_{h,w} x[n,i,h,w] x[n,j,h,w], shape [N, C, C]."""
+        return self._gram(checks.as_float32("gram x", x, 4))
+
+    # -- whole network -----------------------------------------------------------------------
+    def build_graph(self, net) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Optionally compile ``net`` into one callable ``x [N,3,224,224] -> prob [N,1000]``.
+
+        Drivers that build the whole network at once (the DLP) override this and declare the
+        ``graph`` capability; the default ``None`` makes the network run op by op.
+        """
+        return None
+
+    def warmup(self) -> None:
+        """Run every op once on tiny shapes, so a JIT driver compiles (or loads its cache) now."""
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+        w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+        b = np.zeros(3, np.float32)
+        y = self.conv2d(x, w, b, 1, 1)
+        r = self.relu(y)
+        p, switches = self.max_pool2d(r, 2, 2)
+        a = self.avg_pool2d(r, 2, 2)
+        self.gram(r)
+        fx = p.reshape(1, -1)
+        fw = rng.standard_normal((4, fx.shape[1])).astype(np.float32)
+        logits = self.linear(fx, fw, np.zeros(4, np.float32))
+        self.softmax(logits)
+        if BACKWARD in self.capabilities:
+            self.linear_backward(logits, fx, fw)
+            self.max_pool2d_backward(p, switches, r.shape)
+            self.avg_pool2d_backward(a, r.shape, 2, 2)
+            self.relu_backward(r, y)
+            self.conv2d_backward(y, x, w, 1, 1)
+            self.conv2d_backward(y, x, w, 1, 1, need_dw=False)
+
+    def require(self, capability: str, what: str) -> None:
+        """Raise DriverUnavailableError if this driver lacks ``capability``."""
+        if capability in self.capabilities:
+            return
+        from .registry import list_drivers  # late: the registry imports this module
+        having = [r.name for r in list_drivers() if capability in r.capabilities and r.available]
+        raise DriverUnavailableError(
+            f"driver {self.name!r} cannot do {what}: it lacks the {capability!r} capability; "
+            f"drivers that have it: {', '.join(having) or 'none installed'}")
+
+    # -- what a concrete driver implements ---------------------------------------------------
+    def _conv2d(self, x, w, b, stride, pad):
+        raise NotImplementedError
+    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw):
+        raise NotImplementedError
+    def _relu(self, x):
+        raise NotImplementedError
+    def _relu_backward(self, dy, x):
+        raise NotImplementedError
+    def _max_pool2d(self, x, size, stride):
+        raise NotImplementedError
+    def _max_pool2d_backward(self, dy, switches, x_shape):
+        raise NotImplementedError
+    def _avg_pool2d(self, x, size, stride):
+        raise NotImplementedError
+    def _avg_pool2d_backward(self, dy, x_shape, size, stride):
+        raise NotImplementedError
+    def _linear(self, x, w, b):
+        raise NotImplementedError
+    def _linear_backward(self, dy, x, w, need_dx, need_dw):
+        raise NotImplementedError
+    def _softmax(self, x):
+        raise NotImplementedError
+    def _gram(self, x):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
