@@ -1,0 +1,1 @@
+"""vggjit benchmarks: run with `vggjit bench` or `python -m bench` (figures never live in tests)."""

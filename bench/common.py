@@ -1,0 +1,108 @@
+"""Shared benchmark plumbing: timing with warm-up, medians, machine facts, result files.
+
+The machines are shared and noisy, so every figure is a median of several runs with min and
+max beside it, and every comparison is a ratio measured in the same run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeat`` times; seconds as median/min/max."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "runs": len(times)}
+
+
+def sgemm_gflops(n: int = 2048, repeat: int = 5) -> dict:
+    """The machine's float32 GEMM ceiling: np.dot on n x n float32, GFLOP/s (median/min/max)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    t = timeit(lambda: np.dot(a, b, out=out), repeat=repeat)
+    flops = 2.0 * n ** 3
+    return {"median": flops / t["median"] / 1e9, "min": flops / t["max"] / 1e9,
+            "max": flops / t["min"] / 1e9}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def torch_or_none():
+    """PyTorch when importable (never a dependency), with its threads matched to ours."""
+    try:
+        import torch
+    except Exception:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def machine() -> dict:
+    info = {"host": socket.gethostname(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "machine": platform.machine(), "processor": _cpu_model(), "numpy": np.__version__,
+            "date": _dt.datetime.now().isoformat(timespec="seconds")}
+    try:
+        import numba
+        info["numba"] = numba.__version__
+    except Exception:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas"] = [f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')}"
+                        for p in threadpool_info() if p.get("user_api") == "blas"]
+    except Exception:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(suite: str, data: dict, markdown: str) -> tuple[Path, Path]:
+    """Write bench/results/<date>-<host>-<suite>.json and .md; return both paths."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"{_dt.date.today().isoformat()}-{socket.gethostname()}-{suite}"
+    json_path, md_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
+    payload = {"suite": suite, "machine": machine(), **data}
+    json_path.write_text(json.dumps(payload, indent=2, default=float))
+    md_path.write_text(markdown + "\n")
+    return json_path, md_path
