@@ -65,8 +65,6 @@ def conv_shapes(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> tuple[in
     if h + 2 * pad < kh or wd + 2 * pad < kw:
         raise InputError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
                          f"{h + 2 * pad}x{wd + 2 * pad} (x shape {x.shape}, pad {pad})")
-    if pad >= kh:
-        raise InputError(f"conv2d: pad {pad} must be smaller than the kernel size {kh}")
     return output_size(h, kh, stride, pad), output_size(wd, kw, stride, pad)
 
 

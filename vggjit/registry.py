@@ -32,7 +32,8 @@ _instances: dict[str, Driver] = {}
 
 
 def _summary(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen")][-3:]
     where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(frames))
     return f"{type(exc).__name__}: {exc}" + (f" (at {where})" if where else "")
 

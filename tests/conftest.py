@@ -1,0 +1,34 @@
+"""Suite-wide set-up: the documented example plugin is installed as a third-party driver for
+the whole session, so the conformance suite runs it like any bundled driver."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+
+# Keep the user's real cache untouched and make runs independent of their environment.
+_HOME = Path(tempfile.mkdtemp(prefix="vggjit-test-home-"))
+os.environ["VGGJIT_HOME"] = str(_HOME)
+os.environ.pop("VGGJIT_DRIVER", None)
+os.environ.pop("VGGJIT_WEIGHTS", None)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from plugin_tools import install_example_plugin  # noqa: E402
+
+from vggjit.registry import PluginWarning, list_drivers  # noqa: E402
+
+install_example_plugin(_HOME / "site")
+
+
+def available_drivers() -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        return [r.name for r in list_drivers() if r.available]
+
+
+@pytest.fixture
+def vggjit_home() -> Path:
+    return _HOME

@@ -1,0 +1,281 @@
+"""Every available driver against the naive oracle, op by op, on shapes that expose mistakes.
+
+A driver is tested by nothing more than being installed: the driver list comes from the
+registry. The grids use odd, non-square sizes, strides, paddings, kernel sizes, channel counts
+and batch sizes so that a transposed axis or an off-by-one cannot hide, plus all-zero, constant
+and negative inputs and exact ties for max pooling.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import available_drivers
+
+from vggjit import get_driver
+from vggjit.contract import BACKWARD
+
+REFERENCE = "naive"
+DRIVERS = available_drivers()
+UNDER_TEST = [name for name in DRIVERS if name != REFERENCE]
+
+# Largest allowed |got - want|, relative to max(|want|, 1e-3 floor), per op and tolerance
+# class. A driver declares its class with a ``tolerance_class`` attribute (default float32).
+TOLERANCES = {
+    "float32": {
+        # float32 accumulation over up to Cin*K*K = 125 terms (or N*H*W for dw), against a
+        # float64 oracle: a few hundred ulps of the largest output is the honest bound.
+        "conv2d": 2e-5, "conv2d_backward": 2e-5, "linear": 2e-5, "linear_backward": 2e-5,
+        "gram": 2e-5,
+        # Selection and masking are exact.
+        "relu": 0.0, "relu_backward": 0.0, "max_pool2d": 0.0,
+        # Overlapping windows (stride < size) add up to 4 routed gradients per input in
+        # float32, and averaging sums up to 9 terms: a few ulps, not exact.
+        "max_pool2d_backward": 1e-6, "avg_pool2d": 1e-6, "avg_pool2d_backward": 1e-6,
+        "softmax": 1e-6,
+    },
+    "int8": {
+        # Per-tensor int8 quantisation of both operands: each carries up to half a step
+        # (1/254 of its absmax); summed over the window the output error stays within a few
+        # percent of the output's range, then the result is rounded to fp16.
+        "conv2d": 6e-2, "linear": 6e-2, "gram": 6e-2,
+        # fp16 activations: 11 significant bits, so relative error 2^-11 ~ 4.9e-4.
+        "relu": 1e-3, "max_pool2d": 1e-3, "avg_pool2d": 1e-3, "softmax": 2e-3,
+    },
+}
+
+
+def _driver(name):
+    return get_driver(name)
+
+
+def _tolerance(driver, op: str) -> float:
+    table = TOLERANCES[getattr(driver, "tolerance_class", "float32")]
+    if op not in table:
+        pytest.skip(f"{driver.name} makes no accuracy promise for {op}")
+    return table[op]
+
+
+def assert_close(got, want, tol: float, what: str) -> None:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.isfinite(got).all(), f"{what}: non-finite values"
+    scale = max(float(np.abs(want).max(initial=0.0)), 1e-3)
+    err = float(np.abs(got - want).max(initial=0.0))
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} x scale {scale:.3g}"
+
+
+def _array(rng, shape, kind: str = "normal") -> np.ndarray:
+    if kind == "normal":
+        return rng.standard_normal(shape).astype(np.float32)
+    if kind == "zero":
+        return np.zeros(shape, np.float32)
+    if kind == "constant":
+        return np.full(shape, 1.5, np.float32)
+    if kind == "negative":
+        return -np.abs(rng.standard_normal(shape)).astype(np.float32) - 0.1
+    if kind == "ties":  # few distinct values: max-pool windows hold exact ties
+        return rng.integers(-1, 2, shape).astype(np.float32)
+    raise ValueError(kind)
+
+
+# -- convolution grid -------------------------------------------------------------------------
+# Every geometry (size x kernel x stride x pad) meets a rotating channel/batch combination, and
+# every channel/batch combination runs once on an odd geometry: 72 cases per driver.
+SIZES = [(9, 10), (13, 7)]
+KERNELS, STRIDES, PADS = [1, 3, 5], [1, 2, 3], [0, 1, 2]
+CHANNELS = list(itertools.product([1, 2], [1, 3, 5], [1, 4, 7]))  # (N, Cin, Cout)
+GEOMETRIES = list(itertools.product(SIZES, KERNELS, STRIDES, PADS))
+CONV_CASES = ([(g, CHANNELS[i % len(CHANNELS)]) for i, g in enumerate(GEOMETRIES)]
+              + [(((11, 6), 3, 2, 1), c) for c in CHANNELS])
+
+
+def _conv_id(case):
+    ((h, w), k, s, p), (n, cin, cout) = case
+    return f"n{n}c{cin}o{cout}-{h}x{w}-k{k}s{s}p{p}"
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
+def test_conv2d_matches_naive(name, case):
+    ((h, w), k, s, p), (n, cin, cout) = case
+    if h + 2 * p < k or w + 2 * p < k:
+        pytest.skip("kernel larger than the padded input (an error case, tested below)")
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, wt = _array(rng, (n, cin, h, w)), _array(rng, (cout, cin, k, k))
+    b = _array(rng, (cout,))
+    driver, ref = _driver(name), _driver(REFERENCE)
+    y = ref.conv2d(x, wt, b, s, p)
+    assert_close(driver.conv2d(x, wt, b, s, p), y, _tolerance(driver, "conv2d"), "conv2d")
+    if BACKWARD not in driver.capabilities:
+        return
+    dy = _array(rng, y.shape)
+    want = ref.conv2d_backward(dy, x, wt, s, p)
+    got = driver.conv2d_backward(dy, x, wt, s, p)
+    tol = _tolerance(driver, "conv2d_backward")
+    for label, g, r in zip(("dx", "dw", "db"), got, want):
+        assert_close(g, r, tol, f"conv2d_backward {label}")
+    dx_only = driver.conv2d_backward(dy, x, wt, s, p, need_dw=False)
+    assert dx_only[1] is None and dx_only[2] is None
+    assert_close(dx_only[0], want[0], tol, "conv2d_backward dx (need_dw=False)")
+    dw_only = driver.conv2d_backward(dy, x, wt, s, p, need_dx=False)
+    assert dw_only[0] is None
+    assert_close(dw_only[1], want[1], tol, "conv2d_backward dw (need_dx=False)")
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("kind", ["zero", "constant", "negative"])
+def test_conv2d_special_inputs(name, kind):
+    rng = np.random.default_rng(7)
+    x = _array(rng, (2, 3, 8, 5), kind)
+    wt, b = _array(rng, (4, 3, 3, 3), kind), _array(rng, (4,), kind)
+    driver, ref = _driver(name), _driver(REFERENCE)
+    y = ref.conv2d(x, wt, b, 1, 1)
+    assert_close(driver.conv2d(x, wt, b, 1, 1), y, _tolerance(driver, "conv2d"), kind)
+    if BACKWARD in driver.capabilities:
+        dy = _array(rng, y.shape, kind)
+        for g, r in zip(driver.conv2d_backward(dy, x, wt, 1, 1),
+                        ref.conv2d_backward(dy, x, wt, 1, 1)):
+            assert_close(g, r, _tolerance(driver, "conv2d_backward"), kind)
+
+
+# -- pooling ------------------------------------------------------------------------------------
+POOL_CASES = [  # (N, C, H, W, size, stride): overlap, gaps, and floor dropping rows/columns
+    (1, 1, 4, 4, 2, 2), (2, 3, 9, 10, 2, 2), (1, 5, 13, 7, 2, 2), (2, 3, 7, 7, 3, 2),
+    (1, 3, 9, 10, 2, 1), (2, 1, 13, 7, 3, 3), (1, 4, 11, 6, 3, 1), (1, 2, 5, 9, 1, 2),
+]
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("kind", ["normal", "ties", "constant", "negative", "zero"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "n{}c{}-{}x{}-k{}s{}".format(*c))
+def test_pooling_matches_naive(name, kind, case):
+    n, c, h, w, size, stride = case
+    rng = np.random.default_rng(sum(case))
+    x = _array(rng, (n, c, h, w), kind)
+    driver, ref = _driver(name), _driver(REFERENCE)
+    y_ref, sw_ref = ref.max_pool2d(x, size, stride)
+    y, sw = driver.max_pool2d(x, size, stride)
+    assert_close(y, y_ref, _tolerance(driver, "max_pool2d"), "max_pool2d")
+    a_ref = ref.avg_pool2d(x, size, stride)
+    assert_close(driver.avg_pool2d(x, size, stride), a_ref, _tolerance(driver, "avg_pool2d"),
+                 "avg_pool2d")
+    if BACKWARD not in driver.capabilities:
+        return
+    dy = _array(rng, y_ref.shape) + 3.0  # non-zero everywhere, so every route is visible
+    # Ties must route to the first maximum: the gradients would differ otherwise.
+    assert_close(driver.max_pool2d_backward(dy, sw, x.shape),
+                 ref.max_pool2d_backward(dy, sw_ref, x.shape),
+                 _tolerance(driver, "max_pool2d_backward"), "max_pool2d_backward")
+    assert_close(driver.avg_pool2d_backward(dy, x.shape, size, stride),
+                 ref.avg_pool2d_backward(dy, x.shape, size, stride),
+                 _tolerance(driver, "avg_pool2d_backward"), "avg_pool2d_backward")
+
+
+# -- element-wise, linear, softmax, Gram --------------------------------------------------------
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("shape", [(2, 3, 9, 10), (1, 1, 13, 7), (5, 33)])
+def test_relu_matches_naive(name, shape):
+    rng = np.random.default_rng(len(shape))
+    x = _array(rng, shape, "ties")  # exact zeros: dx must be 0 where x == 0
+    driver, ref = _driver(name), _driver(REFERENCE)
+    assert_close(driver.relu(x), ref.relu(x), _tolerance(driver, "relu"), "relu")
+    if BACKWARD in driver.capabilities:
+        dy = _array(rng, shape)
+        assert_close(driver.relu_backward(dy, x), ref.relu_backward(dy, x),
+                     _tolerance(driver, "relu_backward"), "relu_backward")
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (2, 7, 4), (5, 33, 10), (3, 98, 17)])
+def test_linear_matches_naive(name, n, fin, fout):
+    rng = np.random.default_rng(n * fin * fout)
+    x, w, b = _array(rng, (n, fin)), _array(rng, (fout, fin)), _array(rng, (fout,))
+    driver, ref = _driver(name), _driver(REFERENCE)
+    assert_close(driver.linear(x, w, b), ref.linear(x, w, b), _tolerance(driver, "linear"),
+                 "linear")
+    if BACKWARD in driver.capabilities:
+        dy = _array(rng, (n, fout))
+        for label, g, r in zip(("dx", "dw", "db"), driver.linear_backward(dy, x, w),
+                               ref.linear_backward(dy, x, w)):
+            assert_close(g, r, _tolerance(driver, "linear_backward"), f"linear_backward {label}")
+        assert driver.linear_backward(dy, x, w, need_dw=False)[1:] == (None, None)
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+def test_softmax_matches_naive_and_is_stable(name):
+    rng = np.random.default_rng(3)
+    x = np.concatenate([_array(rng, (3, 10)), np.full((1, 10), 2.0, np.float32),
+                        _array(rng, (2, 10)) * 30 + 1000.0]).astype(np.float32)
+    driver, ref = _driver(name), _driver(REFERENCE)
+    got = driver.softmax(x)
+    assert_close(got, ref.softmax(x), _tolerance(driver, "softmax"), "softmax")
+    np.testing.assert_allclose(np.asarray(got, np.float64).sum(axis=1), 1.0, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (2, 5, 9, 10), (1, 7, 13, 7)])
+def test_gram_matches_naive(name, shape):
+    x = _array(np.random.default_rng(shape[1]), shape)
+    driver, ref = _driver(name), _driver(REFERENCE)
+    got = driver.gram(x)
+    assert_close(got, ref.gram(x), _tolerance(driver, "gram"), "gram")
+    assert got.shape == (shape[0], shape[1], shape[1])
+
+
+# -- bad input: the same ValueError from every driver ------------------------------------------
+BAD_CALLS = {
+    "conv kernel larger than padded input": (
+        lambda d: d.conv2d(np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2, 5, 5), np.float32),
+                           np.zeros(1, np.float32), 1, 0), "larger than the padded input"),
+    "conv wrong channel count": (
+        lambda d: d.conv2d(np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 2, 3, 3), np.float32),
+                           np.zeros(4, np.float32), 1, 1), "channels"),
+    "conv wrong ndim": (
+        lambda d: d.conv2d(np.zeros((3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32),
+                           np.zeros(4, np.float32), 1, 1), "4-D"),
+    "conv integer input": (
+        lambda d: d.conv2d(np.zeros((1, 3, 8, 8), np.int32), np.zeros((4, 3, 3, 3), np.float32),
+                           np.zeros(4, np.float32), 1, 1), "floating-point"),
+    "conv bias shape": (
+        lambda d: d.conv2d(np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32),
+                           np.zeros(5, np.float32), 1, 1), "bias"),
+    "conv zero stride": (
+        lambda d: d.conv2d(np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32),
+                           np.zeros(4, np.float32), 0, 1), "stride"),
+    "pool window larger than input": (
+        lambda d: d.max_pool2d(np.zeros((1, 1, 2, 5), np.float32), 3, 1), "larger than the input"),
+    "pool integer input": (
+        lambda d: d.avg_pool2d(np.zeros((1, 1, 4, 4), np.uint8), 2, 2), "floating-point"),
+    "linear feature mismatch": (
+        lambda d: d.linear(np.zeros((2, 5), np.float32), np.zeros((3, 6), np.float32),
+                           np.zeros(3, np.float32)), "features"),
+    "softmax wrong ndim": (lambda d: d.softmax(np.zeros((2, 3, 4), np.float32)), "2-D"),
+    "gram wrong ndim": (lambda d: d.gram(np.zeros((2, 3), np.float32)), "4-D"),
+}
+BAD_BACKWARD_CALLS = {
+    "conv backward dy shape": (
+        lambda d: d.conv2d_backward(np.zeros((1, 4, 7, 8), np.float32),
+                                    np.zeros((1, 3, 8, 8), np.float32),
+                                    np.zeros((4, 3, 3, 3), np.float32), 1, 1), "expected"),
+    "relu backward shape": (
+        lambda d: d.relu_backward(np.zeros((1, 2, 3, 3), np.float32),
+                                  np.zeros((1, 2, 3, 4), np.float32)), "must match"),
+}
+
+
+@pytest.mark.parametrize("name", DRIVERS)
+@pytest.mark.parametrize("case", list(BAD_CALLS) + list(BAD_BACKWARD_CALLS))
+def test_bad_input_raises_value_error_naming_the_problem(name, case):
+    driver = _driver(name)
+    call, words = {**BAD_CALLS, **BAD_BACKWARD_CALLS}[case]
+    if case in BAD_BACKWARD_CALLS and BACKWARD not in driver.capabilities:
+        pytest.skip("driver has no backward pass")
+    with pytest.raises(ValueError, match=words):
+        call(driver)
+
+
+def test_every_bundled_and_example_driver_is_under_test():
+    # The suite must not silently shrink: these are installed by pyproject and conftest.
+    assert {"naive", "example-numpy"} <= set(DRIVERS)
