@@ -201,6 +201,7 @@ class Network:
         if not keep and self._graph_ok(outputs):
             return {"prob": self._graph(np.ascontiguousarray(x, np.float32))}
         d = self.driver
+        self._saved = None  # drop the last pass's activations before making new ones
         saved: dict[int, object] = {} if keep else None
         result: dict[str, np.ndarray] = {}
         for i in range(last + 1):

@@ -1,6 +1,232 @@
-"""`vggjit stylize` (not written yet)."""
+"""`vggjit stylize`: Gatys neural style transfer from the command line."""
 from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+
+from . import add_driver_option, add_weights_option, subcommand
+
+DESCRIPTION = """\
+Paint CONTENT in the style of STYLE (Gatys et al.): optimise an image so that its VGG19
+features match the content image's at the content layers and its Gram matrices match the style
+image's at the style layers. Several style images are blended (--style-blend).
+
+Before the first step every input is checked: the images are read, the layer names and the
+image sizes are checked against the network, and every file the run will write must be
+writable and (without --overwrite) must not exist yet.
+
+While it runs: a progress bar with the loss and speed; per-layer losses every --print-every
+steps; intermediate images OUT_0100.png every --save-every steps (with a checkpoint). At the end:
+OUT, OUT.log.json (settings and per-step losses) and OUT.loss.png (the loss curve).
+
+Ctrl-C or SIGTERM stops at once and keeps the last completed step: its image goes to OUT and
+a checkpoint to OUT.ckpt.npz; `vggjit stylize --resume OUT.ckpt.npz` continues the run
+exactly where it stopped. A loss that becomes NaN or explodes stops the run with a message naming the step,
+and the last good image is kept in OUT.
+
+See docs/style-transfer.md for the loss, every option and a gallery."""
+
+EPILOG = """\
+examples:
+  vggjit stylize photo.jpg starry.jpg -o out.png
+  vggjit stylize photo.jpg starry.jpg --preset lab -o lab.png
+  vggjit stylize photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --preserve-colors -o out.png
+  vggjit stylize photo.jpg starry.jpg --optimizer adam --lr 10 -n 300 --tv-weight 0.01 -o o.png
+  vggjit stylize --resume out.ckpt.npz
+  vggjit stylize --resume out.ckpt.npz --iterations 1000     (continue further)
+
+weights:
+  --weights random uses He-normal random weights (no download): the result then shows texture
+  transfer only; use it with --normalize and --pooling avg (as `vggjit demo` does).
+
+presets:
+  lab   the course lab: content relu4_2; style relu1_1..relu5_1 (equal); alpha 1, beta 500;
+        Adam, lr 1.0, 100 steps; 192x320; init content*(1-0.5) + uniform(-20, 20)*0.5;
+        max pooling; an image every step. Options given explicitly override the preset."""
+
+#: Reporting defaults of the command (the API's are 0: off), as the established tools do.
+CLI_SAVE_EVERY, CLI_PRINT_EVERY = 100, 50
+
+# Options that define the run; --resume takes them from the checkpoint instead.
+RUN_OPTIONS = ("preset", "content_layers", "content_layer_weights", "style_layers",
+               "style_layer_weights", "alpha", "beta", "tv_weight", "normalize", "optimizer", "lr",
+               "init", "noise", "seed", "size", "height", "width", "style_scale", "style_blend",
+               "preserve_colors", "pooling", "save_every", "print_every")
+
+
+def _names(text: str) -> tuple:
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return items
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
 def register(subparsers) -> None:
-    pass
+    p = subcommand(subparsers, "stylize", help="neural style transfer (Gatys) of an image",
+                   description=DESCRIPTION, epilog=EPILOG, run=run)
+    p.add_argument("content", nargs="?", metavar="CONTENT", help="the content image")
+    p.add_argument("styles", nargs="*", metavar="STYLE", help="one or more style images")
+    p.add_argument("-o", "--output", metavar="OUT.png",
+                   help="the result image (.png or .jpg); required unless --resume")
+    p.add_argument("--preset", choices=("lab",), help="a named set of options (see below)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never done without it)")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue an interrupted run from its OUT.ckpt.npz (its settings, "
+                        "images and optimiser state; -o, --iterations, --driver may change)")
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--content-layers", type=_names, metavar="L,..",
+                   help="content layers (default: relu4_2)")
+    g.add_argument("--content-layer-weights", type=_floats, metavar="W,..",
+                   help="one weight per content layer (default: equal, summing to 1)")
+    g.add_argument("--style-layers", type=_names, metavar="L,..",
+                   help="style layers (default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)")
+    g.add_argument("--style-layer-weights", type=_floats, metavar="W,..",
+                   help="one weight per style layer (default: equal, summing to 1)")
+    g.add_argument("--alpha", "--content-weight", dest="alpha", type=float, metavar="A",
+                   help="content loss weight (default: 1)")
+    g.add_argument("--beta", "--style-weight", dest="beta", type=float, metavar="B",
+                   help="style loss weight (default: 500)")
+    g.add_argument("--tv-weight", type=float, metavar="T",
+                   help="total-variation weight, smooths the result (default: 0)")
+    g.add_argument("--normalize", action="store_true", default=None,
+                   help="divide each loss layer's weight by the mean square of its target "
+                        "(features for content, Gram per position for style): for random "
+                        "weights, whose layers differ in scale by orders of magnitude")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=("lbfgs", "adam"),
+                   help="lbfgs (better images; default) or adam (the lab's; less memory)")
+    g.add_argument("--lr", type=float, metavar="LR",
+                   help="Adam's learning rate in pixel units (default: 10; lab: 1)")
+    g.add_argument("-n", "--iterations", type=int, metavar="N",
+                   help="optimisation steps (default: 500)")
+    g.add_argument("--init", metavar="content|noise|random|PATH",
+                   help="start image: the content (default), the lab's content*(1-r) + "
+                        "uniform(-20,20)*r (noise), uniform noise (random), or an image file")
+    g.add_argument("--noise", type=float, metavar="R",
+                   help="the noise ratio r of --init noise (default: 0.5)")
+    g.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
+
+    g = p.add_argument_group("size")
+    g.add_argument("--size", type=int, metavar="PX",
+                   help="longer side of the result (default: 512); aspect kept")
+    g.add_argument("--height", type=int, metavar="H",
+                   help="exact height (with --width: exact size, the style image stretched "
+                        "to it; alone: aspect kept)")
+    g.add_argument("--width", type=int, metavar="W", help="exact width (see --height)")
+    g.add_argument("--style-scale", type=float, metavar="S",
+                   help="size of the style images relative to the result (default: 1)")
+    g.add_argument("--style-blend", type=_floats, metavar="W,..",
+                   help="weights of several style images (default: equal)")
+    g.add_argument("--preserve-colors", action="store_true", default=None,
+                   help="keep the content's colours: transfer the style on luminance only")
+
+    g = p.add_argument_group("network")
+    add_weights_option(g)
+    add_driver_option(g)
+    g.add_argument("--pooling", choices=("max", "avg"),
+                   help="max (default; the trained network's) or avg (smoother textures)")
+
+    g = p.add_argument_group("progress")
+    g.add_argument("--save-every", type=int, metavar="N",
+                   help=f"write OUT_<step>.png and a checkpoint every N steps "
+                        f"(default: {CLI_SAVE_EVERY}; 0: never)")
+    g.add_argument("--print-every", type=int, metavar="N",
+                   help=f"print the per-layer losses every N steps (default: "
+                        f"{CLI_PRINT_EVERY}; 0: never)")
+
+
+def _options(args) -> dict:
+    keys = [k for k in RUN_OPTIONS if k != "preset"] + ["iterations", "weights", "driver"]
+    return {k: getattr(args, k) for k in keys}
+
+
+def run(args) -> int:
+    from ..errors import InputError
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k) is not None]
+        if args.content or args.styles or given:
+            raise InputError("--resume continues a run with its own images and settings; "
+                             "give only -o, --iterations, --driver, --weights, --overwrite "
+                             f"(not {', '.join(given) or 'CONTENT/STYLE'})")
+    else:
+        if not args.content or not args.styles:
+            raise InputError("give a CONTENT image and at least one STYLE image "
+                             "(or --resume CHECKPOINT)")
+        if not args.output:
+            raise InputError("give the result's path with -o OUT.png")
+
+    with sigterm_as_interrupt():
+        result = _run(args)
+    return _report(result)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM acts like Ctrl-C: the run saves its image and checkpoint."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args):
+    from ..style import PRESETS, StyleTransfer, make_settings, resume
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    if args.resume:
+        return resume(args.resume, iterations=args.iterations, output=args.output,
+                      overwrite=args.overwrite, progress=True, driver=args.driver,
+                      weights=args.weights, log=log)
+    options = _options(args)
+    preset_keys = set(PRESETS[args.preset]) if args.preset else set()
+    for key, default in (("save_every", CLI_SAVE_EVERY), ("print_every", CLI_PRINT_EVERY)):
+        if options[key] is None and key not in preset_keys:
+            options[key] = default
+    settings = make_settings(args.preset, **options)
+    transfer = StyleTransfer(args.styles, settings=settings)
+    # start() checks before any work: images, layers and sizes, the output files, then the
+    # driver and the weight file (when it builds the network), then computes the targets.
+    session = transfer.start(args.content, output=args.output, overwrite=args.overwrite,
+                             progress=True, log=log)
+    net = transfer.net
+    print(f"vggjit stylize: {session.content_rgb.shape[1]}x{session.content_rgb.shape[0]} px, "
+          f"{settings.optimizer} x {settings.iterations}, {net.source}, driver "
+          f"{net.driver.name}", flush=True)
+    return session.run()
+
+
+def _report(result) -> int:
+    files = result.files
+    where = f" to {files['image']}" if "image" in files else ""
+    if result.stopped == "interrupted":
+        print(f"vggjit stylize: interrupted after step {result.steps}; saved the image{where} "
+              f"and the checkpoint {files.get('checkpoint')}; continue with:\n"
+              f"  vggjit stylize --resume {files.get('checkpoint')}")
+        return 130
+    loss = f"{result.loss:.6g}" if result.loss is not None else "n/a"
+    note = f" ({result.message})" if result.stopped == "converged" else ""
+    print(f"vggjit stylize: wrote{where} after {result.steps} steps, loss {loss}{note}")
+    if "log" in files:
+        print(f"  log {files['log']}" + (f", loss curve {files['curve']}" if "curve" in files
+                                         else ""))
+    if files.get("steps"):
+        print(f"  intermediate images: {len(files['steps'])} ({files['steps'][0]} ...)")
+    return 0

@@ -1,0 +1,188 @@
+"""The DLP (cnml-dlp) emulator: VGG19 forward time beside float32, and int8 accuracy.
+
+* Speed: VGG19 (random He-normal weights), one 224x224 image, the emulator's whole-network
+  forward and the float32 driver's (numba-cpu) forward, interleaved in the same run; medians.
+  Target (issue 6): the emulator within 3x of float32.
+* Accuracy: the int8-vs-float32 report (vggjit.quant.accuracy_report) on the project's own
+  images: procedurally generated ones (no photographs ship with vggjit), calibrated on one half
+  and evaluated on the other. With the real ImageNet weights (found like `vggjit classify`
+  finds them) when present, else random weights - then the agreement measures int8 fidelity
+  only, not ImageNet accuracy.
+
+    python -m bench.dlp [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import markdown_table, write_results  # noqa: E402
+
+
+# -- a float32 stand-in, only used when numba-cpu is not installed -------------------------
+def _numpy_fp32_driver():
+    """img2col + float32 sgemm: what numba-cpu does for convolution, in plain numpy."""
+    from vggjit.checks import output_size
+    from vggjit.contract import FORWARD, Driver
+    from vggjit_cnml_dlp.emulator import _windows, img2col
+
+    class NumpyFp32(Driver):
+        name = "numpy-fp32 (bench stand-in for numba-cpu)"
+        capabilities = frozenset({FORWARD})
+
+        def _conv2d(self, x, w, b, stride, pad):
+            n, k, cout = x.shape[0], w.shape[2], w.shape[0]
+            hout = output_size(x.shape[2], k, stride, pad)
+            wout = output_size(x.shape[3], k, stride, pad)
+            y = w.reshape(cout, -1) @ img2col(x, k, stride, pad) + b[:, None]
+            return np.ascontiguousarray(y.reshape(cout, n, hout, wout).transpose(1, 0, 2, 3))
+
+        def _relu(self, x):
+            return np.maximum(x, np.float32(0))
+
+        def _max_pool2d(self, x, size, stride):
+            hout, wout = output_size(x.shape[2], size, stride, 0), output_size(x.shape[3], size,
+                                                                             stride, 0)
+            return np.ascontiguousarray(_windows(x, size, stride, hout, wout).max(-1)), None
+
+        def _linear(self, x, w, b):
+            return x @ w.T + b
+
+        def _softmax(self, x):
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+    return NumpyFp32()
+
+
+def float_driver():
+    from vggjit.registry import get_driver
+    try:
+        return get_driver("numba-cpu")
+    except Exception as exc:  # not installed yet: say so in the results
+        print(f"bench dlp: numba-cpu unavailable ({exc}); using a numpy float32 stand-in",
+              file=sys.stderr)
+        return _numpy_fp32_driver()
+
+
+# -- images ------------------------------------------------------------------------------
+def procedural_images(count: int, seed: int = 0):
+    """``count`` varied 320x256 RGB PIL images: gradients, stripes, rings, blobs, checkers."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h, w = 256, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    images = []
+    for i in range(count):
+        kind = i % 5
+        c = rng.uniform(0, 255, (2, 3))
+        if kind == 0:    # diagonal gradient between two colours
+            t = ((xx + yy) / (w + h))[..., None]
+            img = c[0] * (1 - t) + c[1] * t
+        elif kind == 1:  # stripes at a random angle and period
+            a, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
+            t = (0.5 + 0.5 * np.sin((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / period))
+            img = c[0] * (1 - t[..., None]) + c[1] * t[..., None]
+        elif kind == 2:  # concentric rings
+            r = np.hypot(xx - rng.uniform(0, w), yy - rng.uniform(0, h))
+            t = (0.5 + 0.5 * np.cos(r / rng.uniform(4, 20)))[..., None]
+            img = c[0] * (1 - t) + c[1] * t
+        elif kind == 3:  # smooth random blobs
+            noise = rng.standard_normal((h // 16 + 1, w // 16 + 1, 3))
+            big = np.kron(noise, np.ones((16, 16, 1)))[:h, :w]
+            img = 128 + 60 * big
+        else:            # checkerboard
+            size = rng.integers(8, 48)
+            t = (((xx // size) + (yy // size)) % 2)[..., None]
+            img = c[0] * (1 - t) + c[1] * t
+        img = img + rng.normal(0, 6, img.shape)  # sensor-like noise
+        images.append(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB"))
+    return images
+
+
+def _network(driver):
+    """(net, description): the real weights when they can be found, else random VGG19."""
+    from vggjit.network import VGG19, Network
+    try:
+        from vggjit.weights import find_weights
+        path = find_weights()
+        return Network.from_file(path, driver=driver), f"ImageNet weights {path.name}"
+    except Exception:
+        return VGG19.random(seed=0, driver=driver), "random He-normal VGG19 (seed 0)"
+
+
+# -- the suite ---------------------------------------------------------------------------
+def run(quick: bool = False) -> dict:
+    from vggjit.images import preprocess
+    from vggjit.network import Network
+    from vggjit.quant import accuracy_report, calibrate_network, format_report
+    from vggjit.registry import get_driver
+
+    fp32 = float_driver()
+    net32, weights = _network(fp32)
+    repeat = 3 if quick else 7
+    count = 4 if quick else 10
+
+    images = [preprocess(img, mean_pixel=net32.mean_pixel) for img in procedural_images(count)]
+    calib, evaluate = images[: count // 2], images[count // 2:]
+    table = calibrate_network(net32, calib)
+
+    dlp = get_driver("cnml-dlp", quant=table, backend="emulator")
+    netq = Network(net32.layers, net32.weights, driver=dlp, mean_pixel=net32.mean_pixel)
+    x = evaluate[0]
+    start = time.perf_counter()
+    netq.forward(x)  # builds the graph: quantises every weight once
+    build_s = time.perf_counter() - start
+    net32.forward(x)  # warm-up (JIT compilation)
+    t32, tq = [], []
+    for _ in range(repeat):  # interleaved, so both see the same machine load
+        start = time.perf_counter()
+        net32.forward(x)
+        t32.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        netq.forward(x)
+        tq.append(time.perf_counter() - start)
+    med32, medq = float(np.median(t32)), float(np.median(tq))
+    speed = {"float_driver": fp32.name, "weights": weights, "repeat": repeat,
+             "float32_s": {"median": med32, "min": min(t32), "max": max(t32)},
+             "emulator_s": {"median": medq, "min": min(tq), "max": max(tq)},
+             "emulator_build_s": build_s, "ratio": medq / med32, "target_ratio": 3.0}
+
+    report = accuracy_report(net32, dlp, evaluate)
+    rows = [["VGG19 forward, 1 x 224 x 224, float32 (" + fp32.name + ")", med32,
+             min(t32), max(t32)],
+            ["VGG19 forward, 1 x 224 x 224, cnml-dlp emulator (int8/fp16)", medq, min(tq),
+             max(tq)]]
+    markdown = "\n\n".join([
+        f"Weights: {weights}. Medians of {repeat} interleaved runs, seconds.",
+        markdown_table(["", "median s", "min s", "max s"], rows),
+        f"Emulator / float32: **{medq / med32:.2f}x** (target <= 3x). Building the emulator "
+        f"graph (quantising every weight once): {build_s:.1f} s.",
+        f"Accuracy: calibrated on {len(calib)} procedural images, evaluated on "
+        f"{len(evaluate)} others.",
+        "```\n" + format_report(report) + "\n```"])
+    return {"speed": speed, "accuracy": report, "markdown": markdown}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and images")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick)
+    paths = write_results("dlp", {k: v for k, v in result.items() if k != "markdown"},
+                          result["markdown"])
+    print(result["markdown"])
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Convolution as img2col + GEMM, forward and backward side by side.
+
+Layout: x [N, Cin, H, W], w [Cout, Cin, K, K] viewed as w2 [Cout, Kd] with Kd = Cin*K*K (the
+OIHW order is already the row order img2col produces, so no weight copy is ever made),
+y / dy [N, Cout, Ho, Wo]; one image's output is the row-major matrix [Cout, Ho*Wo].
+
+Why tiles and not one big column matrix: the columns of a VGG layer are large (64 channels at
+224x224: 115 MB per image) and writing them to memory and reading them back costs about as much
+as the GEMM on this machine. So each Numba worker takes a few output rows of one image at a
+time, builds just their columns in its own cache-sized buffer and multiplies them straight away
+with a single-threaded sgemm, writing into y in place. The GEMMs of different workers are
+independent, which scales better than one 2-thread GEMM, and BLAS's own thread pool never runs
+(see jit.py). The buffers come from the driver and are reused between calls; their size, and
+so the peak memory, is set by the driver's ``memory_bound_mb``.
+
+Race-freedom of the backward scatter (col2im): workers split the *input channels*, so each owns
+dx[:, its channels] and dw[:, its columns] outright; no two workers ever add into the same
+element, and no atomics or per-thread copies of dx are needed.
+
+BLAS calls go through ``_sgemm`` below (row-major wrapper of Numba's own sgemm binding). It is
+defined in this file on purpose: Numba's cache tracks the file that defines a kernel, so
+helpers live beside the kernels that inline them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .jit import _XXGEMM, jit
+
+_N = np.int8(ord("N"))
+_T = np.int8(ord("T"))
+
+
+@jit(parallel=False)
+def _sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C[m, n] = alpha op(A) op(B) + beta C, single-threaded BLAS sgemm.
+
+    a, b, c: 1-D float32 arrays starting at the first element of each matrix; lda/ldb/ldc row
+    strides in elements (so sub-matrices of bigger arrays need no copy); ta/tb: 'N' or 'T' as
+    int8; alpha/beta: 1-element arrays. Fortran BLAS is column-major and sees a row-major matrix
+    as its transpose, so we ask for C^T = op(B)^T op(A)^T: operands swap, flags stay.
+    """
+    _XXGEMM(np.int8(115), tb, ta, n, m, k, alpha.ctypes, b.ctypes, ldb, a.ctypes, lda,
+            beta.ctypes, c.ctypes, ldc)
+
+
+@jit(parallel=False)
+def _valid_cols(off, stride, W, Wo):
+    """Output columns j in [lo, hi) whose input column j*stride + off lies inside [0, W)."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = (W - 1 - off) // stride + 1 if W - 1 - off >= 0 else 0
+    hi = min(hi, Wo)
+    return min(lo, hi), hi
+
+
+@jit(parallel=False)
+def _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cols):
+    """Columns of output rows [r0, r1) of image n, input channels [c0, c1).
+
+    cols (1-D, used as [(c1-c0)*K*K, (r1-r0)*Wo] row-major):
+        cols[((c-c0)*K + kh)*K + kw, (r-r0)*Wo + j] = xpad[n, c, r*stride + kh, j*stride + kw]
+    with xpad = x zero-padded by ``pad``. Padding is written as zeros, never read.
+
+    Indices are unsigned on purpose: with signed ones Numba must allow for negative
+    (wrap-around) indexing, and LLVM then vectorises the copies with scatter instructions,
+    which made this loop 2-3x slower.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    L = (r1 - r0) * Wo
+    xf = x.reshape(-1)
+    step = np.uint64(stride)
+    for c in range(c0, c1):
+        plane = (n * C + c) * H * W
+        for kh in range(K):
+            for kw in range(K):
+                q = ((c - c0) * K + kh) * K + kw
+                off = kw - pad
+                jlo, jhi = _valid_cols(off, stride, W, Wo)
+                for r in range(r0, r1):
+                    ih = r * stride - pad + kh
+                    dst = np.uint64(q * L + (r - r0) * Wo)
+                    if ih < 0 or ih >= H:
+                        for j in range(np.uint64(Wo)):
+                            cols[dst + j] = 0.0
+                        continue
+                    for j in range(np.uint64(jlo)):
+                        cols[dst + j] = 0.0
+                    d0 = dst + np.uint64(jlo)
+                    s0 = np.uint64(plane + ih * W + off + jlo * stride)
+                    if stride == 1:             # contiguous: a vector copy
+                        for j in range(np.uint64(jhi - jlo)):
+                            cols[d0 + j] = xf[s0 + j]
+                    else:
+                        for j in range(np.uint64(jhi - jlo)):
+                            cols[d0 + j] = xf[s0 + j * step]
+                    for j in range(np.uint64(jhi), np.uint64(Wo)):
+                        cols[dst + j] = 0.0
+
+
+@jit(parallel=False)
+def _col2im(dcols, n, c0, c1, r0, r1, K, stride, pad, Wo, dx):
+    """The scatter-add inverse of _img2col: dxpad[n, c, r*s + kh, j*s + kw] += dcols[q, (r-r0)*Wo + j].
+
+    Contributions that land in the padding are dropped (that is the crop). Serial: the caller
+    guarantees that no other worker writes channels [c0, c1) of dx. Unsigned indices as above.
+    """
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    L = (r1 - r0) * Wo
+    dxf = dx.reshape(-1)
+    step = np.uint64(stride)
+    for c in range(c0, c1):
+        plane = (n * C + c) * H * W
+        for kh in range(K):
+            for kw in range(K):
+                q = ((c - c0) * K + kh) * K + kw
+                off = kw - pad
+                jlo, jhi = _valid_cols(off, stride, W, Wo)
+                for r in range(r0, r1):
+                    ih = r * stride - pad + kh
+                    if ih < 0 or ih >= H:
+                        continue
+                    s0 = np.uint64(q * L + (r - r0) * Wo + jlo)
+                    d0 = np.uint64(plane + ih * W + off + jlo * stride)
+                    if stride == 1:
+                        for j in range(np.uint64(jhi - jlo)):
+                            dxf[d0 + j] += dcols[s0 + j]
+                    else:
+                        for j in range(np.uint64(jhi - jlo)):
+                            dxf[d0 + j * step] += dcols[s0 + j]
+
+
+# -- forward -----------------------------------------------------------------------------------
+@jit
+def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y):
+    """y = conv(x, w) + b, tiled over output rows.
+
+    x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
+    rows: output rows per tile; workers: number of Numba workers (= tiles in flight);
+    cols: 1-D buffer of at least workers * Cin*K*K * rows*Wo floats (one tile per worker).
+
+    Worker t takes tiles t, t + workers, ...; each tile: img2col into the worker's buffer,
+    y[n, :, tile] = b, then y[n, :, tile] += w2 @ cols (sgemm with beta = 1 writing in place:
+    the bias costs no extra pass over y).
+    """
+    N, Cin = x.shape[0], x.shape[1]
+    Cout, Kd = w2.shape[0], w2.shape[1]
+    Ho, Wo = y.shape[2], y.shape[3]
+    HW = Ho * Wo
+    per_image = (Ho + rows - 1) // rows
+    ntiles = N * per_image
+    per_worker = Kd * rows * Wo
+    yf = y.reshape(-1)
+    w2f = w2.reshape(-1)
+    one = np.ones(1, np.float32)
+    for t in prange(workers):
+        buf = cols[t * per_worker:(t + 1) * per_worker]
+        for tile in range(t, ntiles, workers):
+            n = tile // per_image
+            r0 = (tile % per_image) * rows
+            r1 = min(r0 + rows, Ho)
+            L = (r1 - r0) * Wo
+            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, buf)
+            base = n * Cout * HW + r0 * Wo
+            for co in range(Cout):
+                bias = b[co]
+                start = base + co * HW
+                for j in range(L):
+                    yf[start + j] = bias
+            _sgemm(_N, _N, Cout, L, Kd, one, w2f, Kd, buf, L, one, yf[base:], HW)
+
+
+# -- backward ----------------------------------------------------------------------------------
+@jit
+def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
+                    cols, dcols, dx, dw):
+    """dx and/or dw of a convolution, the input channels split among workers.
+
+    dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
+    bounds: int64 [nblocks + 1], channel-block boundaries (block i = channels bounds[i]..);
+    worker t takes blocks t, t + workers, ...;
+    cols, dcols: 1-D buffers of workers * (max block channels)*K*K * rows*Wo floats;
+    dx [N, Cin, H, W] and dw [Cout, Cin*K*K]: written (zeroed here by their owner first).
+
+    Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
+      dw:  dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m]   (sgemm, beta = 1)
+      dx:  dcols [m, L] = w2[:, c0*KK:c1*KK]^T @ dy_tile, then col2im into dx[n, c0:c1]
+    dy_tile is read in place (a column range of dy[n] as [Cout, Ho*Wo], leading dim Ho*Wo).
+    Nothing is computed for an output that is not needed.
+    """
+    N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Cout, Kd = w2.shape[0], w2.shape[1]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    HW = Ho * Wo
+    KK = K * K
+    nblocks = bounds.shape[0] - 1
+    widest = 0
+    for i in range(nblocks):
+        widest = max(widest, bounds[i + 1] - bounds[i])
+    per_worker = widest * KK * rows * Wo
+    dyf = dy.reshape(-1)
+    w2f = w2.reshape(-1)
+    dwf = dw.reshape(-1)
+    one = np.ones(1, np.float32)
+    zero = np.zeros(1, np.float32)
+    for t in prange(workers):
+        cbuf = cols[t * per_worker:(t + 1) * per_worker]
+        dbuf = dcols[t * per_worker:(t + 1) * per_worker]
+        for blk in range(t, nblocks, workers):
+            c0, c1 = bounds[blk], bounds[blk + 1]
+            m = (c1 - c0) * KK
+            if need_dx:
+                for n in range(N):
+                    dx[n, c0:c1] = 0.0
+            if need_dw:
+                for co in range(Cout):
+                    dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
+            for n in range(N):
+                for r0 in range(0, Ho, rows):
+                    r1 = min(r0 + rows, Ho)
+                    L = (r1 - r0) * Wo
+                    dyt = dyf[n * Cout * HW + r0 * Wo:]
+                    if need_dw:
+                        _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
+                        _sgemm(_N, _T, Cout, m, L, one, dyt, HW, cbuf, L, one,
+                               dwf[c0 * KK:], Kd)
+                    if need_dx:
+                        _sgemm(_T, _N, m, L, Cout, one, w2f[c0 * KK:], Kd, dyt, HW, zero,
+                               dbuf, L)
+                        _col2im(dbuf, n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+
+
+@jit
+def bias_grad(dy, db):
+    """db[co] = sum over n, h, w of dy[n, co, h, w]; parallel over output channels.
+
+    dy [N, Cout, Ho, Wo]; db [Cout] float32 (accumulated in float64 per channel).
+    """
+    N, Cout = dy.shape[0], dy.shape[1]
+    HW = dy.shape[2] * dy.shape[3]
+    dyf = dy.reshape(-1)
+    for co in prange(Cout):
+        s = 0.0
+        for n in range(N):
+            start = (n * Cout + co) * HW
+            for j in range(HW):
+                s += dyf[start + j]
+        db[co] = s
+
+
+# -- tile planning (plain Python) ----------------------------------------------------------------
+def output_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def plan_forward(ho: int, wo: int, kd: int, workers: int, n: int, tile_bytes: int,
+                 bound_bytes: int) -> int:
+    """Output rows per tile for the forward pass.
+
+    Aim for a column tile of about ``tile_bytes`` per worker (cache-sized: L2 here is 2 MiB), but
+    at least ~256 output columns so that each sgemm stays efficient; keep workers * tile under
+    ``bound_bytes``; then even out the tiles so that every worker gets the same number.
+    Never fewer than one output row (the bound cannot go below one row per worker).
+    """
+    row_bytes = kd * wo * 4
+    rows = max(1, tile_bytes // row_bytes, -(-256 // wo))
+    rows = max(1, min(rows, ho, bound_bytes // max(1, workers * row_bytes)))
+    return balanced_rows(ho, rows, n, workers)
+
+
+def balanced_rows(ho: int, rows: int, n: int, workers: int) -> int:
+    """The tile height in [rows/2, rows] that spreads the n*ho output rows most evenly over the
+    workers (worker t takes tiles t, t + workers, ...); ties go to the taller tile."""
+    best, best_load = rows, None
+    for r in range(rows, (rows - 1) // 2, -1):
+        heights = [min(r, ho - start) for start in range(0, ho, r)] * n
+        load = max(sum(heights[t::workers]) for t in range(workers))
+        if best_load is None or load < best_load:
+            best, best_load = r, load
+    return best
+
+
+def plan_backward(cin: int, k: int, ho: int, wo: int, workers: int, tile_bytes: int,
+                  bound_bytes: int, buffers: int) -> tuple[np.ndarray, int]:
+    """Channel blocks (boundaries, int64) and output rows per tile for the backward pass.
+
+    Blocks: as many as workers (equal widths when cin divides), more when one block's tile of
+    one output row would not fit the bound. ``buffers``: how many tile buffers each worker needs
+    (1 for dx or dw only, 2 for both).
+    """
+    blocks = min(cin, workers)
+    while True:
+        width = -(-cin // blocks)
+        row_bytes = width * k * k * wo * 4 * buffers
+        if workers * row_bytes <= bound_bytes or width == 1:
+            break
+        blocks = min(cin, blocks + workers)
+    rows = max(1, tile_bytes // row_bytes, -(-256 // wo))
+    rows = max(1, min(rows, ho, bound_bytes // max(1, workers * row_bytes)))
+    bounds = np.linspace(0, cin, blocks + 1).round().astype(np.int64)
+    return bounds, rows

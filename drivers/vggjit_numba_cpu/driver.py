@@ -1,0 +1,207 @@
+"""The numba-cpu driver: the contract's ops on the kernels of this package.
+
+The base class has already checked every argument and made arrays float32 and C-contiguous;
+this class plans tiles, hands out reusable buffers and runs each kernel under the thread plan
+(jit.ThreadPlan: Numba's workers, BLAS held at one thread inside them, one kernel at a time).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vggjit.contract import BACKWARD, FORWARD, Driver
+from vggjit.errors import InputError
+
+from . import conv, elementwise, gram, linear, pool
+from .jit import CACHE, ThreadPlan
+
+#: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
+#: per core here, and OpenBLAS needs room for its packed panels beside it).
+DEFAULT_TILE_KB = 1024
+
+
+class NumbaCpuDriver(Driver):
+    """img2col + sgemm convolutions and parallel Numba kernels for everything else.
+
+    Options (``vggjit.get_driver("numba-cpu", **options)``):
+      threads: Numba workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
+          cores); BLAS runs single-threaded inside each worker.
+      memory_bound_mb: upper bound of the convolution's working buffers (default 128 MB); the
+          tiles shrink to fit, down to one output row per worker.
+      tile_kb: the per-worker tile size the planner aims for (default 1024).
+    """
+
+    name = "numba-cpu"
+    capabilities = frozenset({FORWARD, BACKWARD})
+
+    def __init__(self, threads: int | None = None, memory_bound_mb: float = 128,
+                 tile_kb: int = DEFAULT_TILE_KB):
+        if memory_bound_mb <= 0:
+            raise InputError(f"memory_bound_mb must be positive, got {memory_bound_mb!r}")
+        if tile_kb <= 0:
+            raise InputError(f"tile_kb must be positive, got {tile_kb!r}")
+        try:
+            self._plan = ThreadPlan(threads)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        self.memory_bound = int(memory_bound_mb * 1024 * 1024)
+        self.tile_bytes = int(tile_kb * 1024)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    @property
+    def threads(self) -> int:
+        return self._plan.threads
+
+    def describe(self) -> dict:
+        """Threads, threading layer, BLAS, cache: what the bench and `vggjit drivers` show."""
+        info = self._plan.describe()
+        info.update(memory_bound_mb=self.memory_bound / 2**20, tile_kb=self.tile_bytes // 1024,
+                    buffers_mb=round(sum(b.nbytes for b in self._buffers.values()) / 2**20, 1),
+                    cache_enabled=CACHE.enabled)
+        return info
+
+    def _buffer(self, name: str, size: int) -> np.ndarray:
+        """A float32 work buffer of at least ``size`` elements, kept and reused between calls
+        (grown when a bigger layer needs more; the planner keeps it under the bound)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            self._buffers.pop(name, None)       # free the old one before allocating
+            buf = np.empty(max(size, 1), np.float32)
+            self._buffers[name] = buf
+        return buf
+
+    def release_buffers(self) -> None:
+        """Drop the reusable work buffers (they are re-created on the next convolution)."""
+        self._buffers.clear()
+
+    # -- convolution --------------------------------------------------------------------------
+    def _conv2d(self, x, w, b, stride, pad):
+        n, cin, h, wd = x.shape
+        cout, _, k, _ = w.shape
+        ho, wo = conv.output_size(h, k, stride, pad), conv.output_size(wd, k, stride, pad)
+        kd = cin * k * k
+        workers = self.threads
+        rows = conv.plan_forward(ho, wo, kd, workers, n, self.tile_bytes, self.memory_bound)
+        workers = max(1, min(workers, n * -(-ho // rows)))
+        cols = self._buffer("cols", workers * kd * rows * wo)
+        y = np.empty((n, cout, ho, wo), np.float32)
+        with self._plan.kernels():
+            conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y)
+        return y
+
+    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw):
+        n, cin, h, wd = x.shape
+        cout, _, k, _ = w.shape
+        ho, wo = dy.shape[2], dy.shape[3]
+        if not (need_dx or need_dw):
+            return None, None, None
+        kd = cin * k * k
+        buffers = int(need_dx) + int(need_dw)
+        bounds, rows = conv.plan_backward(cin, k, ho, wo, self.threads, self.tile_bytes,
+                                          self.memory_bound, buffers)
+        workers = max(1, min(self.threads, len(bounds) - 1))
+        per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
+        cols = self._buffer("cols", workers * per_worker) if need_dw else _EMPTY1
+        dcols = self._buffer("dcols", workers * per_worker) if need_dx else _EMPTY1
+        dx = np.empty_like(x) if need_dx else _EMPTY4
+        dw = np.empty((cout, kd), np.float32) if need_dw else _EMPTY2
+        db = np.empty(cout, np.float32) if need_dw else None
+        with self._plan.kernels():
+            conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
+                                 workers, need_dx, need_dw, cols, dcols, dx, dw)
+            if need_dw:
+                conv.bias_grad(dy, db)
+        return (dx if need_dx else None,
+                dw.reshape(w.shape) if need_dw else None,
+                db)
+
+    # -- ReLU ---------------------------------------------------------------------------------
+    def _relu(self, x):
+        y = np.empty_like(x)
+        with self._plan.kernels():
+            elementwise.relu_forward(x.reshape(-1), y.reshape(-1))
+        return y
+
+    def _relu_backward(self, dy, x):
+        dx = np.empty_like(dy)
+        with self._plan.kernels():
+            elementwise.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+        return dx
+
+    # -- pooling ------------------------------------------------------------------------------
+    def _max_pool2d(self, x, size, stride):
+        n, c, h, wd = x.shape
+        shape = (n, c, conv.output_size(h, size, stride, 0), conv.output_size(wd, size, stride, 0))
+        y = np.empty(shape, np.float32)
+        switches = np.empty(shape, np.int32)
+        with self._plan.kernels():
+            pool.max_pool2d_forward(x, size, stride, y, switches)
+        return y, switches
+
+    def _max_pool2d_backward(self, dy, switches, x_shape):
+        sw = np.asarray(switches)
+        if sw.shape != dy.shape or sw.dtype != np.int32:
+            raise InputError(f"max_pool2d_backward: switches must be the int32 array of shape "
+                             f"{dy.shape} that this driver's max_pool2d returned, got "
+                             f"{sw.dtype} {sw.shape}")
+        sw = np.ascontiguousarray(sw)
+        dx = np.empty(x_shape, np.float32)
+        with self._plan.kernels():
+            bad = pool.max_pool2d_backward(dy, sw, dx)
+        if bad:
+            raise InputError(f"max_pool2d_backward: {bad} switches point outside the "
+                             f"{x_shape[2]}x{x_shape[3]} input plane; were they made for "
+                             f"input shape {x_shape}?")
+        return dx
+
+    def _avg_pool2d(self, x, size, stride):
+        n, c, h, wd = x.shape
+        y = np.empty((n, c, conv.output_size(h, size, stride, 0),
+                      conv.output_size(wd, size, stride, 0)), np.float32)
+        with self._plan.kernels():
+            pool.avg_pool2d_forward(x, size, stride, y)
+        return y
+
+    def _avg_pool2d_backward(self, dy, x_shape, size, stride):
+        dx = np.empty(x_shape, np.float32)
+        with self._plan.kernels():
+            pool.avg_pool2d_backward(dy, size, stride, dx)
+        return dx
+
+    # -- fully connected ----------------------------------------------------------------------
+    def _linear(self, x, w, b):
+        y = np.empty((x.shape[0], w.shape[0]), np.float32)
+        with self._plan.kernels():
+            linear.linear_forward(x, w, b, self.threads, y)
+        return y
+
+    def _linear_backward(self, dy, x, w, need_dx, need_dw):
+        dx = np.empty_like(x) if need_dx else _EMPTY2
+        dw = np.empty_like(w) if need_dw else _EMPTY2
+        db = np.empty(w.shape[0], np.float32) if need_dw else _EMPTY1
+        if need_dx or need_dw:
+            with self._plan.kernels():
+                linear.linear_backward(dy, x, w, need_dx, need_dw, self.threads, dx, dw, db)
+        return (dx if need_dx else None, dw if need_dw else None, db if need_dw else None)
+
+    # -- softmax and Gram ---------------------------------------------------------------------
+    def _softmax(self, x):
+        y = np.empty_like(x)
+        with self._plan.kernels():
+            gram.softmax_forward(x, y)
+        return y
+
+    def _gram(self, x):
+        n, c = x.shape[:2]
+        g = np.empty((n, c, c), np.float32)
+        items_per_image = max(1, -(-self.threads // n))
+        rows = max(1, -(-c // items_per_image))
+        with self._plan.kernels():
+            gram.gram_forward(x, rows, g)
+        return g
+
+
+# Placeholders for outputs a kernel is told not to compute (typed like the real ones, so the
+# kernel compiles once for both cases).
+_EMPTY1 = np.empty(0, np.float32)
+_EMPTY2 = np.empty((0, 0), np.float32)
+_EMPTY4 = np.empty((0, 0, 0, 0), np.float32)

@@ -1,0 +1,243 @@
+"""The one place where the numba-cpu driver decides how its kernels are compiled and threaded.
+
+Everything here runs when the driver is first selected (``vggjit_numba_cpu.driver`` imports it);
+``import vggjit`` and ``vggjit drivers`` never import numba.
+
+JIT options (:func:`jit`)
+    ``cache=True``: compiled kernels are written to disk, so a new process loads them instead of
+    compiling (the first run compiles for a minute or so; ``vggjit warmup`` does it up front).
+    ``nogil=True``: kernels release the GIL, so other Python threads keep running, and a Numba
+    worker that needs the GIL once (BLAS binding on its first use) cannot deadlock.
+    ``error_model="numpy"``: integer and float division follow NumPy (no ZeroDivisionError check
+    in every loop, which would also block vectorisation).
+    ``fastmath={"contract", "reassoc"}``: lets LLVM fuse multiply-adds and reorder sums so that
+    reductions (softmax, pooling, db) vectorise. Deliberately *not* ``nnan``/``ninf``: the NaN
+    policy in :mod:`vggjit.checks` says NaN propagates through ReLU and pooling, and those flags
+    would allow the compiler to assume there is none. Results differ from strictly ordered
+    float32 arithmetic by rounding only.
+
+Cache location
+    Numba caches next to the source (``__pycache__``). When the package is installed somewhere
+    read-only that fails, so :func:`configure_cache` points Numba at ``$NUMBA_CACHE_DIR`` if the
+    user set it, else ``$VGGJIT_HOME/numba``, else ``~/.cache/vggjit/numba``; when no directory at
+    all is writable the kernels compile without caching (every process compiles) and
+    :data:`CACHE` says why. Note Numba keys a cached kernel by the content of the file that
+    defines it, not of the helpers it calls from other files: kernels and their helpers share a
+    file here, and an upgrade replaces all files at once.
+
+Threads (:class:`ThreadPlan`)
+    The driver uses exactly one thread pool: Numba's. Every GEMM is a single-threaded BLAS call
+    made from inside a Numba worker (each worker multiplies its own tile), so BLAS's own pool never
+    runs at the same time as Numba's and nothing is oversubscribed. While a kernel runs, the BLAS
+    library that Numba calls (SciPy's, via ``scipy.linalg.cython_blas``) is limited to one thread
+    through threadpoolctl and restored afterwards; NumPy's BLAS is not touched.
+
+    Threading layer: ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's
+    default on Linux is GNU OpenMP, whose workers keep spinning after a parallel region (the
+    libgomp default wait policy); on this 2-core machine that starved whatever ran next (an
+    im2col + sgemm convolution reached 45% of the sgemm ceiling that way, 84% with workqueue).
+    Workqueue workers block on a semaphore when idle. ``OMP_WAIT_POLICY=passive`` would do the
+    same for OpenMP but only if set before libgomp loads, which a library cannot guarantee.
+    Workqueue is not re-entrant, so the driver serialises its kernels with one process-wide lock
+    (:data:`KERNEL_LOCK`); ``bench/kernels.py`` measures all three choices side by side.
+
+    Thread count: ``threads=`` given to the driver, else ``$NUMBA_NUM_THREADS``, else
+    ``$OMP_NUM_THREADS``, else every core Numba sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+from numba import types
+from numba.np.linalg import _BLAS
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: fastmath flags of every kernel (see the module docstring for why these and not all).
+FASTMATH = frozenset({"contract", "reassoc"})
+#: error model of every kernel.
+ERROR_MODEL = "numpy"
+
+
+# -- where the compiled kernels are cached -----------------------------------------------------
+@dataclass(frozen=True)
+class CacheChoice:
+    enabled: bool
+    directory: str      # where the kernels of this package are cached ("" when disabled)
+    reason: str         # one line for `vggjit drivers` / the bench
+
+
+def _writable_dir(path: Path) -> bool:
+    """Can Numba cache into ``path``? The same test Numba's locators make: mkdir + a temp file."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def user_cache_dir(environ=os.environ) -> Path:
+    home = environ.get("VGGJIT_HOME")
+    if home:
+        return Path(home).expanduser() / "numba"
+    return Path("~/.cache/vggjit/numba").expanduser()
+
+
+def choose_cache(package_dir: Path = PACKAGE_DIR, environ=os.environ,
+                 writable=_writable_dir) -> CacheChoice:
+    """Decide where this package's kernels are cached (pure decision; see configure_cache)."""
+    user_dir = environ.get("NUMBA_CACHE_DIR")
+    if user_dir:
+        if writable(Path(user_dir)):
+            return CacheChoice(True, user_dir, "NUMBA_CACHE_DIR")
+        fallback = user_cache_dir(environ)
+        if writable(fallback):
+            return CacheChoice(True, str(fallback),
+                               f"NUMBA_CACHE_DIR={user_dir} is not writable; using {fallback}")
+        return CacheChoice(False, "", f"no writable cache directory (tried {user_dir}, "
+                                      f"{fallback}): kernels compile in every process")
+    in_tree = package_dir / "__pycache__"
+    if writable(in_tree):
+        return CacheChoice(True, str(in_tree), "package directory")
+    fallback = user_cache_dir(environ)
+    if writable(fallback):
+        return CacheChoice(True, str(fallback),
+                           f"package directory {package_dir} is read-only; using {fallback}")
+    return CacheChoice(False, "", f"no writable cache directory (tried {in_tree}, {fallback}): "
+                                  "kernels compile in every process")
+
+
+def configure_cache(choice: CacheChoice) -> None:
+    """Apply ``choice`` before any kernel of this package is decorated."""
+    if choice.enabled and choice.directory and not choice.directory.endswith("__pycache__"):
+        # Numba's UserProvidedCacheLocator reads config.CACHE_DIR when a function is decorated;
+        # the environment variable keeps it in force if Numba re-reads its configuration.
+        numba.config.CACHE_DIR = choice.directory
+        os.environ["NUMBA_CACHE_DIR"] = choice.directory
+    if not choice.enabled:
+        warnings.warn(f"vggjit numba-cpu: {choice.reason}", RuntimeWarning, stacklevel=2)
+
+
+CACHE = choose_cache()
+configure_cache(CACHE)
+
+
+# -- threading layer ---------------------------------------------------------------------------
+def _choose_threading_layer() -> str:
+    """workqueue unless the user chose one through NUMBA_THREADING_LAYER (see module doc)."""
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return os.environ["NUMBA_THREADING_LAYER"]
+    numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue"
+
+
+REQUESTED_THREADING_LAYER = _choose_threading_layer()
+
+#: Held while a kernel of this driver runs: workqueue must not be entered from two threads, and
+#: the driver's reusable buffers belong to one call at a time.
+KERNEL_LOCK = threading.RLock()
+
+
+def threading_layer() -> str:
+    """The layer actually in use (known after the first parallel kernel ran), else the request."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return REQUESTED_THREADING_LAYER
+
+
+def default_threads(environ=os.environ) -> int:
+    """NUMBA_NUM_THREADS, else OMP_NUM_THREADS, else all of Numba's threads (capped by them)."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = environ.get(var, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return max(1, min(int(value), limit))
+    return limit
+
+
+class ThreadPlan:
+    """How many Numba workers a call uses, and BLAS held at one thread while they run."""
+
+    def __init__(self, threads: int | None = None):
+        limit = numba.config.NUMBA_NUM_THREADS
+        if threads is None:
+            threads = default_threads()
+        threads = int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = min(threads, limit)
+        self._blas = None   # threadpoolctl controllers of the BLAS Numba calls, found lazily
+
+    def _blas_controllers(self):
+        if self._blas is None:
+            self._blas = _numba_blas_controllers()
+        return self._blas
+
+    @contextlib.contextmanager
+    def kernels(self):
+        """Run Numba kernels (which may call BLAS from each worker) with this plan."""
+        with KERNEL_LOCK:
+            if numba.get_num_threads() != self.threads:
+                numba.set_num_threads(self.threads)   # per calling thread in Numba
+            saved = []
+            for lib in self._blas_controllers():
+                n = lib.get_num_threads()
+                if n != 1:
+                    lib.set_num_threads(1)
+                    saved.append((lib, n))
+            try:
+                yield
+            finally:
+                for lib, n in saved:
+                    lib.set_num_threads(n)
+
+    def describe(self) -> dict:
+        libs = self._blas_controllers()
+        return {"numba_threads": self.threads, "threading_layer": threading_layer(),
+                "blas_in_workers": [f"{lib.internal_api} {lib.version} ({lib.filepath})"
+                                    for lib in libs] or ["unknown (not limited)"],
+                "cache": CACHE.directory or "disabled", "cache_reason": CACHE.reason}
+
+
+def _numba_blas_controllers() -> list:
+    """threadpoolctl controllers of the BLAS behind scipy.linalg.cython_blas (what Numba calls).
+
+    A wheel install has SciPy's own OpenBLAS beside NumPy's; a conda install shares one library.
+    We pick the libraries under SciPy's directories, else every BLAS that is loaded.
+    """
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  loads the library
+    from threadpoolctl import ThreadpoolController
+
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    scipy_root = str(Path(scipy.__file__).resolve().parent.parent)
+    mine = [lib for lib in libs
+            if os.path.basename(os.path.dirname(lib.filepath)).startswith("scipy")
+            and os.path.realpath(lib.filepath).startswith(scipy_root)]
+    return mine or libs
+
+
+# -- the JIT helper ----------------------------------------------------------------------------
+def jit(fn=None, *, parallel: bool = True, **overrides):
+    """``numba.njit`` with the project's options; ``@jit`` or ``@jit(parallel=False)``."""
+    options = dict(cache=CACHE.enabled, parallel=parallel, nogil=True, fastmath=set(FASTMATH),
+                   error_model=ERROR_MODEL, boundscheck=False)
+    options.update(overrides)
+    decorate = numba.njit(**options)
+    return decorate if fn is None else decorate(fn)
+
+
+# -- single-threaded sgemm callable from inside kernels ------------------------------------------
+#: Numba's own binding of ?gemm (the symbol its np.dot uses); resolves scipy.linalg.cython_blas's
+#: sgemm on first call. Signature: (kind, transa, transb, m, n, k, alpha*, a*, lda, b*, ldb,
+#: beta*, c*, ldc), column-major like Fortran BLAS.
+_XXGEMM = _BLAS().numba_xxgemm(types.float32)

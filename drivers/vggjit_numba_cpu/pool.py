@@ -1,0 +1,117 @@
+"""Max and average pooling, forward and backward side by side.
+
+x [N, C, H, W] -> y [N, C, Ho, Wo], Ho = floor((H - size) / stride) + 1 (rows and columns past
+the last whole window are dropped). Every kernel runs one (n, c) plane per prange iteration:
+windows of one plane may overlap (stride < size), and the backward scatter-add into a plane is
+then race-free because only one worker ever touches that plane.
+
+Switches (this driver's record of the arg-max): int32 [N, C, Ho, Wo], the flat index
+``row * W + col`` inside the plane of the window's first maximum in row-major window order (a
+later equal value does not replace it). A NaN in a window wins (the first NaN), so NaN
+propagates as the NaN policy in vggjit.checks asks.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .jit import jit
+
+
+@jit
+def max_pool2d_forward(x, size, stride, y, switches):
+    """y [N, C, Ho, Wo] = window maxima of x; switches [N, C, Ho, Wo] int32 (see module doc)."""
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Ho, Wo = y.shape[2], y.shape[3]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    sf = switches.reshape(-1)
+    for p in prange(N * C):
+        src = p * H * W
+        dst = p * Ho * Wo
+        for i in range(Ho):
+            for j in range(Wo):
+                first = (i * stride) * W + j * stride
+                best = xf[src + first]
+                where = first
+                if best == best:                      # not NaN: look for a larger value
+                    for kh in range(size):
+                        row = (i * stride + kh) * W + j * stride
+                        for kw in range(size):
+                            v = xf[src + row + kw]
+                            if v > best or v != v:    # strict: ties keep the first maximum
+                                best = v
+                                where = row + kw
+                                if v != v:
+                                    break
+                        if best != best:
+                            break
+                yf[dst + i * Wo + j] = best
+                sf[dst + i * Wo + j] = where
+
+
+@jit
+def max_pool2d_backward(dy, switches, dx):
+    """dx [N, C, H, W] (overwritten) = dy routed to the switch positions, summed where windows
+    overlap; returns how many switches pointed outside the plane (then ignored; the caller
+    raises)."""
+    N, C, H, W = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
+    HW = H * W
+    M = dy.shape[2] * dy.shape[3]
+    dyf = dy.reshape(-1)
+    sf = switches.reshape(-1)
+    dxf = dx.reshape(-1)
+    bad = 0
+    for p in prange(N * C):
+        base = p * HW
+        for k in range(HW):
+            dxf[base + k] = 0.0
+        for k in range(M):
+            where = sf[p * M + k]
+            if where < 0 or where >= HW:
+                bad += 1
+            else:
+                dxf[base + where] += dyf[p * M + k]
+    return bad
+
+
+@jit
+def avg_pool2d_forward(x, size, stride, y):
+    """y [N, C, Ho, Wo] = window means of x (sum in float32, times 1/size^2)."""
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Ho, Wo = y.shape[2], y.shape[3]
+    scale = np.float32(1.0 / (size * size))
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    for p in prange(N * C):
+        src = p * H * W
+        dst = p * Ho * Wo
+        for i in range(Ho):
+            for j in range(Wo):
+                s = np.float32(0.0)
+                for kh in range(size):
+                    row = src + (i * stride + kh) * W + j * stride
+                    for kw in range(size):
+                        s += xf[row + kw]
+                yf[dst + i * Wo + j] = s * scale
+
+
+@jit
+def avg_pool2d_backward(dy, size, stride, dx):
+    """dx [N, C, H, W] (overwritten): every window gets dy / size^2 added to all its inputs."""
+    N, C, H, W = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    scale = np.float32(1.0 / (size * size))
+    dyf = dy.reshape(-1)
+    dxf = dx.reshape(-1)
+    for p in prange(N * C):
+        base = p * H * W
+        for k in range(H * W):
+            dxf[base + k] = 0.0
+        for i in range(Ho):
+            for j in range(Wo):
+                g = dyf[p * Ho * Wo + i * Wo + j] * scale
+                for kh in range(size):
+                    row = base + (i * stride + kh) * W + j * stride
+                    for kw in range(size):
+                        dxf[row + kw] += g

@@ -1,0 +1,309 @@
+"""Style transfer end to end on a tiny network: optimisers, the run loop, checkpoints and resume,
+colour preservation, divergence, outputs, settings and presets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from style_tools import TINY_CONTENT, picture, tiny_net
+from vggjit import style as style_mod
+from vggjit.errors import InputError, OutputExistsError
+from vggjit.losses import StyleObjective
+from vggjit.optimizers import LBFGS, Adam, Converged
+from vggjit.style import (LossDivergedError, StyleTransfer, make_settings, resume, rgb_to_yiq,
+                          stylize)
+
+SMALL = dict(content_layers=TINY_CONTENT, size=32, lr=5.0)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_net(pooling="max")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return picture(32, 32, seed=1), picture(40, 28, seed=2)
+
+
+# -- optimisers on their own -------------------------------------------------------------------
+def test_one_adam_step_equals_the_hand_formula():
+    rng = np.random.default_rng(0)
+    x, g1, g2 = rng.standard_normal((3, 2, 5))
+    adam = Adam(lr=0.5)
+    x1 = adam.update(x, g1)
+    m, v = 0.1 * g1, 0.001 * g1 ** 2
+    expected1 = x - 0.5 * (m / (1 - 0.9)) / (np.sqrt(v / (1 - 0.999)) + 1e-8)
+    np.testing.assert_allclose(x1, expected1, rtol=1e-14)
+    x2 = adam.update(x1, g2)
+    m, v = 0.9 * m + 0.1 * g2, 0.999 * v + 0.001 * g2 ** 2
+    expected2 = x1 - 0.5 * (m / (1 - 0.9 ** 2)) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
+    np.testing.assert_allclose(x2, expected2, rtol=1e-14)
+    assert adam.t == 2
+
+
+def quadratic(a_diag):
+    def fun(x):
+        return 0.5 * float(np.sum(a_diag * x * x)), a_diag * x, {}
+    return fun
+
+
+def test_lbfgs_minimises_a_quadratic_and_resumes_exactly():
+    a = np.linspace(1, 50, 40).reshape(1, 40)
+    x0 = np.random.default_rng(1).standard_normal((1, 40))
+    fun = quadratic(a)
+    opt, x = LBFGS(history=5), x0
+    xs = []
+    for _ in range(12):
+        x = opt.step(x, fun).x
+        xs.append(x)
+    assert fun(x)[0] < 1e-4 * fun(x0)[0]
+    # Stop after 5 steps, carry the state through state_dict, continue: the same iterates.
+    first, x = LBFGS(history=5), x0
+    for _ in range(5):
+        x = first.step(x, fun).x
+    second = LBFGS(history=5)
+    second.load_state_dict({k: np.array(v) for k, v in first.state_dict().items()})
+    for k in range(5, 12):
+        x = second.step(x, fun).x
+        np.testing.assert_array_equal(x, xs[k])
+
+
+def test_lbfgs_reports_convergence_at_a_minimum():
+    fun = quadratic(np.ones((1, 4)))
+    with pytest.raises(Converged):
+        LBFGS().step(np.zeros((1, 4)), fun)
+
+
+# -- the run loop ------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_loss_decreases_over_20_steps(net, images, optimizer):
+    content, style = images
+    result = stylize(content, style, net=net, optimizer=optimizer, iterations=20, **SMALL)
+    losses = [e["loss"] for e in result.history]
+    assert result.steps == 20 and len(losses) == 20 and result.stopped is None
+    assert losses[-1] < 0.5 * losses[0]
+    if optimizer == "lbfgs":  # each accepted step satisfies the Armijo condition
+        assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert result.image.size == (32, 32) and result.image.mode == "RGB"
+    assert result.settings["optimizer"] == optimizer and result.settings["height"] == 32
+
+
+class Interrupt:
+    """Wrap StyleObjective.__call__ to raise KeyboardInterrupt at the n-th evaluation."""
+
+    def __init__(self, monkeypatch, at: int):
+        self.calls, self.at = 0, at
+        original = StyleObjective.__call__
+
+        def call(obj, x, need_grad=True):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return original(obj, x, need_grad)
+        monkeypatch.setattr(StyleObjective, "__call__", call)
+
+
+@pytest.mark.parametrize("optimizer,at", [("adam", 5), ("lbfgs", 8)])
+def test_resume_after_an_interrupt_equals_the_uninterrupted_run(net, images, tmp_path,
+                                                                 monkeypatch, optimizer, at):
+    content, style = images
+    options = dict(net=net, optimizer=optimizer, iterations=8, init="noise", **SMALL)
+    whole = stylize(content, style, output=tmp_path / "whole.png", **options)
+    assert whole.stopped is None and not (tmp_path / "whole.ckpt.npz").exists()
+
+    with monkeypatch.context() as patch:
+        Interrupt(patch, at)
+        part = stylize(content, style, output=tmp_path / "part.png", **options)
+    assert part.stopped == "interrupted" and 0 < part.steps < 8
+    checkpoint = tmp_path / "part.ckpt.npz"
+    assert checkpoint.exists() and (tmp_path / "part.png").exists()
+    with np.load(checkpoint, allow_pickle=False) as data:  # no pickles inside
+        assert int(data["step"]) == part.steps
+        assert json.loads(str(data["settings"]))["optimizer"] == optimizer
+
+    resumed = resume(checkpoint, net=net)
+    assert resumed.stopped is None and resumed.steps == 8
+    np.testing.assert_array_equal(resumed.array, whole.array)
+    assert [e["loss"] for e in resumed.history] == [e["loss"] for e in whole.history]
+    assert not checkpoint.exists()  # finished: the checkpoint is removed
+    log = json.loads((tmp_path / "part.log.json").read_text())
+    assert log["steps"] == 8 and len(log["history"]) == 8 and log["stopped"] is None
+
+
+def test_resume_can_extend_a_run(net, images, tmp_path, monkeypatch):
+    content, style = images
+    with monkeypatch.context() as patch:
+        Interrupt(patch, 3)
+        stylize(content, style, net=net, optimizer="adam", iterations=5,
+                output=tmp_path / "r.png", **SMALL)
+    result = resume(tmp_path / "r.ckpt.npz", net=net, iterations=9)
+    assert result.steps == 9 and len(result.history) == 9
+
+
+def test_preserve_colors_keeps_the_contents_chroma(net, images):
+    content, style = images
+    result = stylize(content, style, net=net, optimizer="lbfgs", iterations=6, init="noise",
+                     preserve_colors=True, **SMALL)
+    out = np.asarray(result.image, np.float64)
+    inside = np.all((out > 0) & (out < 255), axis=-1)  # clipping may shift chroma; skip those
+    assert inside.mean() > 0.8
+    yiq_out, yiq_content = rgb_to_yiq(out), rgb_to_yiq(content.astype(np.float64))
+    # I and Q (chroma) are the content's, up to 8-bit rounding; Y (luminance) has changed.
+    np.testing.assert_allclose(yiq_out[inside][:, 1:], yiq_content[inside][:, 1:], atol=1.0)
+    assert np.abs(yiq_out[..., 0] - yiq_content[..., 0]).mean() > 1.0
+    plain = stylize(content, style, net=net, optimizer="lbfgs", iterations=6, init="noise",
+                    **SMALL)
+    chroma_shift = np.abs(rgb_to_yiq(np.asarray(plain.image, np.float64))[..., 1:]
+                          - yiq_content[..., 1:]).mean()
+    assert chroma_shift > 2.0  # without the option the chroma does move
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_image(net, images, tmp_path,
+                                                                      monkeypatch, optimizer):
+    content, style = images
+    original = StyleObjective.__call__
+    calls = []
+
+    def poisoned(obj, x, need_grad=True):
+        calls.append(1)
+        ev = original(obj, x, need_grad)
+        if len(calls) >= 6:
+            ev.loss = float("nan")
+        return ev
+    monkeypatch.setattr(StyleObjective, "__call__", poisoned)
+    out = tmp_path / "nan.png"
+    with pytest.raises(LossDivergedError, match=r"at step \d+.*last good image") as info:
+        stylize(content, style, net=net, optimizer=optimizer, iterations=20, output=out, **SMALL)
+    result = info.value.result
+    assert out.exists() and result.steps < 20 and result.stopped == "diverged"
+    assert np.isfinite(result.array).all()
+    assert json.loads((tmp_path / "nan.log.json").read_text())["stopped"] == "diverged"
+
+
+def test_exploding_adam_loss_stops(net, images):
+    content, style = images
+    with pytest.raises(LossDivergedError, match="exploded"):
+        stylize(content, style, net=net, optimizer="adam", iterations=30, init="content",
+                content_layers=TINY_CONTENT, size=32, lr=1e9)
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def test_outputs_intermediates_log_and_curve(net, images, tmp_path):
+    content, style = images
+    out = tmp_path / "sub" / "result.png"
+    result = stylize(content, style, net=net, optimizer="adam", iterations=4, save_every=2,
+                     output=out, **SMALL)
+    for name in ("result.png", "result_0002.png", "result_0004.png", "result.log.json",
+                 "result.loss.png"):
+        assert (tmp_path / "sub" / name).exists(), name
+    assert Image.open(tmp_path / "sub" / "result.loss.png").format == "PNG"
+    log = json.loads((tmp_path / "sub" / "result.log.json").read_text())
+    assert [e["step"] for e in log["history"]] == [1, 2, 3, 4]
+    assert set(log["history"][0]["terms"]) == {"content:relu4_1", *(
+        f"style:relu{b}_1" for b in range(1, 6))}
+    assert log["settings"]["network"].startswith("random") and result.files["image"] == str(out)
+    # Existing files are never replaced without overwrite, and the check comes first.
+    with pytest.raises(OutputExistsError, match="result.png"):
+        stylize(content, style, net=net, optimizer="adam", iterations=4, output=out, **SMALL)
+    stylize(content, style, net=net, optimizer="adam", iterations=2, output=out, overwrite=True,
+            **SMALL)
+
+
+class NoWork:
+    """A driver that fails the test if any computation reaches it."""
+
+    name = "no-work"
+
+    def __getattr__(self, name):
+        raise AssertionError(f"work started ({name}) before the inputs were checked")
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(style_layers=("relu1_1", "relu9_1")), "unknown style layer 'relu9_1'"),
+    (dict(content_layers=("fc7",)), "unknown content layer 'fc7'"),
+    (dict(size=12), "too small for layer 'relu5_1'"),
+    (dict(height=40, width=8), "too small"),
+    (dict(style_scale=0.2), "style image 1 would be"),
+    (dict(init="/nonexistent/init.png"), "no such file"),
+    (dict(style_blend=(1.0, 2.0)), "1 style images but 2 blend weights"),
+    (dict(optimizer="sgd"), "unknown optimiser"),
+    (dict(noise=2.0), "noise ratio"),
+])
+def test_bad_inputs_fail_before_any_work(images, tmp_path, options, message):
+    content, style = images
+    net = tiny_net(driver=NoWork())
+    settings = {**SMALL, **options}
+    with pytest.raises(InputError, match=message):
+        stylize(content, style, net=net, output=tmp_path / "o.png", **settings)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_files_and_unwritable_output_fail_before_any_work(images, tmp_path):
+    content, style = images
+    net = tiny_net(driver=NoWork())
+    with pytest.raises(InputError, match="no such file"):
+        stylize(tmp_path / "missing.jpg", style, net=net, **SMALL)
+    with pytest.raises(InputError, match="no such file"):
+        stylize(content, [style, tmp_path / "missing.png"], net=net, **SMALL)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with pytest.raises(Exception, match="cannot write"):
+        stylize(content, style, net=net, output=blocker / "out.png", **SMALL)
+    with pytest.raises(InputError, match="extension"):
+        stylize(content, style, net=net, output=tmp_path / "out.xyz", **SMALL)
+
+
+# -- settings, presets, init, reuse -------------------------------------------------------------
+def test_lab_preset_and_explicit_options():
+    lab = make_settings("lab")
+    assert (lab.content_layers, lab.style_layers) == (
+        ("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"))
+    assert (lab.alpha, lab.beta, lab.optimizer, lab.lr, lab.iterations) == (1, 500, "adam", 1, 100)
+    assert (lab.height, lab.width, lab.init, lab.noise, lab.pooling) == (192, 320, "noise", 0.5,
+                                                                         "max")
+    assert make_settings("lab", iterations=7).iterations == 7
+    assert make_settings().optimizer == "lbfgs" and make_settings().size == 512
+    with pytest.raises(InputError, match="unknown preset"):
+        make_settings("picasso")
+
+
+def test_init_noise_is_the_labs_mix(net, images):
+    content, style = images
+    transfer = StyleTransfer(style, net=net, init="noise", noise=0.3, seed=5, **SMALL)
+    session = transfer.start(content)
+    base = session.content_input.astype(np.float64)
+    noise = np.random.default_rng(5).uniform(-20, 20, base.shape)
+    np.testing.assert_allclose(session.x, base * 0.7 + noise * 0.3)
+    random = StyleTransfer(style, net=net, init="random", seed=5, **SMALL).start(content)
+    np.testing.assert_allclose(random.x, noise)
+
+
+def test_one_transfer_serves_many_contents_with_one_style_computation(net, images, monkeypatch):
+    content, style = images
+    calls = []
+    original = style_mod.style_targets
+    monkeypatch.setattr(style_mod, "style_targets",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    transfer = StyleTransfer(style, net=net, optimizer="adam", iterations=2, **SMALL)
+    first = transfer.run(content)
+    second = transfer.run(picture(32, 32, seed=9))
+    assert len(calls) == 1 and first.steps == second.steps == 2
+    session = transfer.start(content)  # a session can be advanced bit by bit
+    session.run(1)
+    assert session.step == 1
+    assert session.run(3).steps == 3
+
+
+def test_output_size_rules():
+    s = make_settings(size=100)
+    assert style_mod.output_size((400, 200), s) == (50, 100)
+    assert style_mod.output_size((400, 200), make_settings(height=30)) == (30, 60)
+    assert style_mod.output_size((400, 200), make_settings(height=30, width=31)) == (30, 31)
+    # Style images: longer side times the style scale, or the exact size when both are given.
+    assert style_mod.style_size((50, 100), (50, 100), make_settings(style_scale=0.5)) == (50, 25)
+    assert style_mod.style_size((50, 100), (30, 31), make_settings(height=30, width=31)) == (30, 31)

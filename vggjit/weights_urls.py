@@ -1,0 +1,17 @@
+"""The official VGG19 downloads (SPEC section 4); kept import-free so the CLI parser stays fast."""
+
+#: The lab's file is the older-format ("beta16") one.
+DEFAULT_VARIANT = "beta16"
+
+URLS = {
+    "beta16": "http://www.vlfeat.org/matconvnet/models/beta16/imagenet-vgg-verydeep-19.mat",
+    "new": "http://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat",
+}
+MD5S = {
+    "beta16": "8ee3263992981a1d26e73b3ca028a123",
+    "new": "106118b7cf60435e6d8e04f6a6dc3657",
+}
+DESCRIPTIONS = {
+    "beta16": "older MatConvNet format (layers, classes, normalization), the lab's file",
+    "new": "newer MatConvNet format (layers, meta)",
+}
