@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import scipy.io
 
-from vggjit.network import MEAN_PIXEL, param_shapes, vgg_layers
+from vggjit.network import param_shapes, vgg_layers
 
 #: A VGG19-shaped network with few channels: 2, 2, 4, 4, 4 convs per block.
 FIXTURE_BLOCKS = ((4, 2), (4, 2), (8, 4), (8, 4), (8, 4))

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import vggjit.registry as registry
 from vggjit.cli import main

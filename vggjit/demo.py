@@ -26,7 +26,7 @@ from .errors import OutputExistsError, VggjitError
 #: The demo's size (longer side) and L-BFGS steps: the whole demo, first JIT compile
 #: included, stays under two minutes on a 2-core machine.
 DEMO_SIZE = 192
-DEMO_ITERATIONS = 40
+DEMO_ITERATIONS = 30
 DEMO_SAVE_EVERY = 10
 RANDOM_NOTE = ("note: no ImageNet weights found; using random VGG19 weights, so the result "
                "shows texture transfer only (get the real ones with `vggjit weights fetch`)")
@@ -128,7 +128,7 @@ def run_demo(output="output", *, weights=None, driver=None, size: int = DEMO_SIZ
         path = None
     if path is None:
         log(RANDOM_NOTE)
-        options = dict(weights="random", normalize=True, pooling="avg", alpha=1.0, beta=1000.0,
+        options = dict(weights="random", normalize=True, pooling="avg", alpha=1.0, beta=500.0,
                        tv_weight=0.0)
     else:
         options = dict(weights=str(path))

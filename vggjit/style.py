@@ -26,7 +26,7 @@ from PIL import Image
 
 from .errors import InputError, OutputExistsError, VggjitError
 from .fileio import atomic_save, atomic_write, check_writable
-from .images import load_image, resize_image
+from .images import load_image, resize_image, to_array
 from .losses import (StyleObjective, check_layers, content_targets, feature_geometry,
                      layer_weights, min_size, style_targets)
 from .optimizers import Adam, Converged, make_optimizer
@@ -412,15 +412,10 @@ class StyleTransfer:
                 rgb = rgb.astype(np.float64)
                 if self.settings.preserve_colors:
                     rgb = luminance_image(rgb, match=content_rgb.astype(np.float64))
-                arrays.append(_to_input(rgb, mean_pixel))
+                arrays.append(to_array(rgb, mean_pixel))
             self._style_cache[key] = style_targets(self.net, arrays, self.blend,
                                                    self.settings.style_layers, *out_hw)
         return self._style_cache[key]
-
-
-def _to_input(rgb: np.ndarray, mean_pixel) -> np.ndarray:
-    x = (np.asarray(rgb, np.float64) - np.asarray(mean_pixel, np.float64)).transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None], np.float32)
 
 
 class _Diverged(Exception):
@@ -493,7 +488,7 @@ class Session:
 
     # -- preparation ------------------------------------------------------------------------
     def to_input(self, rgb: np.ndarray) -> np.ndarray:
-        return _to_input(rgb, self.transfer.net.mean_pixel)
+        return to_array(rgb, self.transfer.net.mean_pixel)
 
     def prepare(self) -> None:
         """Content features and style Grams: computed once per run."""

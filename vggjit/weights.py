@@ -188,16 +188,13 @@ def load_weights(path, *, cache: bool = True) -> WeightSet:
             f"{path}: not a MATLAB .mat file or a vggjit .npz (it starts with "
             f"{_head(path)!r}); expected MatConvNet's {DEFAULT_NAME}. {_fetch_hint()}")
     if not cache:
-        ws = read_matconvnet(path)
-        ws.md5 = file_md5(path)
-        return ws
+        return read_matconvnet(path)
     target = cache_path_for(path)
     stat = path.stat()
     hit = _cache_hit(target, path, stat)
     if hit is not None:
         return hit
     ws = read_matconvnet(path)
-    ws.md5 = file_md5(path)
     try:
         write_native(target, ws, source_stat=stat)
         ws.cache = target
@@ -281,7 +278,7 @@ _FC_NAME = re.compile(r"fc(\d+)$")
 
 
 def read_matconvnet(path) -> WeightSet:
-    """Parse a MatConvNet VGG ``.mat`` of either version (no cache involved)."""
+    """Parse a MatConvNet VGG ``.mat`` of either version (no cache involved; MD5 included)."""
     import scipy.io  # slow to import; only needed here
 
     path = Path(path)
@@ -322,7 +319,8 @@ def read_matconvnet(path) -> WeightSet:
     n_classes = [layer for layer in layers if layer.kind == "fc"][-1].cout
     wnids, descriptions = _classes(path, classes, n_classes, notes)
     return WeightSet(layers=layers, params=params, mean_pixel=mean, wnids=wnids,
-                     descriptions=descriptions, source=str(path), version=version, notes=notes)
+                     descriptions=descriptions, source=str(path), version=version,
+                     md5=file_md5(path), notes=notes)
 
 
 def _field(obj, name: str, default=None):

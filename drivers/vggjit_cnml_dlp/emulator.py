@@ -2,7 +2,9 @@
 
 Conventions. Activations are kept in float32 arrays whose values are exactly representable in
 fp16 (:func:`fp16` rounds to nearest even, overflow to inf, fp16 subnormals kept), which is
-cheaper to compute on than numpy's float16 type and bit-for-bit the same numbers.
+cheaper to compute on than numpy's float16 type and bit-for-bit the same numbers. The hot loops
+(quantise + img2col, rescale + bias + ReLU) are fused Numba kernels (:mod:`.kernels`); the
+GEMMs are BLAS sgemm.
 
 * conv / fc: the fp16 input and the float32 filter are quantised per tensor to int8 with their
   (position, scale) (:mod:`vggjit.quant`), the integer products are accumulated exactly, and the
@@ -23,6 +25,8 @@ import numpy as np
 
 from vggjit.checks import output_size
 from vggjit.quant import QuantParam, absmax, calibrate, quantize_float
+
+from . import kernels
 
 EXACT = float(2 ** 24)   # float32 integers are exact up to here
 BLOCK = 1024             # 1024 * 128 * 128 = 2**24: one block of K is always exact
@@ -105,27 +109,29 @@ class QuantWeights:
         self.chunks = plan_chunks(self.q)
 
 
-def rescale(acc: np.ndarray, step: float, bias16: np.ndarray, axis_shape) -> np.ndarray:
-    """fp16(fp16(acc * step) + bias16), bias broadcast with ``axis_shape``."""
-    y = fp16(np.multiply(acc, step, dtype=np.float64))
-    y += bias16.reshape(axis_shape)
-    return fp16(y, out=y)
-
-
 def conv(x16: np.ndarray, qw: QuantWeights, bias16: np.ndarray, stride: int, pad: int,
-         in_param: QuantParam | None = None) -> np.ndarray:
+         in_param: QuantParam | None = None, relu: bool = False) -> np.ndarray:
     """Quantised convolution of fp16 activations x16 [N, C, H, W]; returns fp16 [N, Cout, ., .].
 
-    in_param None: calibrate the input from its own absmax (dynamic calibration).
+    in_param None: calibrate the input from its own absmax (dynamic calibration). ``relu``:
+    apply the following ReLU in the same pass (exact on fp16 values, so no different).
+    One image at a time: quantise into a padded buffer, img2col, exact GEMM, rescale.
     """
-    n, _, h, w = x16.shape
+    n, c, h, w = x16.shape
     cout, _, k, _ = qw.shape
     hout, wout = output_size(h, k, stride, pad), output_size(w, k, stride, pad)
     param = in_param if in_param is not None else calibrate(absmax(x16))
-    xq = quantize_float(x16, param)
-    acc = int_gemm(qw.q, img2col(xq, k, stride, pad), qw.chunks)  # [Cout, N*Hout*Wout]
-    y = rescale(acc, param.step * qw.param.step, bias16, (cout, 1))
-    return np.ascontiguousarray(y.reshape(cout, n, hout, wout).transpose(1, 0, 2, 3))
+    step = param.step * qw.param.step
+    bias16 = np.ascontiguousarray(bias16, np.float32)
+    y = np.empty((n, cout, hout, wout), np.float32)
+    xp = np.empty((c, h + 2 * pad, w + 2 * pad), np.float32)
+    cols = np.empty((c * k * k, hout * wout), np.float32)
+    for i in range(n):
+        kernels.quantize_pad(np.ascontiguousarray(x16[i], np.float32), param.factor, pad, xp)
+        kernels.img2col_padded(xp, k, stride, hout, wout, cols)
+        acc = int_gemm(qw.q, cols, qw.chunks)  # [Cout, Hout*Wout], exact integers
+        kernels.rescale(acc, step, bias16, relu, y[i].reshape(cout, hout * wout))
+    return y
 
 
 def linear(x16: np.ndarray, qw: QuantWeights, bias16: np.ndarray,
@@ -133,8 +139,11 @@ def linear(x16: np.ndarray, qw: QuantWeights, bias16: np.ndarray,
     """Quantised fully connected layer: x16 [N, in] -> fp16 [N, out]."""
     param = in_param if in_param is not None else calibrate(absmax(x16))
     xq = quantize_float(x16, param)
-    acc = int_gemm(qw.q, xq.T, qw.chunks)  # [out, N]
-    return np.ascontiguousarray(rescale(acc, param.step * qw.param.step, bias16, (-1, 1)).T)
+    acc = np.ascontiguousarray(int_gemm(qw.q, xq.T, qw.chunks))  # [out, N]
+    out = np.empty(acc.shape, np.float32)
+    kernels.rescale(acc, param.step * qw.param.step, np.ascontiguousarray(bias16, np.float32),
+                    False, out)
+    return np.ascontiguousarray(out.T)
 
 
 def relu(x16: np.ndarray) -> np.ndarray:
@@ -240,12 +249,19 @@ class EmulatedNet:
     def _one(self, x, outputs, last):
         wanted, result = set(outputs), {}
         a = fp16(x)  # the device casts its fp32 input to fp16
-        for layer in self.layers[:last + 1]:
+        fused = False
+        for i, layer in enumerate(self.layers[:last + 1]):
             if layer.kind == "conv":
+                # a ReLU right after a conv is applied in the conv's output pass, unless the
+                # conv's own output was asked for
+                fused = (layer.name not in wanted and i < last
+                         and self.layers[i + 1].kind == "relu")
                 a = conv(a, self.weights[layer.name], self.bias[layer.name], 1, 1,
-                         self.in_params[layer.name])
+                         self.in_params[layer.name], relu=fused)
             elif layer.kind == "relu":
-                a = relu(a)
+                if not fused:
+                    a = relu(a)
+                fused = False
             elif layer.kind == "pool":
                 a = (max_pool(a, 2, 2) if self.pooling == "max" else avg_pool(a, 2, 2))
             elif layer.kind == "fc":
@@ -257,4 +273,3 @@ class EmulatedNet:
             if layer.name in wanted:
                 result[layer.name] = a
         return result
-

@@ -17,32 +17,16 @@ Race-freedom of the backward scatter (col2im): workers split the *input channels
 dx[:, its channels] and dw[:, its columns] outright; no two workers ever add into the same
 element, and no atomics or per-thread copies of dx are needed.
 
-BLAS calls go through ``_sgemm`` below (row-major wrapper of Numba's own sgemm binding). It is
-defined in this file on purpose: Numba's cache tracks the file that defines a kernel, so
-helpers live beside the kernels that inline them.
+BLAS calls go through blas.sgemm (one single-threaded sgemm on sub-matrices given by address
+and leading dimension); ``blas`` is the tuple from blas.Sgemm.kernel_args.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
 
-from .jit import _XXGEMM, jit
-
-_N = np.int8(ord("N"))
-_T = np.int8(ord("T"))
-
-
-@jit(parallel=False)
-def _sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major C[m, n] = alpha op(A) op(B) + beta C, single-threaded BLAS sgemm.
-
-    a, b, c: 1-D float32 arrays starting at the first element of each matrix; lda/ldb/ldc row
-    strides in elements (so sub-matrices of bigger arrays need no copy); ta/tb: 'N' or 'T' as
-    int8; alpha/beta: 1-element arrays. Fortran BLAS is column-major and sees a row-major matrix
-    as its transpose, so we ask for C^T = op(B)^T op(A)^T: operands swap, flags stay.
-    """
-    _XXGEMM(np.int8(115), tb, ta, n, m, k, alpha.ctypes, b.ctypes, ldb, a.ctypes, lda,
-            beta.ctypes, c.ctypes, ldc)
+from .blas import TRANS_N, TRANS_T, address, sgemm
+from .jit import jit
 
 
 @jit(parallel=False)
@@ -132,7 +116,7 @@ def _col2im(dcols, n, c0, c1, r0, r1, K, stride, pad, Wo, dx):
 
 # -- forward -----------------------------------------------------------------------------------
 @jit
-def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y):
+def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
     """y = conv(x, w) + b, tiled over output rows.
 
     x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
@@ -152,7 +136,6 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y):
     per_worker = Kd * rows * Wo
     yf = y.reshape(-1)
     w2f = w2.reshape(-1)
-    one = np.ones(1, np.float32)
     for t in prange(workers):
         buf = cols[t * per_worker:(t + 1) * per_worker]
         for tile in range(t, ntiles, workers):
@@ -167,13 +150,14 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y):
                 start = base + co * HW
                 for j in range(L):
                     yf[start + j] = bias
-            _sgemm(_N, _N, Cout, L, Kd, one, w2f, Kd, buf, L, one, yf[base:], HW)
+            sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
+                  address(cols, t * per_worker), L, 1, address(yf, base), HW)
 
 
 # -- backward ----------------------------------------------------------------------------------
 @jit
 def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
-                    cols, dcols, dx, dw):
+                    cols, dcols, dx, dw, blas):
     """dx and/or dw of a convolution, the input channels split among workers.
 
     dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
@@ -201,8 +185,6 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     dyf = dy.reshape(-1)
     w2f = w2.reshape(-1)
     dwf = dw.reshape(-1)
-    one = np.ones(1, np.float32)
-    zero = np.zeros(1, np.float32)
     for t in prange(workers):
         cbuf = cols[t * per_worker:(t + 1) * per_worker]
         dbuf = dcols[t * per_worker:(t + 1) * per_worker]
@@ -219,14 +201,14 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
                 for r0 in range(0, Ho, rows):
                     r1 = min(r0 + rows, Ho)
                     L = (r1 - r0) * Wo
-                    dyt = dyf[n * Cout * HW + r0 * Wo:]
+                    dyt = address(dyf, n * Cout * HW + r0 * Wo)
                     if need_dw:
                         _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
-                        _sgemm(_N, _T, Cout, m, L, one, dyt, HW, cbuf, L, one,
-                               dwf[c0 * KK:], Kd)
+                        sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, dyt, HW,
+                              address(cols, t * per_worker), L, 1, address(dwf, c0 * KK), Kd)
                     if need_dx:
-                        _sgemm(_T, _N, m, L, Cout, one, w2f[c0 * KK:], Kd, dyt, HW, zero,
-                               dbuf, L)
+                        sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
+                              dyt, HW, 0, address(dcols, t * per_worker), L)
                         _col2im(dbuf, n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
 
 

@@ -12,6 +12,7 @@ from vggjit.contract import BACKWARD, FORWARD, Driver
 from vggjit.errors import InputError
 
 from . import conv, elementwise, gram, linear, pool
+from .blas import find_sgemm
 from .jit import CACHE, ThreadPlan
 
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
@@ -28,24 +29,27 @@ class NumbaCpuDriver(Driver):
       memory_bound_mb: upper bound of the convolution's working buffers (default 128 MB); the
           tiles shrink to fit, down to one output row per worker.
       tile_kb: the per-worker tile size the planner aims for (default 1024).
+      blas: which sgemm the workers call: "auto" (NumPy's BLAS when it can be called directly,
+          else SciPy's), "numpy" or "scipy" (see blas.py).
     """
 
     name = "numba-cpu"
     capabilities = frozenset({FORWARD, BACKWARD})
 
     def __init__(self, threads: int | None = None, memory_bound_mb: float = 128,
-                 tile_kb: int = DEFAULT_TILE_KB):
+                 tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto"):
         if memory_bound_mb <= 0:
             raise InputError(f"memory_bound_mb must be positive, got {memory_bound_mb!r}")
         if tile_kb <= 0:
             raise InputError(f"tile_kb must be positive, got {tile_kb!r}")
         try:
-            self._plan = ThreadPlan(threads)
+            self._sgemm = find_sgemm(blas)
+            self._plan = ThreadPlan(threads, self._sgemm.library)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
-        self._buffers: dict[str, np.ndarray] = {}
+        self._work: np.ndarray | None = None
 
     @property
     def threads(self) -> int:
@@ -54,24 +58,29 @@ class NumbaCpuDriver(Driver):
     def describe(self) -> dict:
         """Threads, threading layer, BLAS, cache: what the bench and `vggjit drivers` show."""
         info = self._plan.describe()
-        info.update(memory_bound_mb=self.memory_bound / 2**20, tile_kb=self.tile_bytes // 1024,
-                    buffers_mb=round(sum(b.nbytes for b in self._buffers.values()) / 2**20, 1),
+        info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20, tile_kb=self.tile_bytes // 1024,
+                    workspace_mb=round(self.workspace_bytes / 2**20, 1),
                     cache_enabled=CACHE.enabled)
         return info
 
-    def _buffer(self, name: str, size: int) -> np.ndarray:
-        """A float32 work buffer of at least ``size`` elements, kept and reused between calls
-        (grown when a bigger layer needs more; the planner keeps it under the bound)."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            self._buffers.pop(name, None)       # free the old one before allocating
-            buf = np.empty(max(size, 1), np.float32)
-            self._buffers[name] = buf
-        return buf
+    def _workspace(self, size: int) -> np.ndarray:
+        """The float32 work buffer (tiles of every worker), at least ``size`` elements.
+
+        One buffer serves every call: it is kept, reused, and only grown when a call needs
+        more, so what the driver holds is the largest single call's need, which the planner
+        keeps under ``memory_bound`` (see conv.plan_forward/plan_backward)."""
+        if self._work is None or self._work.size < size:
+            self._work = None                    # free the old one before allocating
+            self._work = np.empty(max(size, 1), np.float32)
+        return self._work
+
+    @property
+    def workspace_bytes(self) -> int:
+        return 0 if self._work is None else self._work.nbytes
 
     def release_buffers(self) -> None:
-        """Drop the reusable work buffers (they are re-created on the next convolution)."""
-        self._buffers.clear()
+        """Drop the work buffer (it is re-created by the next convolution)."""
+        self._work = None
 
     # -- convolution --------------------------------------------------------------------------
     def _conv2d(self, x, w, b, stride, pad):
@@ -82,10 +91,11 @@ class NumbaCpuDriver(Driver):
         workers = self.threads
         rows = conv.plan_forward(ho, wo, kd, workers, n, self.tile_bytes, self.memory_bound)
         workers = max(1, min(workers, n * -(-ho // rows)))
-        cols = self._buffer("cols", workers * kd * rows * wo)
+        cols = self._workspace(workers * kd * rows * wo)
         y = np.empty((n, cout, ho, wo), np.float32)
         with self._plan.kernels():
-            conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y)
+            conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y,
+                                self._sgemm.kernel_args(workers))
         return y
 
     def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw):
@@ -100,14 +110,17 @@ class NumbaCpuDriver(Driver):
                                           self.memory_bound, buffers)
         workers = max(1, min(self.threads, len(bounds) - 1))
         per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
-        cols = self._buffer("cols", workers * per_worker) if need_dw else _EMPTY1
-        dcols = self._buffer("dcols", workers * per_worker) if need_dx else _EMPTY1
+        tile = workers * per_worker
+        work = self._workspace(buffers * tile)
+        cols = work[:tile] if need_dw else _EMPTY1
+        dcols = work[buffers * tile - tile:buffers * tile] if need_dx else _EMPTY1
         dx = np.empty_like(x) if need_dx else _EMPTY4
         dw = np.empty((cout, kd), np.float32) if need_dw else _EMPTY2
         db = np.empty(cout, np.float32) if need_dw else None
         with self._plan.kernels():
             conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
-                                 workers, need_dx, need_dw, cols, dcols, dx, dw)
+                                 workers, need_dx, need_dw, cols, dcols, dx, dw,
+                                 self._sgemm.kernel_args(workers))
             if need_dw:
                 conv.bias_grad(dy, db)
         return (dx if need_dx else None,
@@ -171,7 +184,7 @@ class NumbaCpuDriver(Driver):
     def _linear(self, x, w, b):
         y = np.empty((x.shape[0], w.shape[0]), np.float32)
         with self._plan.kernels():
-            linear.linear_forward(x, w, b, self.threads, y)
+            linear.linear_forward(x, w, b, self.threads, y, self._sgemm.kernel_args(self.threads))
         return y
 
     def _linear_backward(self, dy, x, w, need_dx, need_dw):
@@ -180,7 +193,8 @@ class NumbaCpuDriver(Driver):
         db = np.empty(w.shape[0], np.float32) if need_dw else _EMPTY1
         if need_dx or need_dw:
             with self._plan.kernels():
-                linear.linear_backward(dy, x, w, need_dx, need_dw, self.threads, dx, dw, db)
+                linear.linear_backward(dy, x, w, need_dx, need_dw, self.threads, dx, dw, db,
+                                       self._sgemm.kernel_args(self.threads))
         return (dx if need_dx else None, dw if need_dw else None, db if need_dw else None)
 
     # -- softmax and Gram ---------------------------------------------------------------------
@@ -196,7 +210,7 @@ class NumbaCpuDriver(Driver):
         items_per_image = max(1, -(-self.threads // n))
         rows = max(1, -(-c // items_per_image))
         with self._plan.kernels():
-            gram.gram_forward(x, rows, g)
+            gram.gram_forward(x, rows, g, self._sgemm.kernel_args(n * -(-c // rows)))
         return g
 
 

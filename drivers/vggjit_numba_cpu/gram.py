@@ -5,8 +5,6 @@ of G's rows), so workers never share an output row. (A symmetric rank-k update w
 flops, but Numba binds only gemm; the Gram is a small part of a style-transfer step.)
 
 softmax: rows in parallel, computed stably (subtract the row maximum), exp and sum in float64.
-
-``_sgemm`` is repeated from conv.py on purpose (Numba's cache tracks only the defining file).
 """
 from __future__ import annotations
 
@@ -15,38 +13,28 @@ import math
 import numpy as np
 from numba import prange
 
-from .jit import _XXGEMM, jit
-
-_N = np.int8(ord("N"))
-_T = np.int8(ord("T"))
-
-
-@jit(parallel=False)
-def _sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major C[m, n] = alpha op(A) op(B) + beta C (see conv._sgemm)."""
-    _XXGEMM(np.int8(115), tb, ta, n, m, k, alpha.ctypes, b.ctypes, ldb, a.ctypes, lda,
-            beta.ctypes, c.ctypes, ldc)
+from .blas import TRANS_N, TRANS_T, address, sgemm
+from .jit import jit
 
 
 @jit
-def gram_forward(x, blocks, g):
+def gram_forward(x, blocks, g, blas):
     """g [N, C, C] = x[n] x[n]^T over the flattened H*W axis; x [N, C, H, W].
 
-    blocks: rows of G per work item; items (n, row block) are spread over prange.
+    blocks: rows of G per work item; items (n, row block) are spread over prange, and
+    ``blas`` holds one scratch row per item (see blas.sgemm).
     """
     N, C = x.shape[0], x.shape[1]
     HW = x.shape[2] * x.shape[3]
     xf, gf = x.reshape(-1), g.reshape(-1)
-    one = np.ones(1, np.float32)
-    zero = np.zeros(1, np.float32)
     per_image = (C + blocks - 1) // blocks
     for item in prange(N * per_image):
         n = item // per_image
         r0 = (item % per_image) * blocks
         r1 = min(C, r0 + blocks)
-        f = xf[n * C * HW:]
-        _sgemm(_N, _T, r1 - r0, C, HW, one, f[r0 * HW:], HW, f, HW, zero,
-               gf[n * C * C + r0 * C:], C)
+        f = n * C * HW
+        sgemm(blas, item, TRANS_N, TRANS_T, r1 - r0, C, HW, address(xf, f + r0 * HW), HW,
+              address(xf, f), HW, 0, address(gf, n * C * C + r0 * C), C)
 
 
 @jit

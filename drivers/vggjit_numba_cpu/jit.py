@@ -21,9 +21,9 @@ Cache location
     read-only that fails, so :func:`configure_cache` points Numba at ``$NUMBA_CACHE_DIR`` if the
     user set it, else ``$VGGJIT_HOME/numba``, else ``~/.cache/vggjit/numba``; when no directory at
     all is writable the kernels compile without caching (every process compiles) and
-    :data:`CACHE` says why. Note Numba keys a cached kernel by the content of the file that
-    defines it, not of the helpers it calls from other files: kernels and their helpers share a
-    file here, and an upgrade replaces all files at once.
+    :data:`CACHE` says why. Numba keys a cached kernel by the content of the file that defines
+    it, not of the helpers it inlines from other files, so :func:`purge_stale_cache` drops all
+    of this package's cached kernels whenever any of its source files changed.
 
 Threads (:class:`ThreadPlan`)
     The driver uses exactly one thread pool: Numba's. Every GEMM is a single-threaded BLAS call
@@ -47,6 +47,7 @@ Threads (:class:`ThreadPlan`)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import threading
@@ -55,8 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numba
-from numba import types
-from numba.np.linalg import _BLAS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -126,8 +125,59 @@ def configure_cache(choice: CacheChoice) -> None:
         warnings.warn(f"vggjit numba-cpu: {choice.reason}", RuntimeWarning, stacklevel=2)
 
 
+def _kernel_cache_dir(choice: CacheChoice) -> Path | None:
+    """The directory Numba will write this package's cache files into."""
+    if not choice.enabled:
+        return None
+    if choice.directory.endswith("__pycache__"):
+        return Path(choice.directory)
+    try:   # Numba's own naming of the per-source-directory subfolder
+        from numba.core.caching import _CacheLocator
+        sub = _CacheLocator.get_suitable_cache_subpath(str(PACKAGE_DIR / "jit.py"))
+    except Exception:   # pragma: no cover - other Numba versions: nothing to purge
+        return None
+    return Path(choice.directory) / sub
+
+
+def source_stamp(package_dir: Path = PACKAGE_DIR) -> str:
+    """Hash of every source file of this package."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -> bool:
+    """Drop this package's cached kernels when any of its source files changed.
+
+    Numba keys a cached kernel by the file that defines it only; a kernel that inlines a
+    helper from another file of the package (blas.sgemm, the jit options here) would
+    otherwise keep running the old helper. Returns True when files were removed.
+    """
+    if cache_dir is None or not cache_dir.is_dir():
+        return False
+    stamp_file = cache_dir / "vggjit_numba_cpu.sources"
+    stamp = source_stamp(package_dir)
+    try:
+        if stamp_file.read_text() == stamp:
+            return False
+    except OSError:
+        pass
+    modules = {path.stem for path in package_dir.glob("*.py")}
+    removed = False
+    for path in cache_dir.iterdir():
+        if path.suffix in (".nbi", ".nbc") and path.name.split(".", 1)[0] in modules:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed = True
+    with contextlib.suppress(OSError):
+        stamp_file.write_text(stamp)
+    return removed
+
+
 CACHE = choose_cache()
 configure_cache(CACHE)
+purge_stale_cache(_kernel_cache_dir(CACHE))
 
 
 # -- threading layer ---------------------------------------------------------------------------
@@ -167,7 +217,7 @@ def default_threads(environ=os.environ) -> int:
 class ThreadPlan:
     """How many Numba workers a call uses, and BLAS held at one thread while they run."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, blas_library: str = ""):
         limit = numba.config.NUMBA_NUM_THREADS
         if threads is None:
             threads = default_threads()
@@ -175,11 +225,12 @@ class ThreadPlan:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = min(threads, limit)
-        self._blas = None   # threadpoolctl controllers of the BLAS Numba calls, found lazily
+        self.blas_library = blas_library
+        self._blas = None   # threadpoolctl controllers of the BLAS the kernels call, found lazily
 
     def _blas_controllers(self):
         if self._blas is None:
-            self._blas = _numba_blas_controllers()
+            self._blas = _blas_controllers(self.blas_library)
         return self._blas
 
     @contextlib.contextmanager
@@ -203,27 +254,24 @@ class ThreadPlan:
     def describe(self) -> dict:
         libs = self._blas_controllers()
         return {"numba_threads": self.threads, "threading_layer": threading_layer(),
-                "blas_in_workers": [f"{lib.internal_api} {lib.version} ({lib.filepath})"
-                                    for lib in libs] or ["unknown (not limited)"],
+                "blas_limited_to_one_thread": [f"{lib.internal_api} {lib.version} "
+                                               f"({lib.filepath})" for lib in libs]
+                                              or ["none found (not limited)"],
                 "cache": CACHE.directory or "disabled", "cache_reason": CACHE.reason}
 
 
-def _numba_blas_controllers() -> list:
-    """threadpoolctl controllers of the BLAS behind scipy.linalg.cython_blas (what Numba calls).
-
-    A wheel install has SciPy's own OpenBLAS beside NumPy's; a conda install shares one library.
-    We pick the libraries under SciPy's directories, else every BLAS that is loaded.
-    """
-    import scipy
-    import scipy.linalg.cython_blas  # noqa: F401  loads the library
+def _blas_controllers(library: str) -> list:
+    """threadpoolctl controllers of the BLAS library at ``library`` (the one the kernels call);
+    every loaded BLAS when the path is unknown, so that none can start its own threads."""
     from threadpoolctl import ThreadpoolController
 
     libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-    scipy_root = str(Path(scipy.__file__).resolve().parent.parent)
-    mine = [lib for lib in libs
-            if os.path.basename(os.path.dirname(lib.filepath)).startswith("scipy")
-            and os.path.realpath(lib.filepath).startswith(scipy_root)]
-    return mine or libs
+    if library:
+        mine = [lib for lib in libs
+                if os.path.realpath(lib.filepath) == os.path.realpath(library)]
+        if mine:
+            return mine
+    return libs
 
 
 # -- the JIT helper ----------------------------------------------------------------------------
@@ -235,9 +283,3 @@ def jit(fn=None, *, parallel: bool = True, **overrides):
     decorate = numba.njit(**options)
     return decorate if fn is None else decorate(fn)
 
-
-# -- single-threaded sgemm callable from inside kernels ------------------------------------------
-#: Numba's own binding of ?gemm (the symbol its np.dot uses); resolves scipy.linalg.cython_blas's
-#: sgemm on first call. Signature: (kind, transa, transb, m, n, k, alpha*, a*, lda, b*, ldb,
-#: beta*, c*, ldc), column-major like Fortran BLAS.
-_XXGEMM = _BLAS().numba_xxgemm(types.float32)

@@ -5,25 +5,14 @@ no reduction: forward and dw split the ``out`` features, dx splits the ``in`` fe
 jit.py for why BLAS is only ever called from inside Numba's workers). For batch 1 (VGG's
 classifier) each worker streams its share of the weights, which is what bounds the time.
 
-``_sgemm`` is repeated from conv.py on purpose: Numba's on-disk cache tracks only the file that
-defines a kernel, so each kernel file carries the helpers it inlines.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
 
-from .jit import _XXGEMM, jit
-
-_N = np.int8(ord("N"))
-_T = np.int8(ord("T"))
-
-
-@jit(parallel=False)
-def _sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major C[m, n] = alpha op(A) op(B) + beta C (see conv._sgemm)."""
-    _XXGEMM(np.int8(115), tb, ta, n, m, k, alpha.ctypes, b.ctypes, ldb, a.ctypes, lda,
-            beta.ctypes, c.ctypes, ldc)
+from .blas import TRANS_N, TRANS_T, address, sgemm
+from .jit import jit
 
 
 @jit(parallel=False)
@@ -36,24 +25,23 @@ def _split(total, parts, t):
 
 
 @jit
-def linear_forward(x, w, b, workers, y):
+def linear_forward(x, w, b, workers, y, blas):
     """y [N, out] = x [N, in] @ w [out, in]^T + b [out]; worker t owns a block of out features."""
     N, nin = x.shape[0], x.shape[1]
     nout = w.shape[0]
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    one = np.ones(1, np.float32)
     for t in prange(workers):
         o0, o1 = _split(nout, workers, t)
         if o1 > o0:
             for i in range(N):
                 for o in range(o0, o1):
                     yf[i * nout + o] = b[o]
-            _sgemm(_N, _T, N, o1 - o0, nin, one, xf, nin, wf[o0 * nin:], nin, one,
-                   yf[o0:], nout)
+            sgemm(blas, t, TRANS_N, TRANS_T, N, o1 - o0, nin, address(xf, 0), nin,
+                  address(wf, o0 * nin), nin, 1, address(yf, o0), nout)
 
 
 @jit
-def linear_backward(dy, x, w, need_dx, need_dw, workers, dx, dw, db):
+def linear_backward(dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
     """dx [N, in] = dy @ w; dw [out, in] = dy^T @ x; db [out] = column sums of dy.
 
     dx is split over ``in`` (worker t: dx[:, i0:i1] = dy @ w[:, i0:i1]); dw and db over ``out``
@@ -63,19 +51,17 @@ def linear_backward(dy, x, w, need_dx, need_dw, workers, dx, dw, db):
     nout = w.shape[0]
     xf, wf, dyf = x.reshape(-1), w.reshape(-1), dy.reshape(-1)
     dxf, dwf = dx.reshape(-1), dw.reshape(-1)
-    one = np.ones(1, np.float32)
-    zero = np.zeros(1, np.float32)
     for t in prange(workers):
         if need_dx:
             i0, i1 = _split(nin, workers, t)
             if i1 > i0:
-                _sgemm(_N, _N, N, i1 - i0, nout, one, dyf, nout, wf[i0:], nin, zero,
-                       dxf[i0:], nin)
+                sgemm(blas, t, TRANS_N, TRANS_N, N, i1 - i0, nout, address(dyf, 0), nout,
+                      address(wf, i0), nin, 0, address(dxf, i0), nin)
         if need_dw:
             o0, o1 = _split(nout, workers, t)
             if o1 > o0:
-                _sgemm(_T, _N, o1 - o0, nin, N, one, dyf[o0:], nout, xf, nin, zero,
-                       dwf[o0 * nin:], nin)
+                sgemm(blas, t, TRANS_T, TRANS_N, o1 - o0, nin, N, address(dyf, o0), nout,
+                      address(xf, 0), nin, 0, address(dwf, o0 * nin), nin)
                 for o in range(o0, o1):
                     s = 0.0
                     for i in range(N):

@@ -23,6 +23,7 @@ examples:
   vggjit classify photos/*.jpg --top-k 1 --batch-size 8
   vggjit classify cat.jpg --json | jq '.top[0].description'
   vggjit classify cat.jpg --resize stretch --driver naive
+  vggjit classify cat.jpg --driver cnml-dlp --quant params.npz   (int8, see `vggjit quantize`)
 
 output:
   a table per image (rank, class index, WordNet id, probability, description), or with
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per image and line instead of tables")
     add_driver_option(parser)
+    parser.add_argument("--quant", metavar="PARAMS.npz",
+                        help="int8 quantisation parameters for the cnml-dlp driver (made by "
+                             "`vggjit quantize`); implies --driver cnml-dlp")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per forward pass (default: 1; larger batches raise "
                              "throughput and memory use)")
@@ -66,7 +70,16 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     path = find_weights(args.weights)  # before anything slow: no weights, no work
-    net = Network.from_file(path, driver=args.driver)
+    driver = args.driver
+    if args.quant:
+        from ..registry import get_driver
+
+        if driver not in (None, "cnml-dlp"):
+            raise InputError(f"--quant is for the cnml-dlp driver, not {driver!r}")
+        driver = get_driver("cnml-dlp", quant=args.quant)
+    net = Network.from_file(path, driver=driver)
+    if args.quant:  # a file made for another network: say so before any image is read
+        net.driver.quant.check_for([layer.name for layer in net.layers if layer.has_params])
     classes = net.layers[-2].cout
     if not 1 <= args.top_k <= classes:
         raise InputError(f"--top-k must be between 1 and {classes}, got {args.top_k}")

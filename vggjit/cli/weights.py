@@ -20,16 +20,15 @@ map that copy in well under a second."""
 
 def register(subparsers) -> None:
     parser = subcommand(subparsers, "weights", help="download, inspect or convert the weight file",
-                        description=DESCRIPTION, run=_help_of(None))
+                        description=DESCRIPTION, run=lambda args: parser.print_help() or 0)
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION")
-    parser.set_defaults(run=_help_of(parser))
 
     from ..weights_urls import DEFAULT_VARIANT, DESCRIPTIONS, MD5S, URLS
 
     variants = "\n".join(f"  {name:7} {DESCRIPTIONS[name]}\n          {URLS[name]}\n"
                          f"          MD5 {MD5S[name]}" for name in URLS)
     fetch = sub.add_parser(
-        "fetch", help="download the official VGG19 file", formatter_class=_Formatter,
+        "fetch", help="download the official VGG19 file", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Download the official MatConvNet VGG19 file with a progress bar, resume an "
                     "interrupted download\n(HTTP Range; the partial file is <target>.part), "
                     "check its MD5, move it into place only\nwhen complete, and convert it to "
@@ -51,7 +50,7 @@ def register(subparsers) -> None:
     fetch.set_defaults(run=run_fetch)
 
     info = sub.add_parser(
-        "info", help="show what a weight file holds", formatter_class=_Formatter,
+        "info", help="show what a weight file holds", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Print the format found (older/newer MatConvNet or vggjit's own), the "
                     "network, every layer's\nweight and bias shapes, the mean pixel, the "
                     "classes and the file's MD5 (and whether it is\nan official download).")
@@ -61,7 +60,7 @@ def register(subparsers) -> None:
     info.set_defaults(run=run_info)
 
     convert = sub.add_parser(
-        "convert", help="write the fast-loading copy of a .mat", formatter_class=_Formatter,
+        "convert", help="write the fast-loading copy of a .mat", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert a MatConvNet .mat to vggjit's native file (an uncompressed .npz "
                     "that loads by\nmemory-mapping). Without --output it goes to the cache "
                     "directory, where loading the .mat\nfinds it; with --output you get a "
@@ -70,18 +69,6 @@ def register(subparsers) -> None:
     convert.add_argument("--output", metavar="OUT", help="write a standalone .npz here")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     convert.set_defaults(run=run_convert)
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-def _help_of(parser):
-    def run(args) -> int:
-        if parser is not None:
-            parser.print_help()
-        return 0
-    return run
 
 
 def run_fetch(args) -> int:
@@ -101,18 +88,18 @@ def run_fetch(args) -> int:
 def run_info(args) -> int:
     import json
 
-    from ..weights import (VERSION_NAMES, file_md5, find_weights, load_weights,
-                           official_variant, read_native_meta)
+    from ..weights import VERSION_NAMES, file_md5, find_weights, load_weights, official_variant
 
     path = find_weights(args.path)
     ws = load_weights(path)
     is_native = ws.cache is not None and ws.cache.resolve() == path.resolve()
-    md5 = file_md5(path)
-    official = official_variant(md5 if not is_native else ws.md5)
-    shapes = [(layer.name, layer.kind, *((list(ws.params[layer.name][0].shape),
-                                         list(ws.params[layer.name][1].shape))
-                                        if layer.has_params else (None, None)))
-              for layer in ws.layers]
+    md5 = file_md5(path) if is_native else ws.md5  # a .mat's MD5 is recorded in its cache
+    official = official_variant(ws.md5)  # of the .mat, or of the one a native file came from
+    shapes = []
+    for layer in ws.layers:
+        w, b = ws.params[layer.name] if layer.has_params else (None, None)
+        shapes.append((layer.name, layer.kind, None if w is None else list(w.shape),
+                       None if b is None else list(b.shape)))
     if args.json:
         print(json.dumps({
             "path": str(path), "format": "vggjit-native" if is_native else ws.version,
@@ -125,10 +112,9 @@ def run_info(args) -> int:
         return 0
     print(f"file:       {path}")
     if is_native:
-        meta = read_native_meta(path)
         print(f"format:     vggjit native file (converted from "
               f"{VERSION_NAMES.get(ws.version, ws.version)})")
-        print(f"source:     {meta.get('source')} (MD5 {ws.md5 or 'unknown'})")
+        print(f"source:     {ws.source} (MD5 {ws.md5 or 'unknown'})")
     else:
         print(f"format:     {VERSION_NAMES.get(ws.version, ws.version)}")
         print(f"cache:      {ws.cache or 'none'}")
@@ -160,12 +146,11 @@ def run_convert(args) -> int:
     from pathlib import Path
 
     from ..fileio import check_writable
-    from ..weights import file_md5, load_weights, read_matconvnet, write_native
+    from ..weights import load_weights, write_native
 
     if args.output:
         out = check_writable(Path(args.output), overwrite=args.overwrite)
-        ws = read_matconvnet(args.path)
-        ws.md5 = file_md5(args.path)
+        ws = load_weights(args.path, cache=False)
         write_native(out, ws, source_stat=Path(args.path).stat(), overwrite=args.overwrite)
         print(f"wrote {out} ({ws.name}); use it with --weights {out}")
     else:

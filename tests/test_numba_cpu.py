@@ -1,0 +1,351 @@
+"""numba-cpu specifics that the generic conformance suite cannot see: tiling, the memory
+bound, buffer reuse, skipped gradients, threads and BLAS limits, and the cache fallback.
+
+Op-versus-oracle checks on a grid of shapes live in test_conformance.py; here the shapes are
+chosen to hit this driver's own edge cases (uneven last tiles, one-row tiles, a buffer that
+was grown by an earlier, larger call).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vggjit import get_driver
+from vggjit.errors import InputError
+
+pytest.importorskip("numba")
+from vggjit_numba_cpu import conv, jit as jitmod  # noqa: E402
+from vggjit_numba_cpu.driver import NumbaCpuDriver  # noqa: E402
+
+TOL = 2e-5
+
+
+def _close(got, want, what=""):
+    scale = max(float(np.abs(want).max()), 1e-3)
+    err = float(np.abs(np.asarray(got, np.float64) - want).max())
+    assert err <= TOL * scale, f"{what}: max error {err:.3g} > {TOL} x {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def naive():
+    return get_driver("naive")
+
+
+def _case(seed, n, cin, h, w, cout, k):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    return rng, x, wt, b
+
+
+# -- tiling --------------------------------------------------------------------------------------
+def test_tile_planner_splits_rows_evenly_over_workers():
+    # 14 output rows, at most 13 per tile, 2 workers: 7 + 7, not 13 + 1.
+    assert conv.balanced_rows(14, 13, 1, 2) == 7
+    # A planner result never exceeds the output height and is at least one row.
+    for ho in (1, 5, 14, 224):
+        rows = conv.plan_forward(ho, ho, 576, 2, 1, 1 << 20, 128 << 20)
+        assert 1 <= rows <= ho
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_forward_kernel_with_uneven_last_tile(naive, rows, workers):
+    # Ho = 11 rows: with 3 or 4 rows per tile the last tile is short; with 3 workers and
+    # 2 images the tiles do not divide evenly among the workers either.
+    _, x, wt, b = _case(1, 2, 3, 11, 6, 4, 3)
+    y = np.full((2, 4, 11, 6), np.nan, np.float32)
+    cols = np.empty(workers * 3 * 9 * rows * 6, np.float32)
+    driver = NumbaCpuDriver()
+    with driver._plan.kernels():
+        conv.conv2d_forward(x, wt.reshape(4, -1), b, 3, 1, 1, rows, workers, cols, y,
+                            driver._sgemm.kernel_args(workers))
+    _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
+    # stride 2, K 3: consecutive row tiles overlap in dx (scatter-add across tiles);
+    # 5 channels over 3 blocks of unequal width.
+    rng, x, wt, b = _case(2, 2, 5, 13, 9, 3, 3)
+    dy = rng.standard_normal((2, 3, 7, 5)).astype(np.float32)
+    bounds = np.array([0, 2, 3, 5], np.int64)
+    per = 2 * 9 * rows * 5
+    dx = np.full_like(x, np.nan)
+    dw = np.full((3, 45), np.nan, np.float32)
+    driver = NumbaCpuDriver()
+    with driver._plan.kernels():
+        conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, True,
+                             np.empty(2 * per, np.float32), np.empty(2 * per, np.float32),
+                             dx, dw, driver._sgemm.kernel_args(2))
+    want = naive.conv2d_backward(dy, x, wt, 2, 1)
+    _close(dx, want[0], "dx")
+    _close(dw.reshape(wt.shape), want[1], "dw")
+
+
+def test_tiny_memory_bound_forces_one_row_tiles_and_stays_correct(naive):
+    rng, x, wt, b = _case(3, 1, 6, 17, 12, 5, 3)
+    tiny = NumbaCpuDriver(memory_bound_mb=0.001)      # 1 KB: less than one output row
+    roomy = NumbaCpuDriver()
+    assert conv.plan_forward(17, 12, 54, tiny.threads, 1, tiny.tile_bytes, tiny.memory_bound) == 1
+    y = tiny.conv2d(x, wt, b, 1, 1)
+    _close(y, naive.conv2d(x, wt, b, 1, 1), "forward")
+    np.testing.assert_allclose(y, roomy.conv2d(x, wt, b, 1, 1), rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want, label in zip(tiny.conv2d_backward(dy, x, wt, 1, 1),
+                                naive.conv2d_backward(dy, x, wt, 1, 1), ("dx", "dw", "db")):
+        _close(got, want, label)
+    # Under the tiny bound the backward pass splits channels further (one block per channel).
+    bounds, rows = conv.plan_backward(6, 3, 17, 12, tiny.threads, tiny.tile_bytes,
+                                      tiny.memory_bound, 2)
+    assert rows == 1 and len(bounds) - 1 == 6
+
+
+def test_buffers_stay_under_the_bound_when_a_row_fits():
+    driver = NumbaCpuDriver(memory_bound_mb=0.25)      # 256 KB
+    _, x, wt, b = _case(4, 1, 16, 40, 40, 8, 3)        # a full column matrix would be 900 KB
+    driver.conv2d(x, wt, b, 1, 1)
+    dy = np.ones((1, 8, 40, 40), np.float32)
+    driver.conv2d_backward(dy, x, wt, 1, 1)
+    assert 0 < driver.workspace_bytes <= driver.memory_bound
+
+
+# -- buffer reuse --------------------------------------------------------------------------------
+def test_buffers_are_reused_across_calls_of_different_shapes(naive):
+    driver = NumbaCpuDriver()
+    big = _case(5, 2, 7, 15, 14, 6, 5)
+    small = _case(6, 1, 2, 6, 9, 3, 3)
+    other = _case(7, 1, 4, 10, 5, 2, 1)
+    outputs = []
+    for (rng, x, wt, b), (s, p) in ((big, (1, 2)), (small, (2, 1)), (other, (1, 0)),
+                                    (big, (3, 1))):
+        y = driver.conv2d(x, wt, b, s, p)
+        _close(y, naive.conv2d(x, wt, b, s, p), f"forward {x.shape} s{s} p{p}")
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        for got, want, label in zip(driver.conv2d_backward(dy, x, wt, s, p),
+                                    naive.conv2d_backward(dy, x, wt, s, p), "dx dw db".split()):
+            _close(got, want, f"{label} {x.shape} s{s} p{p}")
+        outputs.append(driver._work)
+    # The first (largest) call's work buffer served every later call.
+    assert all(buf is outputs[0] for buf in outputs)
+
+
+# -- skipped gradients -------------------------------------------------------------------------
+def test_need_dw_false_gives_the_same_dx_and_no_dw():
+    rng, x, wt, b = _case(8, 2, 3, 9, 8, 4, 3)
+    driver = NumbaCpuDriver()
+    dy = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    dx, dw, db = driver.conv2d_backward(dy, x, wt, 1, 1)
+    dx_only = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
+    assert dx_only[1] is None and dx_only[2] is None
+    np.testing.assert_array_equal(dx_only[0], dx)
+    dw_only = driver.conv2d_backward(dy, x, wt, 1, 1, need_dx=False)
+    assert dw_only[0] is None
+    np.testing.assert_array_equal(dw_only[1], dw)
+    np.testing.assert_array_equal(dw_only[2], db)
+    assert driver.conv2d_backward(dy, x, wt, 1, 1, need_dx=False, need_dw=False) == (None,) * 3
+    # The dx-only pass needs one tile buffer per worker (no columns), the full pass two.
+    fresh = NumbaCpuDriver()
+    fresh.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
+    dx_only_bytes = fresh.workspace_bytes
+    fresh.release_buffers()
+    fresh.conv2d_backward(dy, x, wt, 1, 1)
+    assert fresh.workspace_bytes == 2 * dx_only_bytes > 0
+
+
+def test_linear_backward_skips_what_is_not_needed():
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((3, 37)).astype(np.float32), rng.standard_normal((29, 37)).astype(np.float32)
+    dy = rng.standard_normal((3, 29)).astype(np.float32)
+    driver = NumbaCpuDriver()
+    dx, dw, db = driver.linear_backward(dy, x, w)
+    only_dx = driver.linear_backward(dy, x, w, need_dw=False)
+    only_dw = driver.linear_backward(dy, x, w, need_dx=False)
+    assert only_dx[1:] == (None, None) and only_dw[0] is None
+    np.testing.assert_array_equal(only_dx[0], dx)
+    np.testing.assert_array_equal(only_dw[1], dw)
+
+
+# -- threads -----------------------------------------------------------------------------------
+def test_one_thread_and_all_threads_agree(naive):
+    rng, x, wt, b = _case(10, 1, 8, 12, 10, 6, 3)
+    one, many = NumbaCpuDriver(threads=1), NumbaCpuDriver()
+    assert one.threads == 1
+    np.testing.assert_allclose(one.conv2d(x, wt, b, 1, 1), many.conv2d(x, wt, b, 1, 1),
+                               rtol=1e-5, atol=1e-5)
+    g1, g2 = one.gram(x), many.gram(x)
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-4)
+
+
+def test_thread_count_follows_the_environment():
+    cap = jitmod.numba.config.NUMBA_NUM_THREADS
+    assert jitmod.default_threads({"OMP_NUM_THREADS": "1"}) == 1
+    assert jitmod.default_threads({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "8"}) == 1
+    assert jitmod.default_threads({"OMP_NUM_THREADS": "4,2"}) == min(4, cap)
+    assert jitmod.default_threads({}) == cap
+    with pytest.raises(InputError):
+        NumbaCpuDriver(threads=0)
+
+
+def test_calls_from_several_python_threads_are_serialised_and_correct(naive):
+    # The workqueue layer aborts the process on concurrent launches; the driver's lock must
+    # serialise them, and each thread must get its own correct result.
+    import threading
+
+    cases = [_case(20 + i, 1, 3 + i, 20, 19, 4, 3) for i in range(4)]
+    want = [naive.conv2d(x, wt, b, 1, 1) for _, x, wt, b in cases]
+    driver = NumbaCpuDriver()
+    got, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            _, x, wt, b = cases[i]
+            for _ in range(5):
+                got[i] = driver.conv2d(x, wt, b, 1, 1)
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for g, w in zip(got, want):
+        _close(g, w, "threaded conv")
+
+
+def test_blas_is_single_threaded_inside_kernels_and_restored_after():
+    plan = jitmod.ThreadPlan()
+    libs = plan._blas_controllers()
+    if not libs:
+        pytest.skip("threadpoolctl finds no BLAS library here")
+    before = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(2)
+    try:
+        with plan.kernels():
+            assert [lib.get_num_threads() for lib in libs] == [1] * len(libs)
+        assert [lib.get_num_threads() for lib in libs] == [2] * len(libs)
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
+
+
+@pytest.mark.parametrize("blas", ["numpy", "scipy"])
+def test_both_sgemm_sources_give_the_oracle_results(naive, blas):
+    try:
+        driver = NumbaCpuDriver(blas=blas)
+    except InputError:
+        pytest.skip(f"no directly callable sgemm in {blas}'s BLAS here")
+    rng, x, wt, b = _case(11, 2, 5, 9, 7, 6, 3)
+    _close(driver.conv2d(x, wt, b, 2, 1), naive.conv2d(x, wt, b, 2, 1), f"{blas} conv")
+    dy = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    for got, want, label in zip(driver.conv2d_backward(dy, x, wt, 2, 1),
+                                naive.conv2d_backward(dy, x, wt, 2, 1), ("dx", "dw", "db")):
+        _close(got, want, f"{blas} {label}")
+    xl = x.reshape(2, -1)
+    wl = rng.standard_normal((11, xl.shape[1])).astype(np.float32)
+    _close(driver.linear(xl, wl, b[:1].repeat(11)), naive.linear(xl, wl, b[:1].repeat(11)),
+           f"{blas} linear")
+    _close(driver.gram(x), naive.gram(x), f"{blas} gram")
+    with pytest.raises(InputError):
+        NumbaCpuDriver(blas="mkl")
+
+
+# -- pooling switches and NaN --------------------------------------------------------------------
+def test_foreign_or_stale_switches_are_rejected():
+    driver = NumbaCpuDriver()
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6)
+    y, switches = driver.max_pool2d(x, 2, 2)
+    dy = np.ones_like(y)
+    with pytest.raises(InputError, match="int32"):
+        driver.max_pool2d_backward(dy, switches.astype(np.int64), x.shape)
+    with pytest.raises(InputError, match="outside"):
+        driver.max_pool2d_backward(dy, switches, (2, 3, 4, 4))   # plane too small for them
+
+
+def test_nan_propagates_through_relu_and_max_pool():
+    driver = NumbaCpuDriver()
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 1] = np.nan
+    assert np.isnan(driver.relu(x)[0, 0, 1, 1])
+    y, _ = driver.max_pool2d(x, 2, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+
+
+# -- compiled-kernel cache -----------------------------------------------------------------------
+def test_cache_choice_falls_back_to_the_user_directory(tmp_path):
+    pkg = tmp_path / "pkg"
+    home = tmp_path / "home"
+    def writable(path):          # the package directory is read-only, everything else is not
+        return not str(path).startswith(str(pkg))
+
+    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, writable)
+    assert choice.enabled and choice.directory == str(home / "numba")
+    assert "read-only" in choice.reason
+    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: True)
+    assert choice.directory == str(pkg / "__pycache__")
+    choice = jitmod.choose_cache(pkg, {"NUMBA_CACHE_DIR": str(tmp_path / "mine")}, lambda p: True)
+    assert choice.directory == str(tmp_path / "mine")
+    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: False)
+    assert not choice.enabled and "compile in every process" in choice.reason
+
+
+def test_changed_sources_purge_the_cached_kernels(tmp_path):
+    pkg, cache = tmp_path / "pkg", tmp_path / "cache"
+    pkg.mkdir()
+    cache.mkdir()
+    (pkg / "conv.py").write_text("A = 1\n")
+    (pkg / "blas.py").write_text("B = 1\n")
+    kernel = cache / "conv.conv2d_forward-120.py311.nbi"
+    other = cache / "someone_else.f-1.py311.nbi"       # not ours: never touched
+    kernel.write_text("")
+    other.write_text("")
+    jitmod.purge_stale_cache(cache, pkg)               # first sight: stamp written
+    kernel.write_text("")
+    assert not jitmod.purge_stale_cache(cache, pkg)    # nothing changed: kept
+    assert kernel.exists()
+    (pkg / "blas.py").write_text("B = 2\n")          # a helper changed, conv.py did not
+    assert jitmod.purge_stale_cache(cache, pkg)
+    assert not kernel.exists() and other.exists()
+
+
+def test_read_only_package_caches_kernels_in_vggjit_home(tmp_path):
+    # A copy of the package whose __pycache__ cannot be created (a file of that name is in the
+    # way: this holds even for root, unlike file permissions).
+    site = tmp_path / "site"
+    source = Path(jitmod.__file__).parent
+    shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    (site / source.name / "__pycache__").write_text("not a directory")
+    home = tmp_path / "home"
+    script = textwrap.dedent("""
+        import numpy as np
+        import vggjit_numba_cpu.jit as j
+        from vggjit_numba_cpu import elementwise
+        x = np.array([-1.0, 2.0], np.float32)
+        y = np.empty_like(x)
+        elementwise.relu_forward(x, y)
+        print(j.__file__)
+        print(j.CACHE.directory)
+        print(y.tolist())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(VGGJIT_HOME=str(home), PYTHONPATH=os.pathsep.join(
+        [str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    module_file, cache_dir, result = out.stdout.strip().splitlines()[-3:]
+    assert module_file.startswith(str(site)), "the read-only copy was not the one imported"
+    assert cache_dir == str(home / "numba")
+    assert result == "[0.0, 2.0]"
+    assert list((home / "numba").rglob("*relu_forward*.nbi")), "no cache index was written"
