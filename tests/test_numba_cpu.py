@@ -71,6 +71,24 @@ def test_forward_kernel_with_uneven_last_tile(naive, rows, workers):
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
 
 
+@pytest.mark.parametrize("rows", [1, 3, 4])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("k, pad", [(3, 1), (5, 1), (3, 0), (2, 1)])
+def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, pad):
+    # The stride-1 "shifted rows" kernel: padded-width tiles whose extra columns must be
+    # dropped, a short last tile, kernel sizes whose shifted reads reach the tile's tail.
+    _, x, wt, b = _case(12, 2, 3, 11, 7, 4, k)
+    ho, wo = 11 + 2 * pad - k + 1, 7 + 2 * pad - k + 1
+    y = np.full((2, 4, ho, wo), np.nan, np.float32)
+    work = np.full(workers * conv.shifted_tile(3, 4, k, 7, pad, rows), np.nan, np.float32)
+    wk = np.ascontiguousarray(wt.transpose(3, 0, 1, 2)).reshape(k, 4, 3 * k)
+    driver = NumbaCpuDriver()
+    with driver._plan.kernels():
+        conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
+                               driver._sgemm.kernel_args(workers))
+    _close(y, naive.conv2d(x, wt, b, 1, pad), f"k={k} pad={pad} rows={rows} workers={workers}")
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5])
 def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     # stride 2, K 3: consecutive row tiles overlap in dx (scatter-add across tiles);
@@ -91,17 +109,20 @@ def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     _close(dw.reshape(wt.shape), want[1], "dw")
 
 
-def test_tiny_memory_bound_forces_one_row_tiles_and_stays_correct(naive):
+@pytest.mark.parametrize("stride", [1, 2])       # 1: shifted-rows kernel, 2: img2col kernel
+def test_tiny_memory_bound_forces_one_row_tiles_and_stays_correct(naive, stride):
     rng, x, wt, b = _case(3, 1, 6, 17, 12, 5, 3)
     tiny = NumbaCpuDriver(memory_bound_mb=0.001)      # 1 KB: less than one output row
     roomy = NumbaCpuDriver()
     assert conv.plan_forward(17, 12, 54, tiny.threads, 1, tiny.tile_bytes, tiny.memory_bound) == 1
-    y = tiny.conv2d(x, wt, b, 1, 1)
-    _close(y, naive.conv2d(x, wt, b, 1, 1), "forward")
-    np.testing.assert_allclose(y, roomy.conv2d(x, wt, b, 1, 1), rtol=1e-5, atol=1e-5)
+    assert conv.plan_forward_shifted(17, 12, 1, 6, 5, 3, tiny.threads, 1, tiny.tile_bytes,
+                                     tiny.memory_bound) == 1
+    y = tiny.conv2d(x, wt, b, stride, 1)
+    _close(y, naive.conv2d(x, wt, b, stride, 1), "forward")
+    np.testing.assert_allclose(y, roomy.conv2d(x, wt, b, stride, 1), rtol=1e-5, atol=1e-5)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    for got, want, label in zip(tiny.conv2d_backward(dy, x, wt, 1, 1),
-                                naive.conv2d_backward(dy, x, wt, 1, 1), ("dx", "dw", "db")):
+    for got, want, label in zip(tiny.conv2d_backward(dy, x, wt, stride, 1),
+                                naive.conv2d_backward(dy, x, wt, stride, 1), ("dx", "dw", "db")):
         _close(got, want, label)
     # Under the tiny bound the backward pass splits channels further (one block per channel).
     bounds, rows = conv.plan_backward(6, 3, 17, 12, tiny.threads, tiny.tile_bytes,
@@ -159,6 +180,29 @@ def test_need_dw_false_gives_the_same_dx_and_no_dw():
     fresh.release_buffers()
     fresh.conv2d_backward(dy, x, wt, 1, 1)
     assert fresh.workspace_bytes == 2 * dx_only_bytes > 0
+
+
+@pytest.mark.parametrize("by_rows", [True, False])
+@pytest.mark.parametrize("geometry", [(13, 11, 1, 1), (13, 11, 2, 1), (3, 7, 1, 0)],
+                         ids=["s1", "s2", "one-output-row"])
+def test_weight_gradient_by_rows_and_by_channels(naive, monkeypatch, by_rows, geometry):
+    # Small layers get dw by row tiles with per-worker partial sums, others by channel blocks;
+    # force each path on the same inputs. "one-output-row": fewer tiles than workers, so a
+    # worker contributes an all-zero partial.
+    h, w, stride, pad = geometry
+    monkeypatch.setattr(conv, "ROWS_DW_MIN_PIXELS", 0 if by_rows else 10 ** 9)
+    assert conv.use_rows_dw(5, 27, 2, 1, 1) is by_rows
+    rng, x, wt, b = _case(13, 2, 3, h, w, 5, 3)
+    y = naive.conv2d(x, wt, b, stride, pad)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    want = naive.conv2d_backward(dy, x, wt, stride, pad)
+    driver = NumbaCpuDriver()
+    for got, ref, label in zip(driver.conv2d_backward(dy, x, wt, stride, pad), want,
+                               ("dx", "dw", "db")):
+        _close(got, ref, label)
+    dw_only = driver.conv2d_backward(dy, x, wt, stride, pad, need_dx=False)
+    assert dw_only[0] is None
+    _close(dw_only[1], want[1], "dw only")
 
 
 def test_linear_backward_skips_what_is_not_needed():

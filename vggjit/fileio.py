@@ -17,6 +17,19 @@ def home_dir() -> Path:
     return Path(os.environ.get(ENV_HOME) or Path.home() / ".cache" / "vggjit")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp_like_open(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """mkstemp, but with the permissions a plain open() would give (mkstemp's are 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail now, before hours of work, if ``path`` cannot be written.
 
@@ -48,7 +61,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
     if not overwrite and path.exists():
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp_like_open(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -69,7 +82,7 @@ def atomic_save(path: str | os.PathLike, save, overwrite: bool = True) -> Path:
     if not overwrite and path.exists():
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    fd, tmp = _mkstemp_like_open(path.parent, f".{path.stem}.", path.suffix)
     os.close(fd)
     try:
         save(tmp)

@@ -39,11 +39,6 @@ def content_loss(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, diff
 
 
-def gram(driver, x: np.ndarray) -> np.ndarray:
-    """The unnormalised Gram matrices [N, C, C] of x [N, C, H, W], computed on ``driver``."""
-    return driver.gram(x)
-
-
 def style_loss(x: np.ndarray, g: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
     """(L_style, dL/dX) for features x [N, C, H, W], their Gram g and the style Gram a [N, C, C]."""
     n, c, h, w = x.shape

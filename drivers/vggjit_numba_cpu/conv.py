@@ -154,6 +154,89 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
                   address(cols, t * per_worker), L, 1, address(yf, base), HW)
 
 
+@jit(parallel=False)
+def _padded_rows(x, n, r0, r1, K, pad, Lb, rows3):
+    """Stride-1 columns with the kw shift left out: one padded input row per (c, kh).
+
+    rows3 (1-D, used as [Cin*K, Lb] row-major, Lb = (r1-r0)*Wp + K-1, Wp = W + 2 pad):
+        rows3[c*K + kh, (r-r0)*Wp + u] = xpad[n, c, r + kh, u]    for u in [0, Wp)
+    and K-1 trailing zeros. Then the img2col row (c, kh, kw) is this row read from offset kw:
+    a strided matrix BLAS can use directly, so the K-fold copy of img2col shrinks to ~1.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Wp = W + 2 * pad
+    xf = x.reshape(-1)
+    for c in range(C):
+        plane = (n * C + c) * H * W
+        for kh in range(K):
+            q = np.uint64((c * K + kh) * Lb)
+            for r in range(r0, r1):
+                ih = r + kh - pad
+                dst = q + np.uint64((r - r0) * Wp)
+                if ih < 0 or ih >= H:
+                    for u in range(np.uint64(Wp)):
+                        rows3[dst + u] = 0.0
+                    continue
+                for u in range(np.uint64(pad)):
+                    rows3[dst + u] = 0.0
+                    rows3[dst + np.uint64(pad + W) + u] = 0.0
+                src = np.uint64(plane + ih * W)
+                d0 = dst + np.uint64(pad)
+                for u in range(np.uint64(W)):
+                    rows3[d0 + u] = xf[src + u]
+            tail = q + np.uint64((r1 - r0) * Wp)
+            for u in range(np.uint64(K - 1)):
+                rows3[tail + u] = 0.0
+
+
+@jit
+def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas):
+    """Stride-1 convolution without the K-fold img2col copy (the "shifted rows" form).
+
+    x [N, Cin, H, W]; wk [K, Cout, Cin*K]: wk[kw, co, c*K + kh] = w[co, c, kh, kw] (the caller
+    reorders the weights once per call); y [N, Cout, Ho, Wo] overwritten;
+    work: per worker Cin*K*Lb (rows) + Cout*rows*Wp (output tile) floats.
+
+    Per tile: y_tile' [Cout, rows*Wp] = sum_kw wk[kw] @ rows3[:, kw : kw + rows*Wp]  (K sgemm
+    calls, beta = 1 after the first), computed on padded-width rows; the Wp - Wo columns per
+    row that fall off the edge are dropped when the tile is copied into y with the bias.
+    """
+    N, Cin, W = x.shape[0], x.shape[1], x.shape[3]
+    Cout = wk.shape[1]
+    Ho, Wo = y.shape[2], y.shape[3]
+    Wp = W + 2 * pad
+    HW = Ho * Wo
+    CK = Cin * K
+    Lb = rows * Wp + K - 1
+    per_worker = CK * Lb + Cout * rows * Wp
+    per_image = (Ho + rows - 1) // rows
+    ntiles = N * per_image
+    wkf = wk.reshape(-1)
+    yf = y.reshape(-1)
+    for t in prange(workers):
+        start = t * per_worker
+        tile_out = start + CK * Lb
+        for tile in range(t, ntiles, workers):
+            n = tile // per_image
+            r0 = (tile % per_image) * rows
+            r1 = min(r0 + rows, Ho)
+            L = (r1 - r0) * Wp
+            _padded_rows(x, n, r0, r1, K, pad, Lb, work[start:start + CK * Lb])
+            for kw in range(K):
+                sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, CK, address(wkf, kw * Cout * CK), CK,
+                      address(work, start + kw), Lb, 0 if kw == 0 else 1,
+                      address(work, tile_out), L)
+            for co in range(Cout):
+                bias = b[co]
+                src = np.uint64(tile_out + co * L)
+                dst = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+                for r in range(r1 - r0):
+                    s = src + np.uint64(r * Wp)
+                    d = dst + np.uint64(r * Wo)
+                    for j in range(np.uint64(Wo)):
+                        yf[d + j] = work[s + j] + bias
+
+
 # -- backward ----------------------------------------------------------------------------------
 @jit
 def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
@@ -163,14 +246,15 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
     bounds: int64 [nblocks + 1], channel-block boundaries (block i = channels bounds[i]..);
     worker t takes blocks t, t + workers, ...;
-    cols, dcols: 1-D buffers of workers * (max block channels)*K*K * rows*Wo floats;
+    cols, dcols: 1-D buffers of workers * (max block channels)*K*K * rows*Wo floats; dcols
+    also holds each worker's staged dy tile after that (workers * Cout * rows*Wo floats more);
     dx [N, Cin, H, W] and dw [Cout, Cin*K*K]: written (zeroed here by their owner first).
 
     Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
       dw:  dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m]   (sgemm, beta = 1)
       dx:  dcols [m, L] = w2[:, c0*KK:c1*KK]^T @ dy_tile, then col2im into dx[n, c0:c1]
-    dy_tile is read in place (a column range of dy[n] as [Cout, Ho*Wo], leading dim Ho*Wo).
-    Nothing is computed for an output that is not needed.
+    dy_tile is first copied to a compact buffer (see _stage_dy). Nothing is computed for an
+    output that is not needed.
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     Cout, Kd = w2.shape[0], w2.shape[1]
@@ -182,12 +266,13 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     for i in range(nblocks):
         widest = max(widest, bounds[i + 1] - bounds[i])
     per_worker = widest * KK * rows * Wo
-    dyf = dy.reshape(-1)
+    staged = workers * per_worker
     w2f = w2.reshape(-1)
     dwf = dw.reshape(-1)
     for t in prange(workers):
-        cbuf = cols[t * per_worker:(t + 1) * per_worker]
+        cbuf = cols[t * per_worker:(t + 1) * per_worker] if need_dw else cols
         dbuf = dcols[t * per_worker:(t + 1) * per_worker]
+        ds = staged + t * Cout * rows * Wo
         for blk in range(t, nblocks, workers):
             c0, c1 = bounds[blk], bounds[blk + 1]
             m = (c1 - c0) * KK
@@ -201,15 +286,81 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
                 for r0 in range(0, Ho, rows):
                     r1 = min(r0 + rows, Ho)
                     L = (r1 - r0) * Wo
-                    dyt = address(dyf, n * Cout * HW + r0 * Wo)
+                    _stage_dy(dy, n, r0, r1, Wo, dcols[ds:ds + Cout * L])
+                    dyt = address(dcols, ds)
                     if need_dw:
                         _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
-                        sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, dyt, HW,
+                        sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, dyt, L,
                               address(cols, t * per_worker), L, 1, address(dwf, c0 * KK), Kd)
                     if need_dx:
                         sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
-                              dyt, HW, 0, address(dcols, t * per_worker), L)
+                              dyt, L, 0, address(dcols, t * per_worker), L)
                         _col2im(dbuf, n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+
+
+@jit(parallel=False)
+def _stage_dy(dy, n, r0, r1, Wo, out):
+    """Copy the tile of dy [N, Cout, Ho, Wo] for output rows [r0, r1) of image n into out
+    (1-D, used as [Cout, (r1-r0)*Wo]). The sgemm then reads a compact matrix instead of one
+    with leading dimension Ho*Wo: at 224x224 that stride is 49 * 4 KiB, every row of the tile
+    maps to the same L1 sets, and the sgemm reading it in place ran at half speed."""
+    Cout = dy.shape[1]
+    HW = dy.shape[2] * dy.shape[3]
+    L = (r1 - r0) * Wo
+    dyf = dy.reshape(-1)
+    for co in range(Cout):
+        src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+        dst = np.uint64(co * L)
+        for j in range(np.uint64(L)):
+            out[dst + j] = dyf[src + j]
+
+
+@jit
+def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial, blas):
+    """dw by row tiles: worker t sums dy_tile @ cols_tile^T over its tiles into partial[t].
+
+    The alternative to conv2d_backward's channel split for layers whose dw is small
+    (Cout*Cin*K*K floats, e.g. 64x576 for VGG's conv1_2): every sgemm then spans all input
+    channels (N = Cin*K*K instead of a block of them), and the price is one partial dw per
+    worker, summed by sum_partials. dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; cols: workers *
+    (Cin*K*K + Cout) * rows*Wo floats (columns and the staged dy tile); partial
+    [workers, Cout, Cin*K*K] (overwritten).
+    """
+    N, Cin = x.shape[0], x.shape[1]
+    Cout, Kd = partial.shape[1], partial.shape[2]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    per_image = (Ho + rows - 1) // rows
+    ntiles = N * per_image
+    per_worker = (Kd + Cout) * rows * Wo
+    pf = partial.reshape(-1)
+    for t in prange(workers):
+        start = t * per_worker
+        dys = start + Kd * rows * Wo
+        first = True
+        for tile in range(t, ntiles, workers):
+            n = tile // per_image
+            r0 = (tile % per_image) * rows
+            r1 = min(r0 + rows, Ho)
+            L = (r1 - r0) * Wo
+            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
+            _stage_dy(dy, n, r0, r1, Wo, cols[dys:start + per_worker])
+            sgemm(blas, t, TRANS_N, TRANS_T, Cout, Kd, L, address(cols, dys), L,
+                  address(cols, start), L, 0 if first else 1, address(pf, t * Cout * Kd), Kd)
+            first = False
+        if first:                        # more workers than tiles: contribute zeros
+            pf[t * Cout * Kd:(t + 1) * Cout * Kd] = 0.0
+
+
+@jit
+def sum_partials(partial, out):
+    """out [M, K] = sum over t of partial [T, M, K]; parallel over rows of out."""
+    T, M, K = partial.shape[0], partial.shape[1], partial.shape[2]
+    for i in prange(M):
+        for j in range(K):
+            s = partial[0, i, j]
+            for t in range(1, T):
+                s += partial[t, i, j]
+            out[i, j] = s
 
 
 @jit
@@ -231,6 +382,9 @@ def bias_grad(dy, db):
 
 
 # -- tile planning (plain Python) ----------------------------------------------------------------
+#: fewest output columns per tile: below this each sgemm call is too short to run at speed.
+MIN_TILE_COLS = 256
+
 def output_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
@@ -245,9 +399,52 @@ def plan_forward(ho: int, wo: int, kd: int, workers: int, n: int, tile_bytes: in
     Never fewer than one output row (the bound cannot go below one row per worker).
     """
     row_bytes = kd * wo * 4
-    rows = max(1, tile_bytes // row_bytes, -(-256 // wo))
+    rows = max(1, tile_bytes // row_bytes, -(-MIN_TILE_COLS // wo))
     rows = max(1, min(rows, ho, bound_bytes // max(1, workers * row_bytes)))
     return balanced_rows(ho, rows, n, workers)
+
+
+#: the shifted-rows forward (conv2d_forward_s1) is used for stride 1, K > 1 and at most this
+#: many output channels: its saving (img2col copies / GEMM flops ~ 1/Cout) is largest there,
+#: while its per-call weight reorder (~1/(N*H*W)) and K sgemm calls per tile cost more on the
+#: deep layers. Measured on VGG19 shapes: conv1_x 15-20% faster, conv2_x 5-10%, conv3_x
+#: (256 channels) even, conv4_x/conv5_x 10-15% slower.
+SHIFTED_MAX_COUT = 128
+#: the shifted form's tiles stay under this many padded columns (longer tiles measured slower)
+SHIFTED_MAX_COLS = 1024
+
+
+def use_shifted(stride: int, k: int, cout: int) -> bool:
+    return stride == 1 and k > 1 and cout <= SHIFTED_MAX_COUT
+
+
+def shifted_tile(cin: int, cout: int, k: int, w: int, pad: int, rows: int) -> int:
+    """Floats per worker of conv2d_forward_s1 with ``rows`` output rows per tile."""
+    wp = w + 2 * pad
+    return cin * k * (rows * wp + k - 1) + cout * rows * wp
+
+
+def plan_forward_shifted(ho: int, w: int, pad: int, cin: int, cout: int, k: int, workers: int,
+                         n: int, tile_bytes: int, bound_bytes: int) -> int:
+    """Output rows per tile of conv2d_forward_s1: ~tile_bytes per worker, at least
+    MIN_TILE_COLS and at most SHIFTED_MAX_COLS padded columns, within the bound."""
+    wp = w + 2 * pad
+    row_bytes = 4 * (cin * k + cout) * wp
+    rows = max(1, tile_bytes // row_bytes, -(-MIN_TILE_COLS // wp))
+    rows = min(rows, max(1, SHIFTED_MAX_COLS // wp), ho)
+    while rows > 1 and workers * 4 * shifted_tile(cin, cout, k, w, pad, rows) > bound_bytes:
+        rows -= 1
+    return balanced_rows(ho, rows, n, workers)
+
+
+#: dw by row tiles (conv2d_weight_grad_rows) when dw has at most this many floats (one partial
+#: per worker must be summed at the end) and the image has enough output pixels to share.
+ROWS_DW_MAX_FLOATS = 1 << 20
+ROWS_DW_MIN_PIXELS = 1024
+
+
+def use_rows_dw(cout: int, kd: int, n: int, ho: int, wo: int) -> bool:
+    return cout * kd <= ROWS_DW_MAX_FLOATS and n * ho * wo >= ROWS_DW_MIN_PIXELS
 
 
 def balanced_rows(ho: int, rows: int, n: int, workers: int) -> int:
@@ -277,7 +474,7 @@ def plan_backward(cin: int, k: int, ho: int, wo: int, workers: int, tile_bytes: 
         if workers * row_bytes <= bound_bytes or width == 1:
             break
         blocks = min(cin, blocks + workers)
-    rows = max(1, tile_bytes // row_bytes, -(-256 // wo))
+    rows = max(1, tile_bytes // row_bytes, -(-MIN_TILE_COLS // wo))
     rows = max(1, min(rows, ho, bound_bytes // max(1, workers * row_bytes)))
     bounds = np.linspace(0, cin, blocks + 1).round().astype(np.int64)
     return bounds, rows

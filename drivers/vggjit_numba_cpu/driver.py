@@ -88,11 +88,21 @@ class NumbaCpuDriver(Driver):
         cout, _, k, _ = w.shape
         ho, wo = conv.output_size(h, k, stride, pad), conv.output_size(wd, k, stride, pad)
         kd = cin * k * k
-        workers = self.threads
-        rows = conv.plan_forward(ho, wo, kd, workers, n, self.tile_bytes, self.memory_bound)
-        workers = max(1, min(workers, n * -(-ho // rows)))
-        cols = self._workspace(workers * kd * rows * wo)
         y = np.empty((n, cout, ho, wo), np.float32)
+        if conv.use_shifted(stride, k, cout):
+            rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
+                                             self.tile_bytes, self.memory_bound)
+            workers = max(1, min(self.threads, n * -(-ho // rows)))
+            work = self._workspace(workers * conv.shifted_tile(cin, cout, k, wd, pad, rows))
+            # wk[kw, co, c*K + kh] = w[co, c, kh, kw]: one small copy per call (Cout <= 128)
+            wk = np.ascontiguousarray(w.transpose(3, 0, 1, 2)).reshape(k, cout, cin * k)
+            with self._plan.kernels():
+                conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
+                                       self._sgemm.kernel_args(workers))
+            return y
+        rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes, self.memory_bound)
+        workers = max(1, min(self.threads, n * -(-ho // rows)))
+        cols = self._workspace(workers * kd * rows * wo)
         with self._plan.kernels():
             conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y,
                                 self._sgemm.kernel_args(workers))
@@ -105,27 +115,47 @@ class NumbaCpuDriver(Driver):
         if not (need_dx or need_dw):
             return None, None, None
         kd = cin * k * k
-        buffers = int(need_dx) + int(need_dw)
-        bounds, rows = conv.plan_backward(cin, k, ho, wo, self.threads, self.tile_bytes,
-                                          self.memory_bound, buffers)
-        workers = max(1, min(self.threads, len(bounds) - 1))
-        per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
-        tile = workers * per_worker
-        work = self._workspace(buffers * tile)
-        cols = work[:tile] if need_dw else _EMPTY1
-        dcols = work[buffers * tile - tile:buffers * tile] if need_dx else _EMPTY1
-        dx = np.empty_like(x) if need_dx else _EMPTY4
-        dw = np.empty((cout, kd), np.float32) if need_dw else _EMPTY2
-        db = np.empty(cout, np.float32) if need_dw else None
-        with self._plan.kernels():
-            conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
-                                 workers, need_dx, need_dw, cols, dcols, dx, dw,
-                                 self._sgemm.kernel_args(workers))
-            if need_dw:
+        dx = dw = db = None
+        if need_dw:
+            dw = np.empty((cout, kd), np.float32)
+            db = np.empty(cout, np.float32)
+        # dw of a small layer: by row tiles with one partial per worker (see
+        # conv.conv2d_weight_grad_rows); else together with dx by channel blocks.
+        rows_dw = need_dw and conv.use_rows_dw(cout, kd, n, ho, wo)
+        if rows_dw:
+            rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes,
+                                     max(1, self.memory_bound - 4 * self.threads * cout * kd))
+            workers = max(1, min(self.threads, n * -(-ho // rows)))
+            tile = workers * kd * rows * wo
+            work = self._workspace(tile + workers * cout * kd)
+            partial = work[tile:tile + workers * cout * kd].reshape(workers, cout, kd)
+            with self._plan.kernels():
+                conv.conv2d_weight_grad_rows(dy, x, k, stride, pad, rows, workers, work[:tile],
+                                             partial, self._sgemm.kernel_args(workers))
+                conv.sum_partials(partial, dw)
+        channel_dw = need_dw and not rows_dw
+        if need_dx or channel_dw:
+            buffers = int(need_dx) + int(channel_dw)
+            bounds, rows = conv.plan_backward(cin, k, ho, wo, self.threads, self.tile_bytes,
+                                              self.memory_bound, buffers)
+            workers = max(1, min(self.threads, len(bounds) - 1))
+            per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
+            tile = workers * per_worker
+            work = self._workspace(buffers * tile)
+            cols = work[:tile] if channel_dw else _EMPTY1
+            dcols = work[buffers * tile - tile:buffers * tile] if need_dx else _EMPTY1
+            if need_dx:
+                dx = np.empty_like(x)
+            with self._plan.kernels():
+                conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
+                                     workers, need_dx, channel_dw, cols, dcols,
+                                     dx if need_dx else _EMPTY4, dw if channel_dw else _EMPTY2,
+                                     self._sgemm.kernel_args(workers))
+        if need_dw:
+            with self._plan.kernels():
                 conv.bias_grad(dy, db)
-        return (dx if need_dx else None,
-                dw.reshape(w.shape) if need_dw else None,
-                db)
+            dw = dw.reshape(w.shape)
+        return dx, dw, db
 
     # -- ReLU ---------------------------------------------------------------------------------
     def _relu(self, x):
