@@ -207,3 +207,25 @@ def test_demo_runs_end_to_end_with_random_weights(tiny, tmp_path, capsys):
     # A second run refuses to replace the first one's files unless asked to.
     assert main(["demo", "--output", str(out), "--size", "40", "-n", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_and_stylize_use_a_weight_file_when_there_is_one(files, tmp_path, capsys):
+    """No monkeypatching: the real network builder loads a (small) MatConvNet file."""
+    from matconvnet_fixture import write_matconvnet
+
+    weights = tmp_path / "small-vgg19.mat"
+    write_matconvnet(weights)
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--size", "40", "-n", "2",
+                 "--weights", str(weights)]) == 0
+    printed = capsys.readouterr().out
+    assert "random" not in printed and str(out / "result.png") in printed
+    s = json.loads((out / "result.log.json").read_text())["settings"]
+    assert not s["random_weights"] and not s["normalize"] and s["pooling"] == "max"
+    assert s["driver"] != "cnml-dlp"  # the default driver for style transfer can go backward
+    content, style = files
+    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "w.png"), "--size",
+                 "32", "-n", "2", "--weights", str(weights), "--save-every", "0"]) == 0
+    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "d.png"), "--size",
+                 "32", "-n", "2", "--weights", str(weights), "--driver", "cnml-dlp"]) == 2
+    assert "backward" in capsys.readouterr().err

@@ -97,13 +97,19 @@ def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     dy = rng.standard_normal((2, 3, 7, 5)).astype(np.float32)
     bounds = np.array([0, 2, 3, 5], np.int64)
     per = 2 * 9 * rows * 5
+    staged = 2 * 3 * rows * 5                  # each worker's copy of its dy tile
     dx = np.full_like(x, np.nan)
     dw = np.full((3, 45), np.nan, np.float32)
     driver = NumbaCpuDriver()
     with driver._plan.kernels():
         conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, True,
-                             np.empty(2 * per, np.float32), np.empty(2 * per, np.float32),
+                             np.empty(2 * per, np.float32), np.empty(2 * per + staged, np.float32),
                              dx, dw, driver._sgemm.kernel_args(2))
+        with pytest.raises(ValueError, match="too small"):   # never writes past a buffer
+            conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True,
+                                 True, np.empty(2 * per, np.float32),
+                                 np.empty(2 * per, np.float32), dx.copy(), dw.copy(),
+                                 driver._sgemm.kernel_args(2))
     want = naive.conv2d_backward(dy, x, wt, 2, 1)
     _close(dx, want[0], "dx")
     _close(dw.reshape(wt.shape), want[1], "dw")
@@ -173,13 +179,13 @@ def test_need_dw_false_gives_the_same_dx_and_no_dw():
     np.testing.assert_array_equal(dw_only[1], dw)
     np.testing.assert_array_equal(dw_only[2], db)
     assert driver.conv2d_backward(dy, x, wt, 1, 1, need_dx=False, need_dw=False) == (None,) * 3
-    # The dx-only pass needs one tile buffer per worker (no columns), the full pass two.
+    # The dx-only pass builds no columns of x, so it needs less work space than the full one.
     fresh = NumbaCpuDriver()
     fresh.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
     dx_only_bytes = fresh.workspace_bytes
     fresh.release_buffers()
     fresh.conv2d_backward(dy, x, wt, 1, 1)
-    assert fresh.workspace_bytes == 2 * dx_only_bytes > 0
+    assert fresh.workspace_bytes > dx_only_bytes > 0
 
 
 @pytest.mark.parametrize("by_rows", [True, False])

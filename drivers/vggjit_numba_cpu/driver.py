@@ -123,27 +123,28 @@ class NumbaCpuDriver(Driver):
         # conv.conv2d_weight_grad_rows); else together with dx by channel blocks.
         rows_dw = need_dw and conv.use_rows_dw(cout, kd, n, ho, wo)
         if rows_dw:
-            rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes,
+            rows = conv.plan_forward(ho, wo, kd + cout, self.threads, n, self.tile_bytes,
                                      max(1, self.memory_bound - 4 * self.threads * cout * kd))
             workers = max(1, min(self.threads, n * -(-ho // rows)))
-            tile = workers * kd * rows * wo
+            tile = workers * (kd + cout) * rows * wo
             work = self._workspace(tile + workers * cout * kd)
-            partial = work[tile:tile + workers * cout * kd].reshape(workers, cout, kd)
+            partial = work[tile:tile + workers * cout * kd].reshape(workers, kd, cout)
             with self._plan.kernels():
                 conv.conv2d_weight_grad_rows(dy, x, k, stride, pad, rows, workers, work[:tile],
                                              partial, self._sgemm.kernel_args(workers))
-                conv.sum_partials(partial, dw)
+                conv.sum_partials_t(partial, dw)
         channel_dw = need_dw and not rows_dw
         if need_dx or channel_dw:
             buffers = int(need_dx) + int(channel_dw)
             bounds, rows = conv.plan_backward(cin, k, ho, wo, self.threads, self.tile_bytes,
-                                              self.memory_bound, buffers)
+                                              self.memory_bound, buffers, cout)
             workers = max(1, min(self.threads, len(bounds) - 1))
             per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
             tile = workers * per_worker
-            work = self._workspace(buffers * tile)
+            staged = workers * cout * rows * wo
+            work = self._workspace(buffers * tile + staged)
             cols = work[:tile] if channel_dw else _EMPTY1
-            dcols = work[buffers * tile - tile:buffers * tile] if need_dx else _EMPTY1
+            dcols = work[tile if channel_dw else 0:]      # dx columns (if needed) + staged dy
             if need_dx:
                 dx = np.empty_like(x)
             with self._plan.kernels():
