@@ -156,6 +156,43 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
                   address(cols, t * per_worker), L, 1, address(yf, base), HW)
 
 
+@jit
+def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas):
+    """Forward for layers with few output pixels (VGG's conv5 at 14x14): split Cout, not rows.
+
+    Split by rows, each worker's sgemm would get ~100 columns and would re-pack all of w2
+    (9.4 MB at 512x4608) for them; split by output channels, each worker packs only its share
+    of w2 and multiplies it with all Ho*Wo columns. Per image: the workers build the image's
+    columns together (input channels split), then worker t computes
+    y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks.
+    bounds: int64 [nblocks + 1] output-channel boundaries; cols: Cin*K*K * Ho*Wo floats.
+    """
+    N, Cin = x.shape[0], x.shape[1]
+    Cout, Kd = w2.shape[0], w2.shape[1]
+    Ho, Wo = y.shape[2], y.shape[3]
+    HW = Ho * Wo
+    KK = K * K
+    nblocks = bounds.shape[0] - 1
+    if cols.shape[0] < Kd * HW:
+        raise ValueError("conv2d_forward_cout: work buffer too small")
+    yf = y.reshape(-1)
+    w2f = w2.reshape(-1)
+    for n in range(N):
+        for c in prange(Cin):
+            _img2col(x, n, c, c + 1, 0, Ho, K, stride, pad, Wo,
+                     cols[c * KK * HW:(c + 1) * KK * HW])
+        for t in prange(workers):
+            for blk in range(t, nblocks, workers):
+                co0, co1 = bounds[blk], bounds[blk + 1]
+                for co in range(co0, co1):
+                    bias = b[co]
+                    start = np.uint64(n * Cout * HW + co * HW)
+                    for j in range(np.uint64(HW)):
+                        yf[start + j] = bias
+                sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
+                      address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
+
+
 @jit(parallel=False)
 def _padded_rows(x, n, r0, r1, K, pad, Lb, rows3):
     """Stride-1 columns with the kw shift left out: one padded input row per (c, kh).
@@ -323,8 +360,28 @@ def _stage_dy(dy, n, r0, r1, Wo, out):
             out[dst + j] = dyf[src + j]
 
 
+@jit(parallel=False)
+def _stage_dy_and_sum(dy, n, r0, r1, Wo, out, db_row):
+    """_stage_dy, and add each channel's sum over the tile to db_row [Cout] (float64): the
+    bias gradient costs no extra pass over dy."""
+    Cout = dy.shape[1]
+    HW = dy.shape[2] * dy.shape[3]
+    L = (r1 - r0) * Wo
+    dyf = dy.reshape(-1)
+    for co in range(Cout):
+        src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+        dst = np.uint64(co * L)
+        s = 0.0
+        for j in range(np.uint64(L)):
+            v = dyf[src + j]
+            out[dst + j] = v
+            s += v
+        db_row[co] += s
+
+
 @jit
-def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial, blas):
+def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial, db_partial,
+                            blas):
     """dw by row tiles: worker t sums (dy_tile @ cols_tile^T)^T over its tiles into partial[t].
 
     The alternative to conv2d_backward's channel split for layers whose dw is small
@@ -334,7 +391,7 @@ def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial,
     cols @ dy_tile^T: in that orientation OpenBLAS ran these thin products (Cout = 64..256)
     10-30% faster than dy_tile @ cols^T. dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; cols:
     workers * (Cin*K*K + Cout) * rows*Wo floats (columns and the staged dy tile); partial
-    [workers, Cin*K*K, Cout] (overwritten).
+    [workers, Cin*K*K, Cout] and db_partial [workers, Cout] float64 (both overwritten).
     """
     N, Cin = x.shape[0], x.shape[1]
     Kd, Cout = partial.shape[1], partial.shape[2]
@@ -348,6 +405,7 @@ def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial,
     for t in prange(workers):
         start = t * per_worker
         dys = start + Kd * rows * Wo
+        db_partial[t, :] = 0.0
         first = True
         for tile in range(t, ntiles, workers):
             n = tile // per_image
@@ -355,7 +413,7 @@ def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial,
             r1 = min(r0 + rows, Ho)
             L = (r1 - r0) * Wo
             _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
-            _stage_dy(dy, n, r0, r1, Wo, cols[dys:start + per_worker])
+            _stage_dy_and_sum(dy, n, r0, r1, Wo, cols[dys:start + per_worker], db_partial[t])
             sgemm(blas, t, TRANS_N, TRANS_T, Kd, Cout, L, address(cols, start), L,
                   address(cols, dys), L, 0 if first else 1, address(pf, t * Cout * Kd), Cout)
             first = False
@@ -447,6 +505,25 @@ def plan_forward_shifted(ho: int, w: int, pad: int, cin: int, cout: int, k: int,
     while rows > 1 and workers * 4 * shifted_tile(cin, cout, k, w, pad, rows) > bound_bytes:
         rows -= 1
     return balanced_rows(ho, rows, n, workers)
+
+
+#: forward by output-channel blocks (conv2d_forward_cout) when a row split would leave each
+#: worker fewer output columns than this (VGG: conv5_x at batch 1, 98 columns per worker)
+COUT_SPLIT_MAX_COLS = 256
+
+
+def use_cout_split(n: int, ho: int, wo: int, cout: int, kd: int, workers: int,
+                   bound_bytes: int) -> bool:
+    return (workers > 1 and n * ho * wo < workers * COUT_SPLIT_MAX_COLS
+            and cout >= 32 * workers and 4 * kd * ho * wo <= bound_bytes)
+
+
+def channel_blocks(total: int, blocks: int, align: int = 16) -> np.ndarray:
+    """int64 boundaries of ``blocks`` near-equal blocks of ``total``, edges on ``align``."""
+    step = -(-total // blocks)
+    step = -(-step // align) * align
+    edges = [min(total, i * step) for i in range(blocks)] + [total]
+    return np.array(sorted(set(edges)), np.int64)
 
 
 #: dw by row tiles (conv2d_weight_grad_rows) when dw has at most this many floats (one partial

@@ -100,6 +100,14 @@ class NumbaCpuDriver(Driver):
                 conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
                                        self._sgemm.kernel_args(workers))
             return y
+        if conv.use_cout_split(n, ho, wo, cout, kd, self.threads, self.memory_bound):
+            bounds = conv.channel_blocks(cout, self.threads)
+            workers = min(self.threads, len(bounds) - 1)
+            cols = self._workspace(kd * ho * wo)
+            with self._plan.kernels():
+                conv.conv2d_forward_cout(x, w.reshape(cout, kd), b, k, stride, pad, bounds,
+                                         workers, cols, y, self._sgemm.kernel_args(workers))
+            return y
         rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes, self.memory_bound)
         workers = max(1, min(self.threads, n * -(-ho // rows)))
         cols = self._workspace(workers * kd * rows * wo)
@@ -129,10 +137,13 @@ class NumbaCpuDriver(Driver):
             tile = workers * (kd + cout) * rows * wo
             work = self._workspace(tile + workers * cout * kd)
             partial = work[tile:tile + workers * cout * kd].reshape(workers, kd, cout)
+            db_partial = np.empty((workers, cout), np.float64)
             with self._plan.kernels():
                 conv.conv2d_weight_grad_rows(dy, x, k, stride, pad, rows, workers, work[:tile],
-                                             partial, self._sgemm.kernel_args(workers))
+                                             partial, db_partial,
+                                             self._sgemm.kernel_args(workers))
                 conv.sum_partials_t(partial, dw)
+            db[:] = db_partial.sum(axis=0)
         channel_dw = need_dw and not rows_dw
         if need_dx or channel_dw:
             buffers = int(need_dx) + int(channel_dw)
@@ -152,9 +163,10 @@ class NumbaCpuDriver(Driver):
                                      workers, need_dx, channel_dw, cols, dcols,
                                      dx if need_dx else _EMPTY4, dw if channel_dw else _EMPTY2,
                                      self._sgemm.kernel_args(workers))
-        if need_dw:
+        if channel_dw:
             with self._plan.kernels():
                 conv.bias_grad(dy, db)
+        if need_dw:
             dw = dw.reshape(w.shape)
         return dx, dw, db
 
