@@ -5,12 +5,10 @@ import json
 
 import pytest
 
-import vggjit.registry as registry
 from vggjit.cli import main
 
 from matconvnet_fixture import (COLOUR_CLASSES, class_names, colour_params, uniform_image,
                                 write_matconvnet)
-from numpy_driver import NumpyDriver
 
 RED, GREEN, BLUE = COLOUR_CLASSES[0], COLOUR_CLASSES[1], COLOUR_CLASSES[2]
 WNIDS, DESCRIPTIONS = class_names(10)
@@ -21,11 +19,6 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
     monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
-    real = registry.get_driver
-
-    def get_driver(name=None, **kwargs):  # `--driver numpy-test`: the fast test driver
-        return NumpyDriver() if name == "numpy-test" else real(name, **kwargs)
-    monkeypatch.setattr(registry, "get_driver", get_driver)
 
 
 @pytest.fixture
@@ -47,7 +40,8 @@ def images(tmp_path):
 
 
 def classify(capsys, *args):
-    code = main(["classify", *map(str, args), "--driver", "numpy-test"])
+    # The documented example plugin (installed by conftest): fast float32 NumPy ops.
+    code = main(["classify", *map(str, args), "--driver", "example-numpy"])
     out, err = capsys.readouterr()
     return code, out, err
 
