@@ -191,6 +191,96 @@ def vgg_layers(quick: bool, ceiling: _Ceiling) -> dict:
             "pairs": pairs}
 
 
+# -- where the time goes -------------------------------------------------------------------------
+def _share(op, gemms, ceiling: _Ceiling, runs: int) -> dict:
+    """Time ``op`` and ``gemms`` back to back ``runs`` times: the median share of the op's time
+    that its sgemm calls alone take, and both against the ceiling measured around each pair."""
+    op(), gemms()
+    share, op_s, gemm_s, ceil = [], [], [], []
+    for _ in range(runs):
+        before = ceiling.measure()
+        time.sleep(SPIN_GAP_S)
+        start = time.perf_counter()
+        op()
+        mid = time.perf_counter()
+        gemms()
+        end = time.perf_counter()
+        after = ceiling.measure()
+        op_s.append(mid - start)
+        gemm_s.append(end - mid)
+        share.append((end - mid) / (mid - start))
+        ceil.append((before + after) / 2)
+    return {"gemm_share_of_op_time": _stats(share), "op_s": _stats(op_s),
+            "gemm_s": _stats(gemm_s), "ceiling_gflops": _stats(ceil)}
+
+
+def gemm_share(quick: bool, ceiling: _Ceiling) -> dict:
+    """The op against the very same single-threaded sgemm calls alone (same shapes, library,
+    workers; no img2col, bias or output), timed back to back: the share of the op's time that
+    is BLAS, and the GFLOP/s BLAS itself reaches on the shapes the driver feeds it."""
+    import vggjit
+    from numba import prange
+
+    from vggjit_numba_cpu import conv
+    from vggjit_numba_cpu.blas import TRANS_N, address, sgemm
+    from vggjit_numba_cpu.jit import jit
+
+    @jit(cache=False)
+    def calls(a, b, c, count, m, n, k, lda, ldb, ldc, accumulate, blas):
+        # each of 2 workers: ``count`` sgemm calls on its own halves of b and c
+        for t in prange(2):
+            for i in range(count):
+                sgemm(blas, t, TRANS_N, TRANS_N, m, n, k, address(a, 0), lda,
+                      address(b, t * (b.shape[0] // 2)), ldb, 1 if accumulate and i > 0 else 0,
+                      address(c, t * (c.shape[0] // 2)), ldc)
+
+    fast = vggjit.get_driver(DRIVER)
+    if fast.threads != 2:
+        return {"skipped": "written for 2 workers"}
+    blas = fast._sgemm.kernel_args(2)
+    runs = 5 if quick else 11
+    rng = np.random.default_rng(5)
+    out = {}
+    # conv1_2 forward: shifted-rows kernel, K=3 calls of Cout x rows*Wp x Cin*3 per tile
+    cin = cout = 64
+    side = 224
+    rows = conv.plan_forward_shifted(side, side, 1, cin, cout, 3, 2, 1, fast.tile_bytes,
+                                     fast.memory_bound)
+    cols = rows * (side + 2)
+    tiles = -(-side // rows) // 2
+    x = rng.standard_normal((1, cin, side, side)).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, 3, 3)) * 0.05).astype(np.float32)
+    b = np.zeros(cout, np.float32)
+    a_ = rng.standard_normal(cout * cin * 3).astype(np.float32)
+    b_ = rng.standard_normal(2 * cin * 3 * (cols + 2)).astype(np.float32)
+    c_ = np.zeros(2 * cout * cols, np.float32)
+    flops = 2.0 * cout * cin * 9 * side * side
+    out["conv1_2 forward"] = {
+        "sgemm": f"3 x {cout}x{cols}x{cin * 3} per tile, {tiles} tiles per worker",
+        "gflop": flops / 1e9, "gemm_gflop": flops * cols / (rows * side) / 1e9,
+        **_share(lambda: fast.conv2d(x, w, b, 1, 1),
+                 lambda: calls(a_, b_, c_, 3 * tiles, cout, cols, cin * 3, cin * 3, cols + 2,
+                               cols, True, blas), ceiling, runs)}
+    # conv5 forward: output-channel split, one 256 x 196 x 4608 sgemm per worker
+    cin = cout = 512
+    side = 14
+    x = rng.standard_normal((1, cin, side, side)).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, 3, 3)) * 0.05).astype(np.float32)
+    b = np.zeros(cout, np.float32)
+    kd = cin * 9
+    a_ = rng.standard_normal(cout * kd).astype(np.float32)
+    b_ = rng.standard_normal(2 * kd * side * side).astype(np.float32)
+    c_ = np.zeros(2 * cout // 2 * side * side, np.float32)
+    flops = 2.0 * cout * kd * side * side
+    out["conv5 forward"] = {
+        "sgemm": f"1 x {cout // 2}x{side * side}x{kd} per worker",
+        "gflop": flops / 1e9, "gemm_gflop": flops / 1e9,
+        **_share(lambda: fast.conv2d(x, w, b, 1, 1),
+                 lambda: calls(a_, b_, c_, 1, cout // 2, side * side, kd, kd, side * side,
+                               side * side, False, blas), ceiling, runs)}
+    return out
+
+
 # -- subprocess helpers --------------------------------------------------------------------------
 def _python(code: str, env_extra: dict | None = None, drop: tuple = (), timeout: float = 600):
     """Run ``code`` in a fresh interpreter; return (wall seconds, parsed last stdout line)."""
@@ -416,6 +506,21 @@ def markdown(result: dict) -> str:
     out.append(markdown_table(header, rows))
     if not layers["torch"]:
         out.append("\n(PyTorch is not importable here, so no F.conv2d column.)")
+    share = result.get("gemm_share", {})
+    if share and "skipped" not in share:
+        out.append("\n### Where the time goes: the op against its own sgemm calls alone\n\n"
+                   "The same single-threaded sgemm calls (shapes, library, workers) without "
+                   "img2col, bias or output, timed right after the op; median of the runs.\n")
+        rows_ = []
+        for name, e in share.items():
+            c = e["ceiling_gflops"]["median"]
+            g = e["gemm_share_of_op_time"]
+            rows_.append([name, e["sgemm"], f"{100 * g['median']:.0f}% ({100 * g['min']:.0f}"
+                          f"-{100 * g['max']:.0f})",
+                          f"{100 * e['gflop'] / e['op_s']['median'] / c:.0f}%",
+                          f"{100 * e['gemm_gflop'] / e['gemm_s']['median'] / c:.0f}%"])
+        out.append(markdown_table(["op", "sgemm calls", "sgemm share of the op's time",
+                                   "op % sgemm", "sgemm calls alone % sgemm"], rows_))
     out.append("\n### Threading layer (fresh processes, interleaved rounds)\n\nconv: 256->256 "
                "@56 forward, and as % of the sgemm ceiling measured in the same process "
                "(np.dot 2048^2 after a 0.3 s pause, the next column). after/alone: time of a "
@@ -459,7 +564,8 @@ def markdown(result: dict) -> str:
                                 f"{mem['workspace_mb']:.1f}", f"{mem['bound_mb']:.0f}",
                                 f"{mem['full_column_matrix_mb']:.0f}",
                                 f"{mem['traced_peak_during_call_mb']:.1f}",
-                                f"{mem['rss_growth_mb']:.0f}", "yes" if mem["within_bound"] else "NO"]]))
+                                f"{mem['rss_growth_mb']:.0f}",
+                                "yes" if mem["within_bound"] else "NO"]]))
     drv = result["driver"]
     out.append(f"\nDriver: {drv['numba_threads']} Numba workers, threading layer "
                f"{drv['threading_layer']}, sgemm in workers: {drv['sgemm']}; "
@@ -477,6 +583,7 @@ def run(quick: bool = False) -> dict:
     result: dict = {"quick": quick}
     steps = [("lab_speedup", lambda: lab_speedup(quick)),
              ("vgg_layers", lambda: vgg_layers(quick, ceiling)),
+             ("gemm_share", lambda: gemm_share(quick, ceiling)),
              ("threading_layers", lambda: threading_layers(quick)),
              ("startup", lambda: startup(quick)),
              ("memory", memory)]

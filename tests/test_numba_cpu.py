@@ -228,7 +228,8 @@ def test_weight_gradient_by_rows_and_by_channels(naive, monkeypatch, by_rows, ge
 
 def test_linear_backward_skips_what_is_not_needed():
     rng = np.random.default_rng(9)
-    x, w = rng.standard_normal((3, 37)).astype(np.float32), rng.standard_normal((29, 37)).astype(np.float32)
+    x = rng.standard_normal((3, 37)).astype(np.float32)
+    w = rng.standard_normal((29, 37)).astype(np.float32)
     dy = rng.standard_normal((3, 29)).astype(np.float32)
     driver = NumbaCpuDriver()
     dx, dw, db = driver.linear_backward(dy, x, w)
@@ -335,6 +336,26 @@ def test_nan_propagates_through_relu_and_max_pool():
     assert np.isnan(driver.relu(x)[0, 0, 1, 1])
     y, _ = driver.max_pool2d(x, 2, 2)
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+
+
+def test_warmup_compiles_every_kernel():
+    # `vggjit warmup` must leave nothing to compile on first use: every parallel kernel of the
+    # package has a compiled signature after it (fresh process, so other tests cannot help).
+    script = textwrap.dedent("""
+        import numba
+        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+        NumbaCpuDriver(threads=2).warmup()
+        missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool)
+                   for name, f in vars(m).items()
+                   if isinstance(f, numba.core.registry.CPUDispatcher)
+                   and f.targetoptions.get("parallel") and not f.signatures]
+        print(missing)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- compiled-kernel cache -----------------------------------------------------------------------

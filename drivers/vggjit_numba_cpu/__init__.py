@@ -42,7 +42,8 @@ def create(**options):
     try:
         from .driver import NumbaCpuDriver
     except ImportError as exc:
-        raise DriverUnavailableError(f"driver {NAME!r} cannot load Numba/SciPy here: {exc}") from exc
+        raise DriverUnavailableError(
+            f"driver {NAME!r} cannot load Numba/SciPy here: {exc}") from exc
     return NumbaCpuDriver(**options)
 
 

@@ -1,8 +1,8 @@
 """Convolution as img2col + GEMM, forward and backward side by side.
 
 Layout: x [N, Cin, H, W], w [Cout, Cin, K, K] viewed as w2 [Cout, Kd] with Kd = Cin*K*K (the
-OIHW order is already the row order img2col produces, so no weight copy is ever made),
-y / dy [N, Cout, Ho, Wo]; one image's output is the row-major matrix [Cout, Ho*Wo].
+OIHW order is already the row order img2col produces), y / dy [N, Cout, Ho, Wo]; one image's
+output is the row-major matrix [Cout, Ho*Wo].
 
 Why tiles and not one big column matrix: the columns of a VGG layer are large (64 channels at
 224x224: 115 MB per image) and writing them to memory and reading them back costs about as much
@@ -13,12 +13,21 @@ independent, which scales better than one 2-thread GEMM, and BLAS's own thread p
 (see jit.py). The buffers come from the driver and are reused between calls; their size, and
 so the peak memory, is set by the driver's ``memory_bound_mb``.
 
+Kernels (the driver picks one per call, see the ``use_*`` rules at the bottom):
+  conv2d_forward       general K, stride, pad: img2col tile + one sgemm per tile;
+  conv2d_forward_s1    stride 1, Cout <= 128: K padded rows per input channel instead of K*K
+                       shifted copies, read by K sgemm calls at offsets 0..K-1;
+  conv2d_forward_cout  few output pixels (conv5 at batch 1): workers split Cout, not rows;
+  conv2d_backward      dx (sgemm + col2im) and/or dw, input channels split among workers;
+  conv2d_weight_grad_rows + sum_partials_t   dw of small layers by row tiles.
+
 Race-freedom of the backward scatter (col2im): workers split the *input channels*, so each owns
 dx[:, its channels] and dw[:, its columns] outright; no two workers ever add into the same
 element, and no atomics or per-thread copies of dx are needed.
 
 BLAS calls go through blas.sgemm (one single-threaded sgemm on sub-matrices given by address
-and leading dimension); ``blas`` is the tuple from blas.Sgemm.kernel_args.
+and leading dimension); ``blas`` is the tuple from blas.Sgemm.kernel_args. Every kernel checks
+the size of its work buffer first, since nothing is bounds-checked inside.
 """
 from __future__ import annotations
 
@@ -84,7 +93,8 @@ def _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cols):
 
 @jit(parallel=False)
 def _col2im(dcols, n, c0, c1, r0, r1, K, stride, pad, Wo, dx):
-    """The scatter-add inverse of _img2col: dxpad[n, c, r*s + kh, j*s + kw] += dcols[q, (r-r0)*Wo + j].
+    """The scatter-add inverse of _img2col:
+        dxpad[n, c, r*s + kh, j*s + kw] += dcols[q, (r-r0)*Wo + j]
 
     Contributions that land in the padding are dropped (that is the crop). Serial: the caller
     guarantees that no other worker writes channels [c0, c1) of dx. Unsigned indices as above.

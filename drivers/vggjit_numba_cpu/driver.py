@@ -56,9 +56,10 @@ class NumbaCpuDriver(Driver):
         return self._plan.threads
 
     def describe(self) -> dict:
-        """Threads, threading layer, BLAS, cache: what the bench and `vggjit drivers` show."""
+        """Threads, threading layer, BLAS, cache and work space (the bench prints this)."""
         info = self._plan.describe()
-        info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20, tile_kb=self.tile_bytes // 1024,
+        info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20,
+                    tile_kb=self.tile_bytes // 1024,
                     workspace_mb=round(self.workspace_bytes / 2**20, 1),
                     cache_enabled=CACHE.enabled)
         return info
@@ -81,6 +82,25 @@ class NumbaCpuDriver(Driver):
     def release_buffers(self) -> None:
         """Drop the work buffer (it is re-created by the next convolution)."""
         self._work = None
+
+    def warmup(self) -> None:
+        """Compile (or load from the cache) every kernel, including each convolution path.
+
+        The base class runs every op once on tiny shapes; those all take the stride-1 and
+        channel-split paths, so the other paths get a call of their own here: the general
+        img2col forward (stride 2, few channels), the output-channel split (few output pixels,
+        64 channels) and dw by row tiles (32x32 output).
+        """
+        super().warmup()
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+        self.conv2d(x, rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+                    np.zeros(3, np.float32), 2, 1)
+        self.conv2d(x, rng.standard_normal((64, 2, 3, 3)).astype(np.float32),
+                    np.zeros(64, np.float32), 2, 1)
+        big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
+        w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+        self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
 
     # -- convolution --------------------------------------------------------------------------
     def _conv2d(self, x, w, b, stride, pad):

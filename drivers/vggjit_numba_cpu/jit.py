@@ -5,7 +5,7 @@ Everything here runs when the driver is first selected (``vggjit_numba_cpu.drive
 
 JIT options (:func:`jit`)
     ``cache=True``: compiled kernels are written to disk, so a new process loads them instead of
-    compiling (the first run compiles for a minute or so; ``vggjit warmup`` does it up front).
+    compiling (the first run compiles for about 20 s; ``vggjit warmup`` does it up front).
     ``nogil=True``: kernels release the GIL, so other Python threads keep running, and a Numba
     worker that needs the GIL once (BLAS binding on its first use) cannot deadlock.
     ``error_model="numpy"``: integer and float division follow NumPy (no ZeroDivisionError check
@@ -26,20 +26,26 @@ Cache location
     of this package's cached kernels whenever any of its source files changed.
 
 Threads (:class:`ThreadPlan`)
-    The driver uses exactly one thread pool: Numba's. Every GEMM is a single-threaded BLAS call
-    made from inside a Numba worker (each worker multiplies its own tile), so BLAS's own pool never
-    runs at the same time as Numba's and nothing is oversubscribed. While a kernel runs, the BLAS
-    library that Numba calls (SciPy's, via ``scipy.linalg.cython_blas``) is limited to one thread
-    through threadpoolctl and restored afterwards; NumPy's BLAS is not touched.
+    The driver uses exactly one thread pool: Numba's. Every GEMM is a single-threaded sgemm
+    called from inside a Numba worker on that worker's own tile (blas.py), so BLAS's own pool
+    never runs at the same time as Numba's and nothing is oversubscribed; independent GEMMs per
+    worker also scale better than one 2-thread GEMM. While a kernel runs, the BLAS library the
+    kernels call is limited to one thread through threadpoolctl (a few microseconds) and
+    restored afterwards.
 
     Threading layer: ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's
-    default on Linux is GNU OpenMP, whose workers keep spinning after a parallel region (the
-    libgomp default wait policy); on this 2-core machine that starved whatever ran next (an
-    im2col + sgemm convolution reached 45% of the sgemm ceiling that way, 84% with workqueue).
-    Workqueue workers block on a semaphore when idle. ``OMP_WAIT_POLICY=passive`` would do the
-    same for OpenMP but only if set before libgomp loads, which a library cannot guarantee.
-    Workqueue is not re-entrant, so the driver serialises its kernels with one process-wide lock
-    (:data:`KERNEL_LOCK`); ``bench/kernels.py`` measures all three choices side by side.
+    default on Linux is GNU OpenMP, whose idle workers spin (for a while by default, without
+    end under ``OMP_WAIT_POLICY=active``) and starve whatever runs next on the same cores:
+    issue 3 measured an im2col + sgemm convolution built from a prange region followed by a
+    multi-threaded np.dot at 45% of the sgemm ceiling with OpenMP, 84% with workqueue, and with
+    the active policy NumPy's own sgemm in the same process drops to about half
+    (bench/kernels.py). Workqueue workers block on a semaphore when idle, cannot spin at all,
+    and the layer ships with Numba. ``OMP_WAIT_POLICY=passive`` would do the same for OpenMP
+    but only if set before libgomp loads, which a library cannot guarantee. Because this driver
+    never hands off between Numba's pool and BLAS's, its convolutions themselves measure the
+    same under all layers. Workqueue is not re-entrant, so the driver serialises its kernels
+    with one process-wide lock (:data:`KERNEL_LOCK`): calls from several Python threads are
+    safe and run one at a time.
 
     Thread count: ``threads=`` given to the driver, else ``$NUMBA_NUM_THREADS``, else
     ``$OMP_NUM_THREADS``, else every core Numba sees.

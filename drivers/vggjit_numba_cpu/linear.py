@@ -4,11 +4,9 @@ Every worker runs one single-threaded sgemm on its own slice of the output, so t
 no reduction: forward and dw split the ``out`` features, dx splits the ``in`` features (see
 jit.py for why BLAS is only ever called from inside Numba's workers). For batch 1 (VGG's
 classifier) each worker streams its share of the weights, which is what bounds the time.
-
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
