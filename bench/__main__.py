@@ -56,23 +56,35 @@ def main(argv=None) -> int:
             continue
         print(f"== {name} took {time.perf_counter() - start:.0f} s", flush=True)
     stem = RESULTS / f"{dt.date.today().isoformat()}-{socket.gethostname()}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "quick": args.quick, "suites": results}
-    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
-    sections = [f"# vggjit benchmarks, {payload['machine']['date']}",
-                f"Machine: {payload['machine'].get('processor')}, "
-                f"{payload['machine'].get('cpus')} CPUs; "
-                f"numpy {payload['machine'].get('numpy')}, numba {payload['machine'].get('numba')}"]
-    for name, result in results.items():
-        sections.append(f"## {name}\n\n{result.get('markdown', '(no table)')}")
-    if not args.no_plots:
-        for png in charts.draw(results, stem):
-            sections.append(f"![{png.stem}]({png.name})")
-    Path(f"{stem}.md").write_text("\n\n".join(sections) + "\n")
+    # A run of some suites updates the day's file: the other suites' figures stay beside them.
+    earlier = Path(f"{stem}.json")
+    if earlier.exists():
+        try:
+            results = {**json.loads(earlier.read_text()).get("suites", {}), **results}
+        except (OSError, ValueError):
+            pass
+    write_report(results, stem, quick=args.quick, plots=not args.no_plots)
     print(f"wrote {stem}.json and {stem}.md")
     if failed:
         print(f"suites that failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def write_report(results: dict, stem: Path, quick: bool, plots: bool = True) -> None:
+    """Write ``<stem>.json`` (every figure), ``<stem>.md`` (the tables) and the PNG charts."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), "quick": quick, "suites": results}
+    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
+    info = payload["machine"]
+    sections = [f"# vggjit benchmarks, {info['date']}",
+                f"Machine: {info.get('processor')}, {info.get('cpus')} CPUs; "
+                f"numpy {info.get('numpy')}, numba {info.get('numba')}"]
+    for name, result in results.items():
+        sections.append(f"## {name}\n\n{result.get('markdown', '(no table)')}")
+    if plots:
+        for png in charts.draw(results, stem):
+            sections.append(f"![{png.stem}]({png.name})")
+    Path(f"{stem}.md").write_text("\n\n".join(sections) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,8 +47,18 @@ def sgemm_gflops(n: int = 2048, repeat: int = 5) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, MiB.
+
+    Reads VmHWM from /proc: getrusage's ru_maxrss survives fork + exec on Linux, so a benchmark
+    subprocess started by a large parent would report the parent's peak instead of its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def torch_or_none():
