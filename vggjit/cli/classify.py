@@ -69,14 +69,14 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    path = find_weights(args.weights)  # before anything slow: no weights, no work
-    driver = args.driver
-    if args.quant:
-        from ..registry import get_driver
+    from ..registry import get_driver
 
-        if driver not in (None, "cnml-dlp"):
-            raise InputError(f"--quant is for the cnml-dlp driver, not {driver!r}")
-        driver = get_driver("cnml-dlp", quant=args.quant)
+    if args.quant and args.driver not in (None, "cnml-dlp"):
+        raise InputError(f"--quant is for the cnml-dlp driver, not {args.driver!r}")
+    # Cheap checks first, before anything slow: a bad driver name, then no weights.
+    driver = (get_driver("cnml-dlp", quant=args.quant) if args.quant
+              else get_driver(args.driver))
+    path = find_weights(args.weights)
     net = Network.from_file(path, driver=driver)
     if args.quant:  # a file made for another network: say so before any image is read
         net.driver.quant.check_for([layer.name for layer in net.layers if layer.has_params])
