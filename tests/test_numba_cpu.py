@@ -21,7 +21,7 @@ from vggjit import get_driver
 from vggjit.errors import InputError
 
 pytest.importorskip("numba")
-from vggjit_numba_cpu import conv, jit as jitmod  # noqa: E402
+from vggjit_numba_cpu import conv, jit as jitmod, winograd  # noqa: E402
 from vggjit_numba_cpu.driver import NumbaCpuDriver  # noqa: E402
 
 TOL = 2e-5
@@ -178,6 +178,108 @@ def test_buffers_are_reused_across_calls_of_different_shapes(naive):
         outputs.append(driver._work)
     # The first (largest) call's work buffer served every later call.
     assert all(buf is outputs[0] for buf in outputs)
+
+
+# -- Winograd F(2x2, 3x3) -------------------------------------------------------------------------
+@pytest.fixture
+def everywhere(monkeypatch):
+    """Winograd for every 3x3 s1 p1 convolution, whatever its size (the dispatch rule would
+    keep these small test shapes on the img2col paths)."""
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_TILES_PER_WORKER", 0)
+
+
+@pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 6),
+                                                 (1, 2, 1, 1, 3), (1, 4, 2, 3, 5),
+                                                 (3, 7, 6, 5, 2)])
+def test_winograd_forward_and_dx_on_odd_sizes(naive, everywhere, n, cin, h, w, cout):
+    # Odd H/W: the tile grid reaches past the edge (zero input, cropped output); 1x1 is a
+    # single tile that is almost all padding.
+    rng, x, wt, b = _case(20, n, cin, h, w, cout, 3)
+    driver = NumbaCpuDriver()
+    misses = driver._transforms.misses
+    y = driver.conv2d(x, wt, b, 1, 1)
+    assert driver._transforms.misses == misses + 1        # it did take the Winograd path
+    _close(y, naive.conv2d(x, wt, b, 1, 1), "forward")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want, label in zip(driver.conv2d_backward(dy, x, wt, 1, 1),
+                                naive.conv2d_backward(dy, x, wt, 1, 1), ("dx", "dw", "db")):
+        _close(got, want, label)
+    dx, dw, db = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
+    assert dw is None and db is None
+    _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx alone")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
+    # TH = 6 tile rows, 2 images: chunks of 1..3 tile rows, uneven over up to 3 workers.
+    _, x, wt, b = _case(21, 2, 3, 11, 9, 4, 3)
+    driver = NumbaCpuDriver()
+    y = np.full((2, 4, 11, 9), np.nan, np.float32)
+    work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
+    with driver._plan.kernels():
+        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
+                                  driver._sgemm.kernel_args(workers))
+    _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+
+
+def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive, everywhere):
+    _, x, wt, b = _case(22, 2, 6, 17, 12, 5, 3)
+    tiny = NumbaCpuDriver(memory_bound_mb=0.001)
+    assert winograd.plan_rows(17, 12, 6, 5, tiny.threads, 2, tiny.tile_bytes,
+                              tiny.memory_bound) == 1
+    _close(tiny.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "forward")
+    # a bound that fits a few tile rows (of 9): shorter chunks, workspace within the bound
+    _, x, wt, b = _case(22, 2, 40, 17, 12, 40, 3)
+    small = NumbaCpuDriver(memory_bound_mb=0.3)
+    rows = winograd.plan_rows(17, 12, 40, 40, small.threads, 2, small.tile_bytes,
+                              small.memory_bound)
+    assert 1 < rows < 9
+    _close(small.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "forward")
+    assert small.workspace_bytes <= small.memory_bound
+
+
+def test_winograd_weight_cache_follows_the_weights(naive, everywhere):
+    _, x, wt, b = _case(23, 1, 4, 8, 8, 3, 3)
+    driver = NumbaCpuDriver()
+    driver.conv2d(x, wt, b, 1, 1)
+    misses = driver._transforms.misses
+    driver.conv2d(x, wt, b, 1, 1)                        # same array, same values: cached
+    assert driver._transforms.misses == misses
+    wt[2, 3, 1, 0] += 0.5                                # changed in place
+    _close(driver.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "in place")
+    assert driver._transforms.misses == misses + 1
+    # A new array that may reuse the freed id (and even the address) of the old one.
+    for seed in range(5):
+        del wt
+        wt = np.random.default_rng(seed).standard_normal((3, 4, 3, 3)).astype(np.float32)
+        _close(driver.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"new {seed}")
+    # The forward and the flipped (dx) transforms of one array are different entries.
+    dy = np.ones((1, 3, 8, 8), np.float32)
+    _close(driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0],
+           naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx")
+    _close(driver.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "forward again")
+
+
+def test_winograd_cache_is_bounded():
+    cache = winograd.TransformCache(max_bytes=3 * 16 * 4 * 4 * 4)   # three 4x4 transforms
+    ws = [np.full((4, 4, 3, 3), i, np.float32) for i in range(5)]
+    for w in ws:
+        cache.get(w, False)
+    assert len(cache._entries) == 3 and cache.misses == 5
+    cache.get(ws[-1], False)
+    assert cache.misses == 5
+
+
+def test_winograd_option_and_dispatch_rule():
+    assert NumbaCpuDriver(winograd=False).describe()["winograd"] is False
+    assert winograd.applies(3, 1, 1) and not winograd.applies(3, 2, 1)
+    assert not winograd.applies(3, 1, 0) and not winograd.applies(5, 1, 1)
+    # VGG19 at 224, 2 workers: conv1_1 and conv5_x stay on img2col, the rest use Winograd
+    assert not winograd.use_winograd(1, 3, 64, 224, 224, 2)
+    assert winograd.use_winograd(1, 256, 256, 56, 56, 2)
+    assert not winograd.use_winograd(1, 512, 512, 14, 14, 2)
 
 
 # -- skipped gradients -------------------------------------------------------------------------
@@ -343,10 +445,11 @@ def test_warmup_compiles_every_kernel():
     # package has a compiled signature after it (fresh process, so other tests cannot help).
     script = textwrap.dedent("""
         import numba
-        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool
+        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool, winograd
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         NumbaCpuDriver(threads=2).warmup()
-        missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool)
+        missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool,
+                                                    winograd)
                    for name, f in vars(m).items()
                    if isinstance(f, numba.core.registry.CPUDispatcher)
                    and f.targetoptions.get("parallel") and not f.signatures]

@@ -12,6 +12,7 @@ from vggjit.contract import BACKWARD, FORWARD, Driver
 from vggjit.errors import InputError
 
 from . import conv, elementwise, gram, linear, pool
+from . import winograd as wino      # the module; `winograd` is also the option's name
 from .blas import find_sgemm
 from .jit import CACHE, ThreadPlan
 
@@ -31,13 +32,16 @@ class NumbaCpuDriver(Driver):
       tile_kb: the per-worker tile size the planner aims for (default 1024).
       blas: which sgemm the workers call: "auto" (NumPy's BLAS when it can be called directly,
           else SciPy's), "numpy" or "scipy" (see blas.py).
+      winograd: 3x3 stride-1 pad-1 convolutions (forward and backward dx) by Winograd
+          F(2x2, 3x3) where it measured faster (default True; False: img2col paths only, for
+          comparison; see winograd.py).
     """
 
     name = "numba-cpu"
     capabilities = frozenset({FORWARD, BACKWARD})
 
     def __init__(self, threads: int | None = None, memory_bound_mb: float = 128,
-                 tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto"):
+                 tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto", winograd: bool = True):
         if memory_bound_mb <= 0:
             raise InputError(f"memory_bound_mb must be positive, got {memory_bound_mb!r}")
         if tile_kb <= 0:
@@ -50,6 +54,9 @@ class NumbaCpuDriver(Driver):
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
         self._work: np.ndarray | None = None
+        self.winograd = bool(winograd)
+        # Winograd weight transforms, reused while the weights stay the same (winograd.py)
+        self._transforms = wino.TransformCache()
 
     @property
     def threads(self) -> int:
@@ -61,7 +68,7 @@ class NumbaCpuDriver(Driver):
         info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20,
                     tile_kb=self.tile_bytes // 1024,
                     workspace_mb=round(self.workspace_bytes / 2**20, 1),
-                    cache_enabled=CACHE.enabled)
+                    cache_enabled=CACHE.enabled, winograd=self.winograd)
         return info
 
     def _workspace(self, size: int) -> np.ndarray:
@@ -80,8 +87,10 @@ class NumbaCpuDriver(Driver):
         return 0 if self._work is None else self._work.nbytes
 
     def release_buffers(self) -> None:
-        """Drop the work buffer (it is re-created by the next convolution)."""
+        """Drop the work buffer and the cached Winograd weight transforms (both are re-created
+        by the next convolution)."""
         self._work = None
+        self._transforms.clear()
 
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
@@ -101,6 +110,30 @@ class NumbaCpuDriver(Driver):
         big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
         w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
         self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
+        if self.winograd:                  # whatever the dispatch rule picks for tiny shapes
+            y = self._winograd(big, w, np.zeros(2, np.float32), False)
+            self._winograd(y, w, np.zeros(1, np.float32), True)
+
+    def _use_winograd(self, n, cin, cout, h, wd, k, stride, pad) -> bool:
+        """Winograd for this convolution? Only 3x3 s1 p1, and only where it measured faster."""
+        return (self.winograd and wino.applies(k, stride, pad)
+                and wino.use_winograd(n, cin, cout, h, wd, self.threads))
+
+    def _winograd(self, x, w, b, flip):
+        """conv3x3(x, w) + b (stride 1, pad 1) by Winograd F(2x2, 3x3); flip=True convolves
+        with the backward-dx kernel of w instead (see winograd.py), b then has Cin entries."""
+        n, cin, h, wd = x.shape
+        cout = w.shape[1] if flip else w.shape[0]
+        y = np.empty((n, cout, h, wd), np.float32)
+        rows = wino.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
+                              self.memory_bound)
+        workers = max(1, min(self.threads, n * -(-((h + 1) // 2) // rows)))
+        work = self._workspace(workers * wino.chunk_floats(cin, cout, wd, rows))
+        with self._plan.kernels():
+            u = self._transforms.get(w, flip)
+            wino.winograd_forward(x, u, b, rows, workers, work, y,
+                                  self._sgemm.kernel_args(workers))
+        return y
 
     # -- convolution --------------------------------------------------------------------------
     def _conv2d(self, x, w, b, stride, pad):
@@ -108,6 +141,8 @@ class NumbaCpuDriver(Driver):
         cout, _, k, _ = w.shape
         ho, wo = conv.output_size(h, k, stride, pad), conv.output_size(wd, k, stride, pad)
         kd = cin * k * k
+        if self._use_winograd(n, cin, cout, h, wd, k, stride, pad):
+            return self._winograd(x, w, b, False)
         y = np.empty((n, cout, ho, wo), np.float32)
         if conv.use_shifted(stride, k, cout):
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
@@ -144,6 +179,12 @@ class NumbaCpuDriver(Driver):
             return None, None, None
         kd = cin * k * k
         dx = dw = db = None
+        if need_dx and self._use_winograd(n, cout, cin, ho, wo, k, stride, pad):
+            # dx = conv3x3(dy, w flipped and transposed): a forward convolution, see winograd.py
+            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True)
+            need_dx = False
+            if not need_dw:
+                return dx, None, None
         if need_dw:
             dw = np.empty((cout, kd), np.float32)
             db = np.empty(cout, np.float32)

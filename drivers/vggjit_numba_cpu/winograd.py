@@ -1,0 +1,353 @@
+"""Winograd F(2x2, 3x3) convolution for K = 3, stride 1, pad 1 (every VGG convolution).
+
+Why: on this machine the img2col convolutions spend 90-98% of their time inside sgemm, so the
+only way to go faster is fewer multiplies. F(2x2, 3x3) computes a 2x2 output tile from a 4x4
+input tile with 16 multiplies per (input channel, output channel) instead of 36: the GEMM work
+drops to 16/36 = 0.44 of img2col's, for the price of the tile transforms (linear in the data,
+not in Cin*Cout).
+
+Layout: x [N, Cin, H, W], w [Cout, Cin, 3, 3], y [N, Cout, H, W] (stride 1, pad 1 keeps the
+size). Output tiles: TH = ceil(H/2) by TW = ceil(W/2); an odd H or W is handled by a tile grid
+that reaches one row/column past the edge (read as zero padding, cropped when written).
+
+    input transform   V[e, c, t]   = (B^T d_{c,t} B)[e]       d: the 4x4 input patch of tile t
+    weight transform  U[e, co, c]  = (G g_{co,c} G^T)[e]      done once per weight array
+    16 GEMMs          M[e]         = U[e] [Cout, Cin] @ V[e] [Cin, T]
+    output transform  y tile       = A^T m_{co,t} A + b[co]   (a 2x2 block, cropped)
+
+with e = 4*i + j indexing the 4x4 transformed tile and
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+
+Tiling like conv.py: each Numba worker takes chunks of tile rows of one image (chunks t,
+t + workers, ...), transforms them into its own part of the driver's work buffer, runs the 16
+single-threaded sgemm calls on them and writes the outputs straight into y. The chunk height is
+planned so that workers * (V + M) stays within the driver's ``memory_bound_mb``.
+
+Backward: dx of a 3x3 stride-1 pad-1 convolution is the same convolution of dy with the kernel
+flipped in space and its in/out channels swapped, w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1];
+the driver runs it through this forward with a zero bias.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from numba import prange
+
+from .blas import TRANS_N, address, sgemm
+from .jit import jit
+
+
+@jit(parallel=False)
+def _input_rows(x, n, c, ti, TW, rb):
+    """The 4 input rows of tile row ti of image n, channel c, zero padded and split into even
+    and odd padded columns: rb (1-D, used as [4, 2, TW + 1]) with
+
+        rb[a, 0, k] = xpad[2k],  rb[a, 1, k] = xpad[2k + 1],  xpad[u] = x[n, c, 2*ti - 1 + a, u - 1]
+
+    and zero outside the image (the pad and, for odd H/W, the extra row/column of the tile
+    grid). Why split: tile tj reads padded columns 2tj .. 2tj + 3, i.e. even[tj], odd[tj],
+    even[tj + 1], odd[tj + 1]: contiguous in tj, so the transform loop vectorises; reading the
+    interleaved row with stride 2 instead ran the input transform 3-4x slower.
+    Unsigned indices, as in conv._img2col.
+    """
+    H, W = x.shape[2], x.shape[3]
+    S = TW + 1
+    xf = x.reshape(-1)
+    plane = (n * x.shape[1] + c) * H * W
+    for a in range(4):
+        ih = 2 * ti - 1 + a
+        ev = np.uint64(2 * a * S)
+        od = ev + np.uint64(S)
+        if ih < 0 or ih >= H:
+            for k in range(np.uint64(2 * S)):
+                rb[ev + k] = 0.0
+            continue
+        src = np.uint64(plane + ih * W)
+        # even[k] = x[2k - 1] for k in [1, W//2]; odd[k] = x[2k] for k in [0, (W-1)//2]
+        rb[ev] = 0.0
+        ne = np.uint64(W // 2)
+        for k in range(np.uint64(1), ne + np.uint64(1)):
+            rb[ev + k] = xf[src + np.uint64(2) * k - np.uint64(1)]
+        for k in range(ne + np.uint64(1), np.uint64(S)):
+            rb[ev + k] = 0.0
+        no = np.uint64((W - 1) // 2 + 1)
+        for k in range(no):
+            rb[od + k] = xf[src + np.uint64(2) * k]
+        for k in range(no, np.uint64(S)):
+            rb[od + k] = 0.0
+
+
+@jit(parallel=False)
+def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v):
+    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
+
+    v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
+    rb: 8*(TW + 1) floats.
+    """
+    S = np.uint64(TW + 1)
+    Cin = x.shape[1]
+    CT = np.uint64(es)
+    one = np.uint64(1)
+    for c in range(Cin):
+        for ti in range(tr0, tr1):
+            _input_rows(x, n, c, ti, TW, rb)
+            base = np.uint64(c * T + (ti - tr0) * TW)
+            for tj in range(np.uint64(TW)):
+                # d[a][b] = xpad[row a, 2tj + b]: b = 0, 2 even columns tj, tj+1; b = 1, 3 odd
+                d00 = rb[tj]; d02 = rb[tj + one]                                  # noqa: E702
+                d01 = rb[S + tj]; d03 = rb[S + tj + one]                          # noqa: E702
+                d10 = rb[2 * S + tj]; d12 = rb[2 * S + tj + one]                  # noqa: E702
+                d11 = rb[3 * S + tj]; d13 = rb[3 * S + tj + one]                  # noqa: E702
+                d20 = rb[4 * S + tj]; d22 = rb[4 * S + tj + one]                  # noqa: E702
+                d21 = rb[5 * S + tj]; d23 = rb[5 * S + tj + one]                  # noqa: E702
+                d30 = rb[6 * S + tj]; d32 = rb[6 * S + tj + one]                  # noqa: E702
+                d31 = rb[7 * S + tj]; d33 = rb[7 * S + tj + one]                  # noqa: E702
+                # B^T d: combine the 4 rows, column by column
+                a0 = d00 - d20; a1 = d01 - d21; a2 = d02 - d22; a3 = d03 - d23   # noqa: E702
+                b0 = d10 + d20; b1 = d11 + d21; b2 = d12 + d22; b3 = d13 + d23   # noqa: E702
+                c0 = d20 - d10; c1 = d21 - d11; c2 = d22 - d12; c3 = d23 - d13   # noqa: E702
+                e0 = d10 - d30; e1 = d11 - d31; e2 = d12 - d32; e3 = d13 - d33   # noqa: E702
+                # (B^T d) B: the same combination along each row
+                p = base + tj
+                v[p] = a0 - a2
+                v[p + CT] = a1 + a2
+                v[p + np.uint64(2) * CT] = a2 - a1
+                v[p + np.uint64(3) * CT] = a1 - a3
+                v[p + np.uint64(4) * CT] = b0 - b2
+                v[p + np.uint64(5) * CT] = b1 + b2
+                v[p + np.uint64(6) * CT] = b2 - b1
+                v[p + np.uint64(7) * CT] = b1 - b3
+                v[p + np.uint64(8) * CT] = c0 - c2
+                v[p + np.uint64(9) * CT] = c1 + c2
+                v[p + np.uint64(10) * CT] = c2 - c1
+                v[p + np.uint64(11) * CT] = c1 - c3
+                v[p + np.uint64(12) * CT] = e0 - e2
+                v[p + np.uint64(13) * CT] = e1 + e2
+                v[p + np.uint64(14) * CT] = e2 - e1
+                v[p + np.uint64(15) * CT] = e1 - e3
+
+
+@jit(parallel=False)
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y):
+    """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1).
+
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; outputs past the edge of y (odd H/W) are
+    dropped.
+    """
+    Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
+    HW = H * W
+    CT = np.uint64(es)
+    yf = y.reshape(-1)
+    full = W // 2                      # tiles whose two columns both lie inside y
+    for co in range(Cout):
+        bias = b[co]
+        for ti in range(tr0, tr1):
+            p0 = np.uint64(co * T + (ti - tr0) * TW)
+            row0 = np.uint64(n * Cout * HW + co * HW + 2 * ti * W)
+            second = 2 * ti + 1 < H
+            for tj in range(np.uint64(TW)):
+                p = p0 + tj
+                m0 = m[p]; m1 = m[p + CT]                                         # noqa: E702
+                m2 = m[p + np.uint64(2) * CT]; m3 = m[p + np.uint64(3) * CT]      # noqa: E702
+                m4 = m[p + np.uint64(4) * CT]; m5 = m[p + np.uint64(5) * CT]      # noqa: E702
+                m6 = m[p + np.uint64(6) * CT]; m7 = m[p + np.uint64(7) * CT]      # noqa: E702
+                m8 = m[p + np.uint64(8) * CT]; m9 = m[p + np.uint64(9) * CT]      # noqa: E702
+                m10 = m[p + np.uint64(10) * CT]; m11 = m[p + np.uint64(11) * CT]  # noqa: E702
+                m12 = m[p + np.uint64(12) * CT]; m13 = m[p + np.uint64(13) * CT]  # noqa: E702
+                m14 = m[p + np.uint64(14) * CT]; m15 = m[p + np.uint64(15) * CT]  # noqa: E702
+                # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3
+                s0 = m0 + m4 + m8; s1 = m1 + m5 + m9                              # noqa: E702
+                s2 = m2 + m6 + m10; s3 = m3 + m7 + m11                            # noqa: E702
+                t0 = m4 - m8 - m12; t1 = m5 - m9 - m13                            # noqa: E702
+                t2 = m6 - m10 - m14; t3 = m7 - m11 - m15                          # noqa: E702
+                q = row0 + np.uint64(2) * tj
+                yf[q] = s0 + s1 + s2 + bias
+                if tj < full:
+                    yf[q + np.uint64(1)] = s1 - s2 - s3 + bias
+                if second:
+                    q2 = q + np.uint64(W)
+                    yf[q2] = t0 + t1 + t2 + bias
+                    if tj < full:
+                        yf[q2 + np.uint64(1)] = t1 - t2 - t3 + bias
+
+
+# -- forward -----------------------------------------------------------------------------------
+@jit(parallel=False)
+def estride(size):
+    """Distance in floats between the 16 matrices V[e] (or M[e]) of ``size`` floats each.
+
+    Not ``size`` itself: the transforms write (or read) all 16 at once, and when the distance
+    is a multiple of 4 KiB (64 channels x 224 tiles is 14 x 4 KiB) the 16 streams alias in
+    L1 and the input transform ran 6x slower. Rounded up to 4 KiB and then 256 bytes more,
+    the 16 streams start 256 bytes apart modulo 4 KiB.
+    """
+    return (size + 1023) // 1024 * 1024 + 64
+
+
+@jit
+def winograd_forward(x, u, b, rows, workers, work, y, blas):
+    """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
+
+    x [N, Cin, H, W]; u [16, Cout, Cin] (weight_transform); b [Cout]; y [N, Cout, H, W]
+    (overwritten); rows: tile rows per chunk; workers: Numba workers;
+    work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 8*(TW + 1)
+    floats (chunk_floats).
+
+    Per chunk (tile rows [tr0, tr1) of image n, T = (tr1 - tr0)*TW tiles): input transform
+    into V [16, Cin, T], then M[e] = U[e] @ V[e] (16 sgemm calls, M [16, Cout, T]), then the
+    output transform with the bias into y.
+    """
+    N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Cout = u.shape[1]
+    TH, TW = (H + 1) // 2, (W + 1) // 2
+    per_image = (TH + rows - 1) // rows
+    nchunks = N * per_image
+    Tmax = rows * TW
+    per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 8 * (TW + 1)
+    if work.shape[0] < workers * per_worker or u.shape[0] != 16 or u.shape[2] != Cin:
+        raise ValueError("winograd_forward: work buffer too small or bad weight transform")
+    uf = u.reshape(-1)
+    for t in prange(workers):
+        vs = t * per_worker
+        ms = vs + 16 * estride(Cin * Tmax)
+        rs = ms + 16 * estride(Cout * Tmax)
+        for chunk in range(t, nchunks, workers):
+            n = chunk // per_image
+            tr0 = (chunk % per_image) * rows
+            tr1 = min(tr0 + rows, TH)
+            T = (tr1 - tr0) * TW
+            ev, em = estride(Cin * T), estride(Cout * T)
+            _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 8 * (TW + 1)],
+                             work[vs:ms])
+            for e in range(16):
+                sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
+                      address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
+            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y)
+
+
+def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
+    """Floats per worker of winograd_forward with ``rows`` tile rows per chunk."""
+    tw = (w + 1) // 2
+    return 16 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + 8 * (tw + 1)
+
+
+#: fewest tiles per chunk: below this each of the 16 sgemm calls is too short to run at speed
+MIN_CHUNK_TILES = 256
+
+
+def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_bytes: int,
+              bound_bytes: int) -> int:
+    """Tile rows per chunk: V + M of about ``tile_bytes`` per worker but at least
+    MIN_CHUNK_TILES tiles, within ``bound_bytes`` for all workers (never under one tile row),
+    then evened out over the workers."""
+    from .conv import balanced_rows
+
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    row_bytes = 4 * 16 * (cin + cout) * tw
+    rows = max(1, tile_bytes // row_bytes, -(-MIN_CHUNK_TILES // tw))
+    rows = min(rows, th)
+    while rows > 1 and workers * 4 * chunk_floats(cin, cout, w, rows) > bound_bytes:
+        rows -= 1
+    return balanced_rows(th, rows, n, workers)
+
+
+# -- weight transform and its cache --------------------------------------------------------------
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def weight_transform(w: np.ndarray, flip: bool = False) -> np.ndarray:
+    """U [16, Cout, Cin] float32 with U[4i + j, co, c] = (G g G^T)[i, j], g = w[co, c].
+
+    flip=True transforms the kernel of the backward dx instead:
+    g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] (channels swapped, kernel rotated 180°).
+    Computed in float64 so that the transform adds no rounding of its own beyond one cast.
+    """
+    g = w.astype(np.float64)
+    if flip:
+        g = g.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    u = np.einsum("ia,ocab,jb->ijoc", _G, g, _G, optimize=True)
+    return np.ascontiguousarray(u.reshape(16, g.shape[0], g.shape[1]), dtype=np.float32)
+
+
+@jit
+def checksum(w):
+    """A cheap fingerprint of every element of w (any shape, float32), to notice in-place
+    changes: per block, the sum over i of (bits(w[i]) XOR i) modulo 2^64, parallel over
+    blocks. A change of any one element changes its block's sum; the XOR with the position
+    makes swapped elements count too. No multiplies: a position-weighted sum with 64-bit
+    products ran at 2-3 ms for a 512x512x3x3 kernel, a sixth of that layer's convolution."""
+    bits = w.reshape(-1).view(np.uint32)
+    total = bits.shape[0]
+    blocks = 64
+    step = (total + blocks - 1) // blocks
+    partial = np.zeros(blocks, np.uint64)
+    for k in prange(blocks):
+        s = np.uint64(0)
+        for i in range(np.uint64(k * step), np.uint64(min(total, (k + 1) * step))):
+            s += np.uint64(bits[i]) ^ i
+        partial[k] = s
+    s = np.uint64(0)
+    for k in range(blocks):
+        s = s * np.uint64(1000003) + partial[k]
+    return s
+
+
+class TransformCache:
+    """Weight transforms kept between calls (the same weights serve every call in
+    classification and style transfer), least recently used first out.
+
+    Key: id(w), whether flipped. An entry is used only when the array at that id still has the
+    same data address, shape and checksum (so a new array that got an old id, or weights changed
+    in place, recompute). Bounded by ``max_bytes`` of transforms.
+    """
+
+    def __init__(self, max_bytes: int = 512 << 20):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict = OrderedDict()
+        self.misses = 0
+
+    def get(self, w: np.ndarray, flip: bool) -> np.ndarray:
+        key = (id(w), flip)
+        stamp = (w.ctypes.data, w.shape, int(checksum(w)))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] == stamp:
+            self._entries.move_to_end(key)
+            return hit[1]
+        self.misses += 1
+        u = weight_transform(w, flip)
+        self._entries[key] = (stamp, u)
+        self._entries.move_to_end(key)
+        while sum(e[1].nbytes for e in self._entries.values()) > self.max_bytes \
+                and len(self._entries) > 1:
+            self._entries.popitem(last=False)
+        return u
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+# -- when to use it (plain Python) ---------------------------------------------------------------
+def applies(k: int, stride: int, pad: int) -> bool:
+    """The geometry this file implements: 3x3, stride 1, pad 1."""
+    return k == 3 and stride == 1 and pad == 1
+
+
+def use_winograd(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
+    """Where F(2x2, 3x3) measured faster than the img2col paths: enough channels that the
+    16 GEMMs, not the transforms, dominate, and enough tiles per worker that each of the 16
+    sgemm calls of a chunk has columns to run at speed (see the constants)."""
+    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+    return min(cin, cout) >= MIN_CHANNELS and tiles >= MIN_TILES_PER_WORKER * workers
+
+
+#: VGG19 at 224, batch 1, 2 workers (winograd=False vs True, medians of 9, interleaved, forward
+#: and backward dx): conv1_1 (Cin = 3) 2.5x slower (the transforms are all there is);
+#: conv1_2 (64 -> 64) 12-23% faster, conv2_1 (64 -> 128) 4-12%; 128..512 channels at 112..28 px
+#: 19-56% faster; conv5_x at 14x14 (49 tiles per image) 15-20% slower: each of the 16 sgemm
+#: calls of a chunk gets under 50 columns.
+MIN_CHANNELS = 64
+MIN_TILES_PER_WORKER = 64
