@@ -220,8 +220,16 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
     with driver._plan.kernels():
         winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
-                                  driver._sgemm.kernel_args(workers))
+                                  driver._sgemm.kernel_args(workers), False)
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+    # The dx convolution (flip) on the same chunking: dy [2, 4, 11, 9] -> dx [2, 3, 11, 9].
+    dy, dx = y, np.full((2, 3, 11, 9), np.nan, np.float32)
+    work = np.empty(workers * winograd.chunk_floats(4, 3, 9, rows), np.float32)
+    with driver._plan.kernels():
+        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
+                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
+                                  True)
+    _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], f"dx rows={rows} workers={workers}")
 
 
 def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive, everywhere):
@@ -255,20 +263,32 @@ def test_winograd_weight_cache_follows_the_weights(naive, everywhere):
         del wt
         wt = np.random.default_rng(seed).standard_normal((3, 4, 3, 3)).astype(np.float32)
         _close(driver.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"new {seed}")
-    # The forward and the flipped (dx) transforms of one array are different entries.
+    # dx reads the forward transform (transposed, mirrored): no second entry, no recompute.
+    misses = driver._transforms.misses
     dy = np.ones((1, 3, 8, 8), np.float32)
     _close(driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0],
            naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx")
     _close(driver.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "forward again")
+    assert driver._transforms.misses == misses and len(driver._transforms._entries) <= 6
+
+
+def test_dx_transform_is_the_mirrored_transpose_of_the_forward_one():
+    w = np.random.default_rng(4).standard_normal((5, 3, 3, 3)).astype(np.float32)
+    u, u_dx = winograd.weight_transform(w), winograd.weight_transform(w, flip=True)
+    mirror = [3, 1, 2, 0]
+    for i in range(4):
+        for j in range(4):
+            np.testing.assert_allclose(u_dx[4 * i + j], u[4 * mirror[i] + mirror[j]].T,
+                                       rtol=1e-6, atol=1e-6)
 
 
 def test_winograd_cache_is_bounded():
     cache = winograd.TransformCache(max_bytes=3 * 16 * 4 * 4 * 4)   # three 4x4 transforms
     ws = [np.full((4, 4, 3, 3), i, np.float32) for i in range(5)]
     for w in ws:
-        cache.get(w, False)
+        cache.get(w)
     assert len(cache._entries) == 3 and cache.misses == 5
-    cache.get(ws[-1], False)
+    cache.get(ws[-1])
     assert cache.misses == 5
 
 

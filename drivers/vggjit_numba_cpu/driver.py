@@ -130,9 +130,9 @@ class NumbaCpuDriver(Driver):
         workers = max(1, min(self.threads, n * -(-((h + 1) // 2) // rows)))
         work = self._workspace(workers * wino.chunk_floats(cin, cout, wd, rows))
         with self._plan.kernels():
-            u = self._transforms.get(w, flip)
+            u = self._transforms.get(w)   # one transform serves forward and dx (flip)
             wino.winograd_forward(x, u, b, rows, workers, work, y,
-                                  self._sgemm.kernel_args(workers))
+                                  self._sgemm.kernel_args(workers), flip)
         return y
 
     # -- convolution --------------------------------------------------------------------------

@@ -28,7 +28,13 @@ planned so that workers * (V + M) stays within the driver's ``memory_bound_mb``.
 
 Backward: dx of a 3x3 stride-1 pad-1 convolution is the same convolution of dy with the kernel
 flipped in space and its in/out channels swapped, w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1];
-the driver runs it through this forward with a zero bias.
+the driver runs it through this forward with a zero bias. That kernel needs no transform of its
+own: reversing g reverses nothing but rows 0 and 3 of G g (G's middle rows are symmetric), so
+
+    U_dx[4i + j] = U[4 p(i) + p(j)]^T,   p = (3, 1, 2, 0),
+
+and the dx GEMMs read the forward transform U transposed (``flip``). One cached transform per
+weight array serves both passes: style transfer keeps half the transform memory.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import prange
 
-from .blas import TRANS_N, address, sgemm
+from .blas import TRANS_N, TRANS_T, address, sgemm
 from .jit import jit
 
 
@@ -188,11 +194,19 @@ def estride(size):
     return (size + 1023) // 1024 * 1024 + 64
 
 
+@jit(parallel=False)
+def _mirror(i):
+    """p(i): the index of row i of G g after g is reversed (rows 0 and 3 swap)."""
+    return 3 - i if i == 0 or i == 3 else i
+
+
 @jit
-def winograd_forward(x, u, b, rows, workers, work, y, blas):
+def winograd_forward(x, u, b, rows, workers, work, y, blas, flip):
     """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
 
-    x [N, Cin, H, W]; u [16, Cout, Cin] (weight_transform); b [Cout]; y [N, Cout, H, W]
+    x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
+    u [16, Cin, Cout] = weight_transform(w) of the forward weights w [Cin, Cout, 3, 3], for the
+    backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
     (overwritten); rows: tile rows per chunk; workers: Numba workers;
     work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 8*(TW + 1)
     floats (chunk_floats).
@@ -202,13 +216,14 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas):
     output transform with the bias into y.
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    Cout = u.shape[1]
+    Cout = u.shape[2] if flip else u.shape[1]
     TH, TW = (H + 1) // 2, (W + 1) // 2
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = rows * TW
     per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 8 * (TW + 1)
-    if work.shape[0] < workers * per_worker or u.shape[0] != 16 or u.shape[2] != Cin:
+    if work.shape[0] < workers * per_worker or u.shape[0] != 16 or \
+            (u.shape[1] if flip else u.shape[2]) != Cin:
         raise ValueError("winograd_forward: work buffer too small or bad weight transform")
     uf = u.reshape(-1)
     for t in prange(workers):
@@ -224,8 +239,14 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas):
             _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 8 * (TW + 1)],
                              work[vs:ms])
             for e in range(16):
-                sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
-                      address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
+                if flip:   # U_dx[e] = U[mirror(e)]^T, stored [Cin, Cout]
+                    mirrored = 4 * _mirror(e // 4) + _mirror(e % 4)
+                    sgemm(blas, t, TRANS_T, TRANS_N, Cout, T, Cin,
+                          address(uf, mirrored * Cout * Cin), Cout,
+                          address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
+                else:
+                    sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin),
+                          Cin, address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
             _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y)
 
 
@@ -263,8 +284,9 @@ def weight_transform(w: np.ndarray, flip: bool = False) -> np.ndarray:
     """U [16, Cout, Cin] float32 with U[4i + j, co, c] = (G g G^T)[i, j], g = w[co, c].
 
     flip=True transforms the kernel of the backward dx instead:
-    g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] (channels swapped, kernel rotated 180°).
-    Computed in float64 so that the transform adds no rounding of its own beyond one cast.
+    g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] (channels swapped, kernel rotated 180°);
+    the driver never needs it (winograd_forward's ``flip`` reads the forward transform), the
+    tests use it to check that identity. Computed in float64 so that the transform adds no rounding of its own beyond one cast.
     """
     g = w.astype(np.float64)
     if flip:
@@ -300,7 +322,7 @@ class TransformCache:
     """Weight transforms kept between calls (the same weights serve every call in
     classification and style transfer), least recently used first out.
 
-    Key: id(w), whether flipped. An entry is used only when the array at that id still has the
+    Key: id(w). An entry is used only when the array at that id still has the
     same data address, shape and checksum (so a new array that got an old id, or weights changed
     in place, recompute). Bounded by ``max_bytes`` of transforms.
     """
@@ -310,15 +332,16 @@ class TransformCache:
         self._entries: OrderedDict = OrderedDict()
         self.misses = 0
 
-    def get(self, w: np.ndarray, flip: bool) -> np.ndarray:
-        key = (id(w), flip)
+    def get(self, w: np.ndarray) -> np.ndarray:
+        """weight_transform(w), from the cache while w is unchanged."""
+        key = id(w)
         stamp = (w.ctypes.data, w.shape, int(checksum(w)))
         hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
             self._entries.move_to_end(key)
             return hit[1]
         self.misses += 1
-        u = weight_transform(w, flip)
+        u = weight_transform(w)
         self._entries[key] = (stamp, u)
         self._entries.move_to_end(key)
         while sum(e[1].nbytes for e in self._entries.values()) > self.max_bytes \
