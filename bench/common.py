@@ -34,6 +34,18 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
             "runs": len(times)}
 
 
+def interleaved(fns: dict, repeat: int) -> dict[str, dict]:
+    """Time each callable ``repeat`` times, alternating between them; median/min/max seconds."""
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": len(t)}
+            for name, t in times.items()}
+
+
 def sgemm_gflops(n: int = 2048, repeat: int = 5) -> dict:
     """The machine's float32 GEMM ceiling: np.dot on n x n float32, GFLOP/s (median/min/max)."""
     rng = np.random.default_rng(0)

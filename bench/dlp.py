@@ -23,53 +23,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import markdown_table, write_results  # noqa: E402
-
-
-# -- a float32 stand-in, only used when numba-cpu is not installed -------------------------
-def _numpy_fp32_driver():
-    """img2col + float32 sgemm: what numba-cpu does for convolution, in plain numpy."""
-    from vggjit.checks import output_size
-    from vggjit.contract import FORWARD, Driver
-    from vggjit_cnml_dlp.emulator import _windows, img2col
-
-    class NumpyFp32(Driver):
-        name = "numpy-fp32 (bench stand-in for numba-cpu)"
-        capabilities = frozenset({FORWARD})
-
-        def _conv2d(self, x, w, b, stride, pad):
-            n, k, cout = x.shape[0], w.shape[2], w.shape[0]
-            hout = output_size(x.shape[2], k, stride, pad)
-            wout = output_size(x.shape[3], k, stride, pad)
-            y = w.reshape(cout, -1) @ img2col(x, k, stride, pad) + b[:, None]
-            return np.ascontiguousarray(y.reshape(cout, n, hout, wout).transpose(1, 0, 2, 3))
-
-        def _relu(self, x):
-            return np.maximum(x, np.float32(0))
-
-        def _max_pool2d(self, x, size, stride):
-            hout, wout = output_size(x.shape[2], size, stride, 0), output_size(x.shape[3], size,
-                                                                             stride, 0)
-            return np.ascontiguousarray(_windows(x, size, stride, hout, wout).max(-1)), None
-
-        def _linear(self, x, w, b):
-            return x @ w.T + b
-
-        def _softmax(self, x):
-            e = np.exp(x - x.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-
-    return NumpyFp32()
-
-
-def float_driver():
-    from vggjit.registry import get_driver
-    try:
-        return get_driver("numba-cpu")
-    except Exception as exc:  # not installed yet: say so in the results
-        print(f"bench dlp: numba-cpu unavailable ({exc}); using a numpy float32 stand-in",
-              file=sys.stderr)
-        return _numpy_fp32_driver()
+from bench.common import interleaved, markdown_table, write_results  # noqa: E402
 
 
 # -- images ------------------------------------------------------------------------------
@@ -123,10 +77,10 @@ def _network(driver):
 def run(quick: bool = False) -> dict:
     from vggjit.images import preprocess
     from vggjit.network import Network
-    from vggjit.quant import accuracy_report, calibrate_network, format_report
+    from vggjit.quant import accuracy_report, calibrate_network, float_driver, format_report
     from vggjit.registry import get_driver
 
-    fp32 = float_driver()
+    fp32 = float_driver()  # the best float32 driver: numba-cpu where installed
     net32, weights = _network(fp32)
     repeat = 3 if quick else 7
     count = 4 if quick else 10
@@ -142,25 +96,20 @@ def run(quick: bool = False) -> dict:
     netq.forward(x)  # builds the graph: quantises every weight once
     build_s = time.perf_counter() - start
     net32.forward(x)  # warm-up (JIT compilation)
-    t32, tq = [], []
-    for _ in range(repeat):  # interleaved, so both see the same machine load
-        start = time.perf_counter()
-        net32.forward(x)
-        t32.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        netq.forward(x)
-        tq.append(time.perf_counter() - start)
-    med32, medq = float(np.median(t32)), float(np.median(tq))
+    # interleaved, so both see the same machine load
+    times = interleaved({"float32": lambda: net32.forward(x), "emulator": lambda: netq.forward(x)},
+                        repeat)
+    t32, tq = times["float32"], times["emulator"]
+    med32, medq = t32["median"], tq["median"]
     speed = {"float_driver": fp32.name, "weights": weights, "repeat": repeat,
-             "float32_s": {"median": med32, "min": min(t32), "max": max(t32)},
-             "emulator_s": {"median": medq, "min": min(tq), "max": max(tq)},
+             "float32_s": t32, "emulator_s": tq,
              "emulator_build_s": build_s, "ratio": medq / med32, "target_ratio": 3.0}
 
     report = accuracy_report(net32, dlp, evaluate)
     rows = [["VGG19 forward, 1 x 224 x 224, float32 (" + fp32.name + ")", med32,
-             min(t32), max(t32)],
-            ["VGG19 forward, 1 x 224 x 224, cnml-dlp emulator (int8/fp16)", medq, min(tq),
-             max(tq)]]
+             t32["min"], t32["max"]],
+            ["VGG19 forward, 1 x 224 x 224, cnml-dlp emulator (int8/fp16)", medq, tq["min"],
+             tq["max"]]]
     markdown = "\n\n".join([
         f"Weights: {weights}. Medians of {repeat} interleaved runs, seconds.",
         markdown_table(["", "median s", "min s", "max s"], rows),

@@ -28,8 +28,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (markdown_table, peak_rss_mb, sgemm_gflops, timeit,  # noqa: E402
-                          torch_or_none, write_results)
+from bench.common import (interleaved, markdown_table, peak_rss_mb, sgemm_gflops,  # noqa: E402
+                          timeit, torch_or_none, write_results)
 
 #: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (SPEC section 3)
 SIZE = 224
@@ -120,18 +120,6 @@ def torch_vgg(torch, net):
     return torch.nn.Sequential(*modules).eval()
 
 
-def interleaved(fns: dict, repeat: int) -> dict[str, dict]:
-    """Time each callable ``repeat`` times, alternating between them; median/min/max seconds."""
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": len(t)}
-            for name, t in times.items()}
-
-
 def classify_startup(net, driver_name: str, repeat: int) -> dict:
     """Seconds from process start to the printed result of `vggjit classify` on one image.
 
@@ -158,14 +146,9 @@ def classify_startup(net, driver_name: str, repeat: int) -> dict:
         command = [sys.executable, "-m", "vggjit", "classify", str(image), "--weights",
                    str(weights), "--driver", driver_name, "--top-k", "1"]
         env = {**os.environ, "VGGJIT_HOME": tmp}
-        times = []
-        for i in range(repeat + 1):
-            start = time.perf_counter()
-            subprocess.run(command, env=env, check=True, capture_output=True)
-            if i:
-                times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "runs": len(times)}
+        # The first run converts the weights into the fresh VGGJIT_HOME: untimed.
+        return timeit(lambda: subprocess.run(command, env=env, check=True, capture_output=True),
+                      repeat=repeat, warmup=1)
 
 
 def run(quick: bool = False, driver: str | None = None) -> dict:

@@ -12,9 +12,12 @@ from .errors import OutputExistsError, VggjitError
 ENV_HOME = "VGGJIT_HOME"
 
 
-def home_dir() -> Path:
-    """The user cache directory: ``$VGGJIT_HOME``, default ``~/.cache/vggjit`` (not created)."""
-    return Path(os.environ.get(ENV_HOME) or Path.home() / ".cache" / "vggjit")
+def home_dir(environ=os.environ) -> Path:
+    """The user cache directory: ``$VGGJIT_HOME``, default ``~/.cache/vggjit`` (not created).
+
+    A leading ``~`` in the variable is expanded (it often arrives quoted from a shell or a file).
+    """
+    return Path(environ.get(ENV_HOME) or "~/.cache/vggjit").expanduser()
 
 
 def _umask() -> int:

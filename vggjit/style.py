@@ -549,7 +549,6 @@ class Session:
         total = self.settings.iterations if iterations is None else int(iterations)
         if total != self.settings.iterations:
             self.settings = dataclasses.replace(self.settings, iterations=total)
-        s = self.settings
         strict = isinstance(self.optimizer, Adam)
         reference = [self.history[0]["loss"]] if self.history else []
         fun = self._fun(strict, reference)

@@ -308,10 +308,9 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     dy_tile is first copied to a compact buffer (see _stage_dy). Nothing is computed for an
     output that is not needed.
     """
-    N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    N = x.shape[0]
     Cout, Kd = w2.shape[0], w2.shape[1]
     Ho, Wo = dy.shape[2], dy.shape[3]
-    HW = Ho * Wo
     KK = K * K
     nblocks = bounds.shape[0] - 1
     widest = 0

@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numba
 
+from vggjit.fileio import home_dir
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: fastmath flags of every kernel (see the module docstring for why these and not all).
@@ -90,10 +92,8 @@ def _writable_dir(path: Path) -> bool:
 
 
 def user_cache_dir(environ=os.environ) -> Path:
-    home = environ.get("VGGJIT_HOME")
-    if home:
-        return Path(home).expanduser() / "numba"
-    return Path("~/.cache/vggjit/numba").expanduser()
+    """$VGGJIT_HOME/numba: the kernel cache when the package directory is read-only."""
+    return home_dir(environ) / "numba"
 
 
 def choose_cache(package_dir: Path = PACKAGE_DIR, environ=os.environ,
