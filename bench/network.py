@@ -49,14 +49,14 @@ def layer_flops(net, size: int = SIZE) -> dict[str, float]:
 
 
 class _TimedDriver:
-    """Wraps a driver; records the seconds of every op call, in call order."""
+    """Wraps a driver; records (op, seconds) of every op call, in call order."""
 
     OPS = ("conv2d", "relu", "max_pool2d", "avg_pool2d", "linear", "softmax")
 
     def __init__(self, driver):
         self._driver = driver
         self.capabilities = frozenset(c for c in driver.capabilities if c != "graph")
-        self.times: list[float] = []
+        self.times: list[tuple[str, float]] = []
 
     def __getattr__(self, name):
         attr = getattr(self._driver, name)
@@ -66,13 +66,16 @@ class _TimedDriver:
         def timed(*args, **kwargs):
             start = time.perf_counter()
             result = attr(*args, **kwargs)
-            self.times.append(time.perf_counter() - start)
+            self.times.append((name, time.perf_counter() - start))
             return result
         return timed
 
 
 def per_layer(net, x, repeat: int) -> list[dict]:
-    """Median seconds of each layer's op over ``repeat`` batch-1 passes."""
+    """Median seconds of each layer's op over ``repeat`` batch-1 passes.
+
+    A ReLU that the network fused into the conv before it (conv2d relu=True) makes no call of
+    its own: its row gets 0 s and ``fused``, and its time is in the conv's row."""
     from vggjit.network import Network
 
     timed = _TimedDriver(net.driver)
@@ -84,8 +87,13 @@ def per_layer(net, x, repeat: int) -> list[dict]:
         runs.append(list(timed.times))
     flops = layer_flops(net, x.shape[2])
     rows = []
-    for i, layer in enumerate(net.layers):
-        seconds = statistics.median(run[i] for run in runs)
+    call = 0                               # index into each run's list of op calls
+    for layer in net.layers:
+        if layer.kind == "relu" and runs[0][call][0] != "relu":
+            rows.append({"layer": layer.name, "kind": layer.kind, "seconds": 0.0, "fused": True})
+            continue
+        seconds = statistics.median(run[call][1] for run in runs)
+        call += 1
         row = {"layer": layer.name, "kind": layer.kind, "seconds": seconds}
         if layer.name in flops:
             row["gflops"] = flops[layer.name] / seconds / 1e9
@@ -236,7 +244,8 @@ def markdown(r: dict) -> str:
     layer_rows = [[row["layer"], f"{row['seconds'] * ms:.2f}",
                    f"{row['gflops']:.1f}" if "gflops" in row else ""]
                   for row in r["layers"] if row["kind"] != "relu" or row["seconds"] * ms > 1]
-    return (head + table + "\n\nPer layer, batch 1 (ReLUs under 1 ms omitted):\n\n"
+    return (head + table + "\n\nPer layer, batch 1 (each conv's time includes the ReLU fused "
+            "into it; other ReLUs under 1 ms omitted):\n\n"
             + markdown_table(["layer", "ms", "GFLOP/s"], layer_rows))
 
 

@@ -42,10 +42,11 @@ class Float64Driver(Driver):
     name = "float64-test"
     capabilities = frozenset({FORWARD, BACKWARD})
 
-    def conv2d(self, x, w, b, stride=1, pad=0):
+    def conv2d(self, x, w, b, stride=1, pad=0, *, relu=False):
         y = np.einsum("nchwij,ocij->nohw", _windows(_pad(x, pad), w.shape[2], stride), _f64(w),
                       optimize=True)
-        return y + _f64(b)[None, :, None, None]
+        y = y + _f64(b)[None, :, None, None]
+        return self.relu(y) if relu else y
 
     def conv2d_backward(self, dy, x, w, stride=1, pad=0, *, need_dx=True, need_dw=True):
         dy, w, xp = _f64(dy), _f64(w), _pad(x, pad)

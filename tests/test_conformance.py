@@ -108,6 +108,9 @@ def test_conv2d_matches_naive(name, case):
     driver, ref = _driver(name), _driver(REFERENCE)
     y = ref.conv2d(x, wt, b, s, p)
     assert_close(driver.conv2d(x, wt, b, s, p), y, _tolerance(driver, "conv2d"), "conv2d")
+    # the fused ReLU is judged against the reference's ReLU of the same convolution
+    assert_close(driver.conv2d(x, wt, b, s, p, relu=True), ref.relu(y),
+                 _tolerance(driver, "conv2d"), "conv2d relu=True")
     if BACKWARD not in driver.capabilities:
         return
     dy = _array(rng, y.shape)
@@ -188,7 +191,9 @@ def test_relu_matches_naive(name, shape):
 
 
 @pytest.mark.parametrize("name", UNDER_TEST)
-@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (2, 7, 4), (5, 33, 10), (3, 98, 17)])
+# batches up to 8 and beyond: numba-cpu streams the weights for small batches, uses sgemm above
+@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (2, 7, 4), (5, 33, 10), (3, 98, 17),
+                                        (8, 21, 7), (11, 40, 9)])
 def test_linear_matches_naive(name, n, fin, fout):
     rng = np.random.default_rng(n * fin * fout)
     x, w, b = _array(rng, (n, fin)), _array(rng, (fout, fin)), _array(rng, (fout,))

@@ -200,10 +200,15 @@ def test_forward_stops_at_the_deepest_requested_layer():
     out = net.forward(x, ("relu1_1", "relu2_1"))
     assert set(out) == {"relu1_1", "relu2_1"}
     assert out["relu2_1"].shape == (1, 4, 16, 16)
-    assert driver.calls == ["conv2d", "relu", "conv2d", "relu", "max_pool2d", "conv2d", "relu"]
+    # each conv asks for its ReLU fused (the base class then runs _conv2d and _relu itself)
+    fused = ["conv2d_relu", "conv2d", "relu"]
+    assert driver.calls == fused + fused + ["max_pool2d"] + fused
     driver.calls.clear()
     net.forward(x, ("conv1_1",))
     assert driver.calls == ["conv2d"]
+    driver.calls.clear()
+    net.forward(x, ("conv1_2", "relu1_1"))      # a conv output asked for is never fused
+    assert driver.calls == fused + ["conv2d"]
 
 
 def test_forward_returns_every_requested_layer():

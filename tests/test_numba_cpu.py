@@ -58,7 +58,8 @@ def test_tile_planner_splits_rows_evenly_over_workers():
 
 @pytest.mark.parametrize("rows", [1, 3, 4])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_forward_kernel_with_uneven_last_tile(naive, rows, workers):
+@pytest.mark.parametrize("relu", [False, True])
+def test_forward_kernel_with_uneven_last_tile(naive, rows, workers, relu):
     # Ho = 11 rows: with 3 or 4 rows per tile the last tile is short; with 3 workers and
     # 2 images the tiles do not divide evenly among the workers either.
     _, x, wt, b = _case(1, 2, 3, 11, 6, 4, 3)
@@ -67,14 +68,16 @@ def test_forward_kernel_with_uneven_last_tile(naive, rows, workers):
     driver = NumbaCpuDriver()
     with driver._plan.kernels():
         conv.conv2d_forward(x, wt.reshape(4, -1), b, 3, 1, 1, rows, workers, cols, y,
-                            driver._sgemm.kernel_args(workers))
-    _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+                            driver._sgemm.kernel_args(workers), relu)
+    want = naive.conv2d(x, wt, b, 1, 1)
+    _close(y, np.maximum(want, 0) if relu else want, f"rows={rows} workers={workers}")
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4])
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("k, pad", [(3, 1), (5, 1), (3, 0), (2, 1)])
-def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, pad):
+@pytest.mark.parametrize("relu", [False, True])
+def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, pad, relu):
     # The stride-1 "shifted rows" kernel: padded-width tiles whose extra columns must be
     # dropped, a short last tile, kernel sizes whose shifted reads reach the tile's tail.
     _, x, wt, b = _case(12, 2, 3, 11, 7, 4, k)
@@ -85,8 +88,10 @@ def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, p
     driver = NumbaCpuDriver()
     with driver._plan.kernels():
         conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                               driver._sgemm.kernel_args(workers))
-    _close(y, naive.conv2d(x, wt, b, 1, pad), f"k={k} pad={pad} rows={rows} workers={workers}")
+                               driver._sgemm.kernel_args(workers), relu)
+    want = naive.conv2d(x, wt, b, 1, pad)
+    _close(y, np.maximum(want, 0) if relu else want,
+           f"k={k} pad={pad} rows={rows} workers={workers}")
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5])
@@ -127,7 +132,9 @@ def test_forward_by_output_channel_blocks(naive, monkeypatch, stride):
     assert conv.use_cout_split(2, 5, 4, 130, 27, 2, driver.memory_bound)
     assert list(conv.channel_blocks(130, 2)) == [0, 80, 130]
     _, x, wt, b = _case(14, 2, 3, 9, 7, 130, 3)
-    _close(driver.conv2d(x, wt, b, stride, 1), naive.conv2d(x, wt, b, stride, 1), "cout split")
+    want = naive.conv2d(x, wt, b, stride, 1)
+    _close(driver.conv2d(x, wt, b, stride, 1), want, "cout split")
+    _close(driver.conv2d(x, wt, b, stride, 1, relu=True), np.maximum(want, 0), "fused ReLU")
 
 
 @pytest.mark.parametrize("stride", [1, 2])       # 1: shifted-rows kernel, 2: img2col kernel
@@ -201,6 +208,7 @@ def test_winograd_forward_and_dx_on_odd_sizes(naive, everywhere, n, cin, h, w, c
     y = driver.conv2d(x, wt, b, 1, 1)
     assert driver._transforms.misses == misses + 1        # it did take the Winograd path
     _close(y, naive.conv2d(x, wt, b, 1, 1), "forward")
+    _close(driver.conv2d(x, wt, b, 1, 1, relu=True), np.maximum(y, 0), "fused ReLU")
     dy = rng.standard_normal(y.shape).astype(np.float32)
     for got, want, label in zip(driver.conv2d_backward(dy, x, wt, 1, 1),
                                 naive.conv2d_backward(dy, x, wt, 1, 1), ("dx", "dw", "db")):
@@ -220,15 +228,20 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
     with driver._plan.kernels():
         winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
-                                  driver._sgemm.kernel_args(workers), False)
+                                  driver._sgemm.kernel_args(workers), False, False)
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+    fused = np.full_like(y, np.nan)
+    with driver._plan.kernels():
+        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work,
+                                  fused, driver._sgemm.kernel_args(workers), False, True)
+    _close(fused, np.maximum(y, 0), f"relu rows={rows} workers={workers}")
     # The dx convolution (flip) on the same chunking: dy [2, 4, 11, 9] -> dx [2, 3, 11, 9].
     dy, dx = y, np.full((2, 3, 11, 9), np.nan, np.float32)
     work = np.empty(workers * winograd.chunk_floats(4, 3, 9, rows), np.float32)
     with driver._plan.kernels():
         winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
                                   rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True)
+                                  True, False)
     _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], f"dx rows={rows} workers={workers}")
 
 

@@ -88,14 +88,24 @@ class Driver:
     capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
 
     # -- convolution ------------------------------------------------------------------------
-    def conv2d(self, x, w, b, stride: int = 1, pad: int = 0) -> np.ndarray:
+    def conv2d(self, x, w, b, stride: int = 1, pad: int = 0, *, relu: bool = False
+               ) -> np.ndarray:
+        """y = conv(x, w) + b; with ``relu=True``, max(y, 0): the ReLU that follows every VGG
+        convolution, which a driver may apply while it writes y instead of in a pass of its own
+        (``_conv2d_relu``)."""
         x = checks.as_float32("conv2d x", x, 4)
         w = checks.as_float32("conv2d w", w, 4)
         stride = checks.positive_int("conv2d stride", stride)
         pad = checks.nonnegative_int("conv2d pad", pad)
         checks.conv_shapes(x, w, stride, pad)
         b = checks.conv_bias(b, w.shape[0], w.shape)
+        if relu:
+            return self._conv2d_relu(x, w, b, stride, pad)
         return self._conv2d(x, w, b, stride, pad)
+
+    def _conv2d_relu(self, x, w, b, stride, pad):
+        """relu(conv2d(...)): two ops unless the driver fuses them."""
+        return self._relu(self._conv2d(x, w, b, stride, pad))
 
     def conv2d_backward(self, dy, x, w, stride: int = 1, pad: int = 0, *,
                         need_dx: bool = True, need_dw: bool = True):

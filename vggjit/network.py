@@ -204,15 +204,20 @@ class Network:
         self._saved = None  # drop the last pass's activations before making new ones
         saved: dict[int, object] = {} if keep else None
         result: dict[str, np.ndarray] = {}
+        fused = False   # the last conv already applied this ReLU (conv2d relu=True)
         for i in range(last + 1):
             layer = self.layers[i]
             if layer.kind == "conv":
                 if keep:
                     saved[i] = x
                 w, b = self.weights[layer.name]
-                x = d.conv2d(x, w, b, 1, 1)
+                # the ReLU after a conv is fused into it unless the raw conv output is asked for
+                fused = (i < last and self.layers[i + 1].kind == "relu" and i not in wanted)
+                x = d.conv2d(x, w, b, 1, 1, relu=fused)
             elif layer.kind == "relu":
-                x = d.relu(x)
+                if not fused:
+                    x = d.relu(x)
+                fused = False
                 if keep:
                     saved[i] = x  # the output: x > 0 exactly where the input was > 0
             elif layer.kind == "pool":

@@ -125,9 +125,20 @@ def _col2im(dcols, n, c0, c1, r0, r1, K, stride, pad, Wo, dx):
 
 
 # -- forward -----------------------------------------------------------------------------------
+@jit(parallel=False)
+def _relu_rows(yf, start, count, stride, length):
+    """max(v, 0) in place on ``count`` runs of ``length`` floats, ``stride`` apart, from
+    ``start``: the fused ReLU, applied to a tile while it is still in cache. NaN stays NaN."""
+    for r in range(count):
+        s = np.uint64(start + r * stride)
+        for j in range(np.uint64(length)):
+            v = yf[s + j]
+            yf[s + j] = 0.0 if v <= 0.0 else v
+
+
 @jit
-def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
-    """y = conv(x, w) + b, tiled over output rows.
+def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu):
+    """y = conv(x, w) + b (relu: max(that, 0)), tiled over output rows.
 
     x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
     rows: output rows per tile; workers: number of Numba workers (= tiles in flight);
@@ -135,7 +146,8 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
 
     Worker t takes tiles t, t + workers, ...; each tile: img2col into the worker's buffer,
     y[n, :, tile] = b, then y[n, :, tile] += w2 @ cols (sgemm with beta = 1 writing in place:
-    the bias costs no extra pass over y).
+    the bias costs no extra pass over y); with ``relu``, the ReLU runs over the tile right
+    after its sgemm, while it is still in cache.
     """
     N, Cin = x.shape[0], x.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
@@ -164,10 +176,12 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas):
                     yf[start + j] = bias
             sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
                   address(cols, t * per_worker), L, 1, address(yf, base), HW)
+            if relu:
+                _relu_rows(yf, base, Cout, HW, L)
 
 
 @jit
-def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas):
+def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas, relu):
     """Forward for layers with few output pixels (VGG's conv5 at 14x14): split Cout, not rows.
 
     Split by rows, each worker's sgemm would get ~100 columns and would re-pack all of w2
@@ -175,7 +189,8 @@ def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas
     of w2 and multiplies it with all Ho*Wo columns. Per image: the workers build the image's
     columns together (input channels split), then worker t computes
     y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks.
-    bounds: int64 [nblocks + 1] output-channel boundaries; cols: Cin*K*K * Ho*Wo floats.
+    bounds: int64 [nblocks + 1] output-channel boundaries; cols: Cin*K*K * Ho*Wo floats;
+    relu: max(y, 0) on each block right after its sgemm.
     """
     N, Cin = x.shape[0], x.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
@@ -201,6 +216,8 @@ def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas
                         yf[start + j] = bias
                 sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
                       address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
+                if relu:
+                    _relu_rows(yf, n * Cout * HW + co0 * HW, 1, 0, (co1 - co0) * HW)
 
 
 @jit(parallel=False)
@@ -239,7 +256,7 @@ def _padded_rows(x, n, r0, r1, K, pad, Lb, rows3):
 
 
 @jit
-def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas):
+def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
     """Stride-1 convolution without the K-fold img2col copy (the "shifted rows" form).
 
     x [N, Cin, H, W]; wk [K, Cout, Cin*K]: wk[kw, co, c*K + kh] = w[co, c, kh, kw] (the caller
@@ -248,7 +265,8 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas):
 
     Per tile: y_tile' [Cout, rows*Wp] = sum_kw wk[kw] @ rows3[:, kw : kw + rows*Wp]  (K sgemm
     calls, beta = 1 after the first), computed on padded-width rows; the Wp - Wo columns per
-    row that fall off the edge are dropped when the tile is copied into y with the bias.
+    row that fall off the edge are dropped when the tile is copied into y with the bias (and
+    the ReLU when ``relu``).
     """
     N, Cin, W = x.shape[0], x.shape[1], x.shape[3]
     Cout = wk.shape[1]
@@ -284,8 +302,13 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas):
                 for r in range(r1 - r0):
                     s = src + np.uint64(r * Wp)
                     d = dst + np.uint64(r * Wo)
-                    for j in range(np.uint64(Wo)):
-                        yf[d + j] = work[s + j] + bias
+                    if relu:
+                        for j in range(np.uint64(Wo)):
+                            v = work[s + j] + bias
+                            yf[d + j] = 0.0 if v <= 0.0 else v
+                    else:
+                        for j in range(np.uint64(Wo)):
+                            yf[d + j] = work[s + j] + bias
 
 
 # -- backward ----------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class NumbaCpuDriver(Driver):
         The base class runs every op once on tiny shapes; those all take the stride-1 and
         channel-split paths, so the other paths get a call of their own here: the general
         img2col forward (stride 2, few channels), the output-channel split (few output pixels,
-        64 channels) and dw by row tiles (32x32 output).
+        64 channels), dw by row tiles (32x32 output) and the sgemm linear (a batch above
+        linear.STREAM_MAX_BATCH).
         """
         super().warmup()
         rng = np.random.default_rng(0)
@@ -110,6 +111,8 @@ class NumbaCpuDriver(Driver):
         big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
         w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
         self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
+        fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
+        self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
         if self.winograd:                  # whatever the dispatch rule picks for tiny shapes
             y = self._winograd(big, w, np.zeros(2, np.float32), False)
             self._winograd(y, w, np.zeros(1, np.float32), True)
@@ -119,9 +122,10 @@ class NumbaCpuDriver(Driver):
         return (self.winograd and wino.applies(k, stride, pad)
                 and wino.use_winograd(n, cin, cout, h, wd, self.threads))
 
-    def _winograd(self, x, w, b, flip):
+    def _winograd(self, x, w, b, flip, relu=False):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd F(2x2, 3x3); flip=True convolves
-        with the backward-dx kernel of w instead (see winograd.py), b then has Cin entries."""
+        with the backward-dx kernel of w instead (see winograd.py), b then has Cin entries;
+        relu=True applies the ReLU as the output is written."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = np.empty((n, cout, h, wd), np.float32)
@@ -132,17 +136,25 @@ class NumbaCpuDriver(Driver):
         with self._plan.kernels():
             u = self._transforms.get(w)   # one transform serves forward and dx (flip)
             wino.winograd_forward(x, u, b, rows, workers, work, y,
-                                  self._sgemm.kernel_args(workers), flip)
+                                  self._sgemm.kernel_args(workers), flip, relu)
         return y
 
     # -- convolution --------------------------------------------------------------------------
     def _conv2d(self, x, w, b, stride, pad):
+        return self._conv(x, w, b, stride, pad, False)
+
+    def _conv2d_relu(self, x, w, b, stride, pad):
+        return self._conv(x, w, b, stride, pad, True)
+
+    def _conv(self, x, w, b, stride, pad, relu):
+        """Every forward path takes ``relu``: the ReLU is applied to each output tile as it is
+        written, so the fused op costs no pass over y and no second array."""
         n, cin, h, wd = x.shape
         cout, _, k, _ = w.shape
         ho, wo = conv.output_size(h, k, stride, pad), conv.output_size(wd, k, stride, pad)
         kd = cin * k * k
         if self._use_winograd(n, cin, cout, h, wd, k, stride, pad):
-            return self._winograd(x, w, b, False)
+            return self._winograd(x, w, b, False, relu)
         y = np.empty((n, cout, ho, wo), np.float32)
         if conv.use_shifted(stride, k, cout):
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
@@ -153,7 +165,7 @@ class NumbaCpuDriver(Driver):
             wk = np.ascontiguousarray(w.transpose(3, 0, 1, 2)).reshape(k, cout, cin * k)
             with self._plan.kernels():
                 conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                                       self._sgemm.kernel_args(workers))
+                                       self._sgemm.kernel_args(workers), relu)
             return y
         if conv.use_cout_split(n, ho, wo, cout, kd, self.threads, self.memory_bound):
             bounds = conv.channel_blocks(cout, self.threads)
@@ -161,14 +173,15 @@ class NumbaCpuDriver(Driver):
             cols = self._workspace(kd * ho * wo)
             with self._plan.kernels():
                 conv.conv2d_forward_cout(x, w.reshape(cout, kd), b, k, stride, pad, bounds,
-                                         workers, cols, y, self._sgemm.kernel_args(workers))
+                                         workers, cols, y, self._sgemm.kernel_args(workers),
+                                         relu)
             return y
         rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes, self.memory_bound)
         workers = max(1, min(self.threads, n * -(-ho // rows)))
         cols = self._workspace(workers * kd * rows * wo)
         with self._plan.kernels():
             conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y,
-                                self._sgemm.kernel_args(workers))
+                                self._sgemm.kernel_args(workers), relu)
         return y
 
     def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw):
@@ -287,6 +300,10 @@ class NumbaCpuDriver(Driver):
     # -- fully connected ----------------------------------------------------------------------
     def _linear(self, x, w, b):
         y = np.empty((x.shape[0], w.shape[0]), np.float32)
+        if x.shape[0] <= linear.STREAM_MAX_BATCH:
+            with self._plan.kernels():
+                linear.linear_forward_stream(x, w, b, y)
+            return y
         with self._plan.kernels():
             linear.linear_forward(x, w, b, self.threads, y, self._sgemm.kernel_args(self.threads))
         return y

@@ -138,8 +138,9 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v):
 
 
 @jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y):
-    """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1).
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu):
+    """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
+    max(that, 0) when ``relu`` (NaN stays NaN).
 
     m: 1-D, M[e, co, t] at m[e*es + co*T + t]; outputs past the edge of y (odd H/W) are
     dropped.
@@ -170,15 +171,24 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y):
                 s2 = m2 + m6 + m10; s3 = m3 + m7 + m11                            # noqa: E702
                 t0 = m4 - m8 - m12; t1 = m5 - m9 - m13                            # noqa: E702
                 t2 = m6 - m10 - m14; t3 = m7 - m11 - m15                          # noqa: E702
+                y00 = s0 + s1 + s2 + bias
+                y01 = s1 - s2 - s3 + bias
+                y10 = t0 + t1 + t2 + bias
+                y11 = t1 - t2 - t3 + bias
+                if relu:
+                    y00 = 0.0 if y00 <= 0.0 else y00
+                    y01 = 0.0 if y01 <= 0.0 else y01
+                    y10 = 0.0 if y10 <= 0.0 else y10
+                    y11 = 0.0 if y11 <= 0.0 else y11
                 q = row0 + np.uint64(2) * tj
-                yf[q] = s0 + s1 + s2 + bias
+                yf[q] = y00
                 if tj < full:
-                    yf[q + np.uint64(1)] = s1 - s2 - s3 + bias
+                    yf[q + np.uint64(1)] = y01
                 if second:
                     q2 = q + np.uint64(W)
-                    yf[q2] = t0 + t1 + t2 + bias
+                    yf[q2] = y10
                     if tj < full:
-                        yf[q2 + np.uint64(1)] = t1 - t2 - t3 + bias
+                        yf[q2 + np.uint64(1)] = y11
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -201,7 +211,7 @@ def _mirror(i):
 
 
 @jit
-def winograd_forward(x, u, b, rows, workers, work, y, blas, flip):
+def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
 
     x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
@@ -213,7 +223,7 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip):
 
     Per chunk (tile rows [tr0, tr1) of image n, T = (tr1 - tr0)*TW tiles): input transform
     into V [16, Cin, T], then M[e] = U[e] @ V[e] (16 sgemm calls, M [16, Cout, T]), then the
-    output transform with the bias into y.
+    output transform with the bias (and with relu=True the ReLU) into y.
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     Cout = u.shape[2] if flip else u.shape[1]
@@ -247,7 +257,7 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip):
                 else:
                     sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin),
                           Cin, address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
-            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y)
+            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu)
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
