@@ -92,103 +92,100 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v):
     """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
 
     v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
-    rb: 8*(TW + 1) floats.
+    rb: 16*(TW + 1) floats: the 4 input rows (_input_rows), then their 4 combinations.
+
+    Written as many short loops, each with one store stream and two or three load streams,
+    instead of one loop over tiles that computes all 16 values: rb and v are slices of the same
+    work buffer, so LLVM may only vectorise a loop after checking at run time that its streams
+    do not overlap, and it gives up beyond a few streams; the 16-stream loop ran scalar and the
+    transforms took two thirds of a 64-channel layer's time.
     """
     S = np.uint64(TW + 1)
-    Cin = x.shape[1]
     CT = np.uint64(es)
     one = np.uint64(1)
-    for c in range(Cin):
+    comb = np.uint64(8) * S               # rb[comb:]: the rows of B^T d, even/odd split
+    for c in range(x.shape[1]):
         for ti in range(tr0, tr1):
             _input_rows(x, n, c, ti, TW, rb)
+            # B^T d, a whole padded row at a time: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
+            for k in range(np.uint64(2) * S):
+                rb[comb + k] = rb[k] - rb[np.uint64(4) * S + k]
+            for k in range(np.uint64(2) * S):
+                rb[comb + np.uint64(2) * S + k] = rb[np.uint64(2) * S + k] + rb[np.uint64(4) * S + k]
+            for k in range(np.uint64(2) * S):
+                rb[comb + np.uint64(4) * S + k] = rb[np.uint64(4) * S + k] - rb[np.uint64(2) * S + k]
+            for k in range(np.uint64(2) * S):
+                rb[comb + np.uint64(6) * S + k] = rb[np.uint64(2) * S + k] - rb[np.uint64(6) * S + k]
+            # (B^T d) B along each row r: with E = even columns, O = odd columns of row r,
+            # tile tj holds E[tj], O[tj], E[tj + 1], O[tj + 1]
             base = np.uint64(c * T + (ti - tr0) * TW)
-            for tj in range(np.uint64(TW)):
-                # d[a][b] = xpad[row a, 2tj + b]: b = 0, 2 even columns tj, tj+1; b = 1, 3 odd
-                d00 = rb[tj]; d02 = rb[tj + one]                                  # noqa: E702
-                d01 = rb[S + tj]; d03 = rb[S + tj + one]                          # noqa: E702
-                d10 = rb[2 * S + tj]; d12 = rb[2 * S + tj + one]                  # noqa: E702
-                d11 = rb[3 * S + tj]; d13 = rb[3 * S + tj + one]                  # noqa: E702
-                d20 = rb[4 * S + tj]; d22 = rb[4 * S + tj + one]                  # noqa: E702
-                d21 = rb[5 * S + tj]; d23 = rb[5 * S + tj + one]                  # noqa: E702
-                d30 = rb[6 * S + tj]; d32 = rb[6 * S + tj + one]                  # noqa: E702
-                d31 = rb[7 * S + tj]; d33 = rb[7 * S + tj + one]                  # noqa: E702
-                # B^T d: combine the 4 rows, column by column
-                a0 = d00 - d20; a1 = d01 - d21; a2 = d02 - d22; a3 = d03 - d23   # noqa: E702
-                b0 = d10 + d20; b1 = d11 + d21; b2 = d12 + d22; b3 = d13 + d23   # noqa: E702
-                c0 = d20 - d10; c1 = d21 - d11; c2 = d22 - d12; c3 = d23 - d13   # noqa: E702
-                e0 = d10 - d30; e1 = d11 - d31; e2 = d12 - d32; e3 = d13 - d33   # noqa: E702
-                # (B^T d) B: the same combination along each row
-                p = base + tj
-                v[p] = a0 - a2
-                v[p + CT] = a1 + a2
-                v[p + np.uint64(2) * CT] = a2 - a1
-                v[p + np.uint64(3) * CT] = a1 - a3
-                v[p + np.uint64(4) * CT] = b0 - b2
-                v[p + np.uint64(5) * CT] = b1 + b2
-                v[p + np.uint64(6) * CT] = b2 - b1
-                v[p + np.uint64(7) * CT] = b1 - b3
-                v[p + np.uint64(8) * CT] = c0 - c2
-                v[p + np.uint64(9) * CT] = c1 + c2
-                v[p + np.uint64(10) * CT] = c2 - c1
-                v[p + np.uint64(11) * CT] = c1 - c3
-                v[p + np.uint64(12) * CT] = e0 - e2
-                v[p + np.uint64(13) * CT] = e1 + e2
-                v[p + np.uint64(14) * CT] = e2 - e1
-                v[p + np.uint64(15) * CT] = e1 - e3
+            for r in range(4):
+                ev = comb + np.uint64(2 * r) * S
+                od = ev + S
+                out = base + np.uint64(4 * r) * CT
+                for tj in range(np.uint64(TW)):
+                    v[out + tj] = rb[ev + tj] - rb[ev + tj + one]
+                out += CT
+                for tj in range(np.uint64(TW)):
+                    v[out + tj] = rb[od + tj] + rb[ev + tj + one]
+                out += CT
+                for tj in range(np.uint64(TW)):
+                    v[out + tj] = rb[ev + tj + one] - rb[od + tj]
+                out += CT
+                for tj in range(np.uint64(TW)):
+                    v[out + tj] = rb[od + tj] - rb[od + tj + one]
 
 
 @jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu):
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
     """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
     max(that, 0) when ``relu`` (NaN stays NaN).
 
-    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; outputs past the edge of y (odd H/W) are
-    dropped.
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; rb: at least 8*TW floats of scratch; outputs
+    past the edge of y (odd H/W) are dropped. Short loops with few streams, as in
+    _input_transform: first A^T m for a row of tiles (8 rows of partial sums), then each
+    output row from 4 of them.
     """
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     HW = H * W
     CT = np.uint64(es)
+    tw = np.uint64(TW)
     yf = y.reshape(-1)
-    full = W // 2                      # tiles whose two columns both lie inside y
+    full = np.uint64(W // 2)           # tiles whose two columns both lie inside y
+    two = np.uint64(2)
     for co in range(Cout):
         bias = b[co]
         for ti in range(tr0, tr1):
-            p0 = np.uint64(co * T + (ti - tr0) * TW)
-            row0 = np.uint64(n * Cout * HW + co * HW + 2 * ti * W)
-            second = 2 * ti + 1 < H
-            for tj in range(np.uint64(TW)):
-                p = p0 + tj
-                m0 = m[p]; m1 = m[p + CT]                                         # noqa: E702
-                m2 = m[p + np.uint64(2) * CT]; m3 = m[p + np.uint64(3) * CT]      # noqa: E702
-                m4 = m[p + np.uint64(4) * CT]; m5 = m[p + np.uint64(5) * CT]      # noqa: E702
-                m6 = m[p + np.uint64(6) * CT]; m7 = m[p + np.uint64(7) * CT]      # noqa: E702
-                m8 = m[p + np.uint64(8) * CT]; m9 = m[p + np.uint64(9) * CT]      # noqa: E702
-                m10 = m[p + np.uint64(10) * CT]; m11 = m[p + np.uint64(11) * CT]  # noqa: E702
-                m12 = m[p + np.uint64(12) * CT]; m13 = m[p + np.uint64(13) * CT]  # noqa: E702
-                m14 = m[p + np.uint64(14) * CT]; m15 = m[p + np.uint64(15) * CT]  # noqa: E702
-                # A^T m: rows 0 + 1 + 2 and 1 - 2 - 3
-                s0 = m0 + m4 + m8; s1 = m1 + m5 + m9                              # noqa: E702
-                s2 = m2 + m6 + m10; s3 = m3 + m7 + m11                            # noqa: E702
-                t0 = m4 - m8 - m12; t1 = m5 - m9 - m13                            # noqa: E702
-                t2 = m6 - m10 - m14; t3 = m7 - m11 - m15                          # noqa: E702
-                y00 = s0 + s1 + s2 + bias
-                y01 = s1 - s2 - s3 + bias
-                y10 = t0 + t1 + t2 + bias
-                y11 = t1 - t2 - t3 + bias
-                if relu:
-                    y00 = 0.0 if y00 <= 0.0 else y00
-                    y01 = 0.0 if y01 <= 0.0 else y01
-                    y10 = 0.0 if y10 <= 0.0 else y10
-                    y11 = 0.0 if y11 <= 0.0 else y11
-                q = row0 + np.uint64(2) * tj
-                yf[q] = y00
-                if tj < full:
-                    yf[q + np.uint64(1)] = y01
-                if second:
-                    q2 = q + np.uint64(W)
-                    yf[q2] = y10
-                    if tj < full:
-                        yf[q2 + np.uint64(1)] = y11
+            p = np.uint64(co * T + (ti - tr0) * TW)
+            # rb[j*TW + tj] = m0j + m1j + m2j (row sums for y row 0), rb[(4 + j)*TW + tj] =
+            # m1j - m2j - m3j (for y row 1), j = 0..3, with mij = M[4i + j] of tile tj
+            for j in range(4):
+                s = np.uint64(j) * tw
+                a = p + np.uint64(j) * CT
+                for tj in range(tw):
+                    rb[s + tj] = m[a + tj] + m[a + np.uint64(4) * CT + tj] + m[a + np.uint64(8) * CT + tj]
+                s = np.uint64(4 + j) * tw
+                for tj in range(tw):
+                    rb[s + tj] = (m[a + np.uint64(4) * CT + tj] - m[a + np.uint64(8) * CT + tj]
+                                  - m[a + np.uint64(12) * CT + tj])
+            for i in range(2):
+                if 2 * ti + i >= H:
+                    break
+                q = np.uint64(n * Cout * HW + co * HW + (2 * ti + i) * W)
+                r = np.uint64(4 * i) * tw
+                for tj in range(full):
+                    y0 = rb[r + tj] + rb[r + tw + tj] + rb[r + two * tw + tj] + bias
+                    y1 = rb[r + tw + tj] - rb[r + two * tw + tj] - rb[r + np.uint64(3) * tw + tj] + bias
+                    if relu:
+                        y0 = 0.0 if y0 <= 0.0 else y0
+                        y1 = 0.0 if y1 <= 0.0 else y1
+                    yf[q + two * tj] = y0
+                    yf[q + two * tj + np.uint64(1)] = y1
+                if full < tw:                  # odd W: the last tile's first column only
+                    y0 = rb[r + full] + rb[r + tw + full] + rb[r + two * tw + full] + bias
+                    if relu:
+                        y0 = 0.0 if y0 <= 0.0 else y0
+                    yf[q + two * full] = y0
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -210,6 +207,19 @@ def _mirror(i):
     return 3 - i if i == 0 or i == 3 else i
 
 
+@jit(parallel=False)
+def _gemm(blas, t, e, flip, uf, Cin, Cout, T, v, m):
+    """M[e] [Cout, T] = U[e] [Cout, Cin] @ V[e] [Cin, T] (one sgemm; v, m: addresses).
+    flip: the dx kernel's U_dx[e] = U[mirror(e)]^T, read from the forward u [16, Cin, Cout]."""
+    if flip:
+        mirrored = 4 * _mirror(e // 4) + _mirror(e % 4)
+        sgemm(blas, t, TRANS_T, TRANS_N, Cout, T, Cin, address(uf, mirrored * Cout * Cin), Cout,
+              v, T, 0, m, T)
+    else:
+        sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
+              v, T, 0, m, T)
+
+
 @jit
 def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
@@ -218,7 +228,7 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     u [16, Cin, Cout] = weight_transform(w) of the forward weights w [Cin, Cout, 3, 3], for the
     backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
     (overwritten); rows: tile rows per chunk; workers: Numba workers;
-    work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 8*(TW + 1)
+    work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 16*(TW + 1)
     floats (chunk_floats).
 
     Per chunk (tile rows [tr0, tr1) of image n, T = (tr1 - tr0)*TW tiles): input transform
@@ -231,7 +241,7 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = rows * TW
-    per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 8 * (TW + 1)
+    per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 16 * (TW + 1)
     if work.shape[0] < workers * per_worker or u.shape[0] != 16 or \
             (u.shape[1] if flip else u.shape[2]) != Cin:
         raise ValueError("winograd_forward: work buffer too small or bad weight transform")
@@ -246,24 +256,19 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
             tr1 = min(tr0 + rows, TH)
             T = (tr1 - tr0) * TW
             ev, em = estride(Cin * T), estride(Cout * T)
-            _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 8 * (TW + 1)],
+            _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
                              work[vs:ms])
             for e in range(16):
-                if flip:   # U_dx[e] = U[mirror(e)]^T, stored [Cin, Cout]
-                    mirrored = 4 * _mirror(e // 4) + _mirror(e % 4)
-                    sgemm(blas, t, TRANS_T, TRANS_N, Cout, T, Cin,
-                          address(uf, mirrored * Cout * Cin), Cout,
-                          address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
-                else:
-                    sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin),
-                          Cin, address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
-            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu)
+                _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
+                      address(work, ms + e * em))
+            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
+                              work[rs:rs + 16 * (TW + 1)])
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd_forward with ``rows`` tile rows per chunk."""
     tw = (w + 1) // 2
-    return 16 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + 8 * (tw + 1)
+    return 16 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + 16 * (tw + 1)
 
 
 #: fewest tiles per chunk: below this each of the 16 sgemm calls is too short to run at speed
