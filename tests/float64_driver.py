@@ -48,7 +48,10 @@ class Float64Driver(Driver):
         y = y + _f64(b)[None, :, None, None]
         return self.relu(y) if relu else y
 
-    def conv2d_backward(self, dy, x, w, stride=1, pad=0, *, need_dx=True, need_dw=True):
+    def conv2d_backward(self, dy, x, w, stride=1, pad=0, *, need_dx=True, need_dw=True,
+                        relu_out=None):
+        if relu_out is not None:
+            dy = self.relu_backward(dy, relu_out)
         dy, w, xp = _f64(dy), _f64(w), _pad(x, pad)
         k, (hout, wout) = w.shape[2], dy.shape[2:]
         dw = np.einsum("nohw,nchwij->ocij", dy, _windows(xp, k, stride), optimize=True)

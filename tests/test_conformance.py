@@ -125,6 +125,14 @@ def test_conv2d_matches_naive(name, case):
     dw_only = driver.conv2d_backward(dy, x, wt, s, p, need_dx=False)
     assert dw_only[0] is None
     assert_close(dw_only[1], want[1], tol, "conv2d_backward dw (need_dx=False)")
+    # the backward of conv + ReLU in one op, with and without dw
+    relu_out = ref.relu(y)
+    want = ref.conv2d_backward(ref.relu_backward(dy, relu_out), x, wt, s, p)
+    fused = driver.conv2d_backward(dy, x, wt, s, p, need_dw=False, relu_out=relu_out)
+    assert_close(fused[0], want[0], tol, "conv2d_backward dx (relu_out)")
+    for label, g, r in zip(("dx", "dw", "db"),
+                           driver.conv2d_backward(dy, x, wt, s, p, relu_out=relu_out), want):
+        assert_close(g, r, tol, f"conv2d_backward {label} (relu_out, need_dw)")
 
 
 @pytest.mark.parametrize("name", UNDER_TEST)
@@ -270,6 +278,11 @@ BAD_BACKWARD_CALLS = {
     "relu backward shape": (
         lambda d: d.relu_backward(np.zeros((1, 2, 3, 3), np.float32),
                                   np.zeros((1, 2, 3, 4), np.float32)), "must match"),
+    "conv backward relu_out shape": (
+        lambda d: d.conv2d_backward(np.zeros((1, 4, 8, 8), np.float32),
+                                    np.zeros((1, 3, 8, 8), np.float32),
+                                    np.zeros((4, 3, 3, 3), np.float32), 1, 1,
+                                    relu_out=np.zeros((1, 4, 8, 7), np.float32)), "must match"),
 }
 
 

@@ -21,7 +21,7 @@ from vggjit import get_driver
 from vggjit.errors import InputError
 
 pytest.importorskip("numba")
-from vggjit_numba_cpu import conv, jit as jitmod, winograd  # noqa: E402
+from vggjit_numba_cpu import conv, jit as jitmod, pool, winograd  # noqa: E402
 from vggjit_numba_cpu.driver import NumbaCpuDriver  # noqa: E402
 
 TOL = 2e-5
@@ -36,6 +36,10 @@ def _close(got, want, what=""):
 @pytest.fixture(scope="module")
 def naive():
     return get_driver("naive")
+
+
+#: the kernels' "no mask" argument (an empty array, typed like a real one)
+NO_MASK = np.empty((0, 0, 0, 0), np.float32)
 
 
 def _case(seed, n, cin, h, w, cout, k):
@@ -109,15 +113,25 @@ def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     with driver._plan.kernels():
         conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, True,
                              np.empty(2 * per, np.float32), np.empty(2 * per + staged, np.float32),
-                             dx, dw, driver._sgemm.kernel_args(2))
+                             dx, dw, driver._sgemm.kernel_args(2), NO_MASK)
         with pytest.raises(ValueError, match="too small"):   # never writes past a buffer
             conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True,
                                  True, np.empty(2 * per, np.float32),
                                  np.empty(2 * per, np.float32), dx.copy(), dw.copy(),
-                                 driver._sgemm.kernel_args(2))
+                                 driver._sgemm.kernel_args(2), NO_MASK)
     want = naive.conv2d_backward(dy, x, wt, 2, 1)
     _close(dx, want[0], "dx")
     _close(dw.reshape(wt.shape), want[1], "dw")
+    # dx through a ReLU's output (the fused ReLU backward), on the same tiles
+    relu_out = np.maximum(rng.standard_normal(dy.shape), 0).astype(np.float32)
+    masked = np.full_like(x, np.nan)
+    with driver._plan.kernels():
+        conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, False,
+                             NO_MASK.reshape(-1), np.empty(2 * per + staged, np.float32),
+                             masked, NO_MASK.reshape(0, 0), driver._sgemm.kernel_args(2),
+                             relu_out)
+    _close(masked, naive.conv2d_backward(naive.relu_backward(dy, relu_out), x, wt, 2, 1)[0],
+           "dx masked")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -228,12 +242,13 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
     with driver._plan.kernels():
         winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
-                                  driver._sgemm.kernel_args(workers), False, False)
+                                  driver._sgemm.kernel_args(workers), False, False, NO_MASK)
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
     fused = np.full_like(y, np.nan)
     with driver._plan.kernels():
         winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work,
-                                  fused, driver._sgemm.kernel_args(workers), False, True)
+                                  fused, driver._sgemm.kernel_args(workers), False, True,
+                                  NO_MASK)
     _close(fused, np.maximum(y, 0), f"relu rows={rows} workers={workers}")
     # The dx convolution (flip) on the same chunking: dy [2, 4, 11, 9] -> dx [2, 3, 11, 9].
     dy, dx = y, np.full((2, 3, 11, 9), np.nan, np.float32)
@@ -241,8 +256,15 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     with driver._plan.kernels():
         winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
                                   rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True, False)
+                                  True, False, NO_MASK)
     _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], f"dx rows={rows} workers={workers}")
+    # ... and dy read through a ReLU's output (the fused ReLU backward)
+    with driver._plan.kernels():
+        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
+                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
+                                  True, False, fused)
+    _close(dx, naive.conv2d_backward(naive.relu_backward(dy, fused), x, wt, 1, 1)[0],
+           f"masked dx rows={rows} workers={workers}")
 
 
 def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive, everywhere):
@@ -471,6 +493,33 @@ def test_nan_propagates_through_relu_and_max_pool():
     assert np.isnan(driver.relu(x)[0, 0, 1, 1])
     y, _ = driver.max_pool2d(x, 2, 2)
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("h, w", [(4, 4), (9, 10), (13, 7)])
+def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
+    # the branch-free 2x2 kernels against the general ones, exactly: ties (first maximum
+    # wins), NaN (the first NaN wins), odd edges dropped
+    rng = np.random.default_rng(h * w)
+    x = rng.integers(-1, 2, (2, 3, h, w)).astype(np.float32)
+    x[0, 0, 0, 1] = x[1, 2, h - 2, 0] = np.nan
+    ho, wo = h // 2, w // 2
+    y, sw = np.empty((2, 3, ho, wo), np.float32), np.empty((2, 3, ho, wo), np.int32)
+    y2, sw2 = np.empty_like(y), np.empty_like(sw)
+    pool.max_pool2d_forward(x, 2, 2, y, sw)
+    pool.max_pool2x2_forward(x, y2, sw2)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(sw2, sw)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dx2 = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+    assert pool.max_pool2d_backward(dy, sw, dx) == 0
+    assert pool.max_pool2x2_backward(dy, sw, dx2) == 0
+    np.testing.assert_array_equal(dx2, dx)
+    # a switch outside its own window (inside the plane): counted, and the driver then
+    # scatters with the general kernel
+    sw[0, 0, 0, 0] = w + 2 if wo > 1 else w
+    assert pool.max_pool2x2_backward(dy, sw, dx2) == 1
+    pool.max_pool2d_backward(dy, sw, dx)
+    np.testing.assert_array_equal(NumbaCpuDriver().max_pool2d_backward(dy, sw, x.shape), dx)
 
 
 def test_warmup_compiles_every_kernel():

@@ -108,8 +108,12 @@ class Driver:
         return self._relu(self._conv2d(x, w, b, stride, pad))
 
     def conv2d_backward(self, dy, x, w, stride: int = 1, pad: int = 0, *,
-                        need_dx: bool = True, need_dw: bool = True):
-        """Return (dx, dw, db); dx is None unless need_dx, dw and db are None unless need_dw."""
+                        need_dx: bool = True, need_dw: bool = True, relu_out=None):
+        """Return (dx, dw, db); dx is None unless need_dx, dw and db are None unless need_dw.
+
+        relu_out: the output of the ReLU fused into this convolution (``conv2d(relu=True)``);
+        dy is then the gradient with respect to that output, and the ReLU's backward is part
+        of this op (``_conv2d_relu_backward``: a driver may mask dy as it reads it)."""
         self.require(BACKWARD, "conv2d_backward")
         x = checks.as_float32("conv2d_backward x", x, 4)
         w = checks.as_float32("conv2d_backward w", w, 4)
@@ -119,7 +123,17 @@ class Driver:
         hout, wout = checks.conv_shapes(x, w, stride, pad)
         checks.expect_shape("conv2d_backward dy", dy, (x.shape[0], w.shape[0], hout, wout),
                             f"x {x.shape}, w {w.shape}, stride {stride}, pad {pad}")
+        if relu_out is not None:
+            relu_out = checks.as_float32("conv2d_backward relu_out", relu_out, 4)
+            checks.expect_shape("conv2d_backward relu_out", relu_out, dy.shape, "must match dy")
+            return self._conv2d_relu_backward(dy, relu_out, x, w, stride, pad, need_dx,
+                                              need_dw)
         return self._conv2d_backward(dy, x, w, stride, pad, need_dx, need_dw)
+
+    def _conv2d_relu_backward(self, dy, relu_out, x, w, stride, pad, need_dx, need_dw):
+        """The backward of relu(conv2d(...)): two ops unless the driver fuses them."""
+        return self._conv2d_backward(self._relu_backward(dy, relu_out), x, w, stride, pad,
+                                     need_dx, need_dw)
 
     # -- ReLU --------------------------------------------------------------------------------
     def relu(self, x) -> np.ndarray:

@@ -290,6 +290,7 @@ class Network:
         d, saved = self.driver, self._saved
         dparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         dy = None
+        relu_out = None   # a ReLU whose backward is left to the conv before it (fused)
         for i in range(max(seeds), -1, -1):
             layer = self.layers[i]
             if i in seeds:
@@ -298,12 +299,16 @@ class Network:
             if layer.kind == "conv":
                 w, _ = self.weights[layer.name]
                 dx, dw, db = d.conv2d_backward(dy, saved[i], w, 1, 1, need_dx=True,
-                                               need_dw=weight_grads)
+                                               need_dw=weight_grads, relu_out=relu_out)
+                relu_out = None
                 if weight_grads:
                     dparams[layer.name] = (dw, db)
                 dy = dx
             elif layer.kind == "relu":
-                dy = d.relu_backward(dy, saved[i])
+                if i > 0 and self.layers[i - 1].kind == "conv" and i - 1 not in seeds:
+                    relu_out = saved[i]
+                else:
+                    dy = d.relu_backward(dy, saved[i])
             elif layer.kind == "pool":
                 switches, shape = saved[i]
                 if self.pooling == "max":

@@ -314,7 +314,7 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
 # -- backward ----------------------------------------------------------------------------------
 @jit
 def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
-                    cols, dcols, dx, dw, blas):
+                    cols, dcols, dx, dw, blas, mask):
     """dx and/or dw of a convolution, the input channels split among workers.
 
     dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
@@ -328,8 +328,10 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
       dw:  dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m]   (sgemm, beta = 1)
       dx:  dcols [m, L] = w2[:, c0*KK:c1*KK]^T @ dy_tile, then col2im into dx[n, c0:c1]
-    dy_tile is first copied to a compact buffer (see _stage_dy). Nothing is computed for an
-    output that is not needed.
+    dy_tile is first copied to a compact buffer (see _stage_dy), through the ReLU's output
+    ``mask`` when that is not empty (the fused ReLU backward: 0 where mask <= 0; only with
+    need_dw False, since db would need the masked dy too). Nothing is computed for an output
+    that is not needed.
     """
     N = x.shape[0]
     Cout, Kd = w2.shape[0], w2.shape[1]
@@ -342,7 +344,8 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     per_worker = widest * KK * rows * Wo
     staged = workers * per_worker if need_dx else 0
     if dcols.shape[0] < staged + workers * Cout * rows * Wo or (
-            need_dw and cols.shape[0] < workers * per_worker):
+            need_dw and cols.shape[0] < workers * per_worker) or (
+            mask.size and (need_dw or mask.size != dy.size)):
         raise ValueError("conv2d_backward: work buffer too small")
     w2f = w2.reshape(-1)
     dwf = dw.reshape(-1)
@@ -363,7 +366,7 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
                 for r0 in range(0, Ho, rows):
                     r1 = min(r0 + rows, Ho)
                     L = (r1 - r0) * Wo
-                    _stage_dy(dy, n, r0, r1, Wo, dcols[ds:ds + Cout * L])
+                    _stage_dy(dy, n, r0, r1, Wo, dcols[ds:ds + Cout * L], mask)
                     dyt = address(dcols, ds)
                     if need_dw:
                         _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
@@ -376,20 +379,27 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
 
 
 @jit(parallel=False)
-def _stage_dy(dy, n, r0, r1, Wo, out):
+def _stage_dy(dy, n, r0, r1, Wo, out, mask):
     """Copy the tile of dy [N, Cout, Ho, Wo] for output rows [r0, r1) of image n into out
     (1-D, used as [Cout, (r1-r0)*Wo]). The sgemm then reads a compact matrix instead of one
     with leading dimension Ho*Wo: at 224x224 that stride is 49 * 4 KiB, every row of the tile
-    maps to the same L1 sets, and the sgemm reading it in place ran at half speed."""
+    maps to the same L1 sets, and the sgemm reading it in place ran at half speed.
+    mask: empty, or shaped like dy: dy is copied as 0 where mask <= 0 (the ReLU backward)."""
     Cout = dy.shape[1]
     HW = dy.shape[2] * dy.shape[3]
     L = (r1 - r0) * Wo
     dyf = dy.reshape(-1)
+    mf = mask.reshape(-1)
     for co in range(Cout):
         src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
         dst = np.uint64(co * L)
-        for j in range(np.uint64(L)):
-            out[dst + j] = dyf[src + j]
+        if mask.size > 0:
+            for j in range(np.uint64(L)):
+                v = dyf[src + j]     # loaded unconditionally: a select, not a branch
+                out[dst + j] = v if mf[src + j] > 0.0 else 0.0
+        else:
+            for j in range(np.uint64(L)):
+                out[dst + j] = dyf[src + j]
 
 
 @jit(parallel=False)

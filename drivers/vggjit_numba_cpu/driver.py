@@ -98,8 +98,8 @@ class NumbaCpuDriver(Driver):
         The base class runs every op once on tiny shapes; those all take the stride-1 and
         channel-split paths, so the other paths get a call of their own here: the general
         img2col forward (stride 2, few channels), the output-channel split (few output pixels,
-        64 channels), dw by row tiles (32x32 output) and the sgemm linear (a batch above
-        linear.STREAM_MAX_BATCH).
+        64 channels), dw by row tiles (32x32 output), the general max pooling (3x3) and the
+        sgemm linear (a batch above linear.STREAM_MAX_BATCH).
         """
         super().warmup()
         rng = np.random.default_rng(0)
@@ -111,6 +111,8 @@ class NumbaCpuDriver(Driver):
         big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
         w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
         self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
+        y, switches = self.max_pool2d(x, 3, 3)            # the general pooling kernels
+        self.max_pool2d_backward(y, switches, x.shape)
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
         if self.winograd:                  # whatever the dispatch rule picks for tiny shapes
@@ -122,10 +124,11 @@ class NumbaCpuDriver(Driver):
         return (self.winograd and wino.applies(k, stride, pad)
                 and wino.use_winograd(n, cin, cout, h, wd, self.threads))
 
-    def _winograd(self, x, w, b, flip, relu=False):
+    def _winograd(self, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd F(2x2, 3x3); flip=True convolves
         with the backward-dx kernel of w instead (see winograd.py), b then has Cin entries;
-        relu=True applies the ReLU as the output is written."""
+        relu=True applies the ReLU as the output is written; mask (shaped like x): x is read
+        as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = np.empty((n, cout, h, wd), np.float32)
@@ -136,7 +139,8 @@ class NumbaCpuDriver(Driver):
         with self._plan.kernels():
             u = self._transforms.get(w)   # one transform serves forward and dx (flip)
             wino.winograd_forward(x, u, b, rows, workers, work, y,
-                                  self._sgemm.kernel_args(workers), flip, relu)
+                                  self._sgemm.kernel_args(workers), flip, relu,
+                                  _EMPTY4 if mask is None else mask)
         return y
 
     # -- convolution --------------------------------------------------------------------------
@@ -184,7 +188,15 @@ class NumbaCpuDriver(Driver):
                                 self._sgemm.kernel_args(workers), relu)
         return y
 
-    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw):
+    def _conv2d_relu_backward(self, dy, relu_out, x, w, stride, pad, need_dx, need_dw):
+        """dx of relu(conv(x)) with the ReLU backward done while dy is read (no masked copy of
+        dy); with dw as well, the unfused base version (db needs the masked dy summed)."""
+        if need_dw or not need_dx:
+            return super()._conv2d_relu_backward(dy, relu_out, x, w, stride, pad, need_dx,
+                                                 need_dw)
+        return self._conv2d_backward(dy, x, w, stride, pad, True, False, relu_out)
+
+    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw, mask=None):
         n, cin, h, wd = x.shape
         cout, _, k, _ = w.shape
         ho, wo = dy.shape[2], dy.shape[3]
@@ -194,7 +206,7 @@ class NumbaCpuDriver(Driver):
         dx = dw = db = None
         if need_dx and self._use_winograd(n, cout, cin, ho, wo, k, stride, pad):
             # dx = conv3x3(dy, w flipped and transposed): a forward convolution, see winograd.py
-            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True)
+            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True, mask=mask)
             need_dx = False
             if not need_dw:
                 return dx, None, None
@@ -236,7 +248,8 @@ class NumbaCpuDriver(Driver):
                 conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
                                      workers, need_dx, channel_dw, cols, dcols,
                                      dx if need_dx else _EMPTY4, dw if channel_dw else _EMPTY2,
-                                     self._sgemm.kernel_args(workers))
+                                     self._sgemm.kernel_args(workers),
+                                     _EMPTY4 if mask is None else mask)
         if channel_dw:
             with self._plan.kernels():
                 conv.bias_grad(dy, db)
@@ -264,7 +277,10 @@ class NumbaCpuDriver(Driver):
         y = np.empty(shape, np.float32)
         switches = np.empty(shape, np.int32)
         with self._plan.kernels():
-            pool.max_pool2d_forward(x, size, stride, y, switches)
+            if size == stride == 2:
+                pool.max_pool2x2_forward(x, y, switches)
+            else:
+                pool.max_pool2d_forward(x, size, stride, y, switches)
         return y, switches
 
     def _max_pool2d_backward(self, dy, switches, x_shape):
@@ -276,7 +292,13 @@ class NumbaCpuDriver(Driver):
         sw = np.ascontiguousarray(sw)
         dx = np.empty(x_shape, np.float32)
         with self._plan.kernels():
-            bad = pool.max_pool2d_backward(dy, sw, dx)
+            # the 2x2 kernel needs every switch inside its own window (this driver's forward
+            # makes them so); anything else goes to the general scatter
+            if not (_pool2x2_fits(dy.shape, x_shape) and pool.max_pool2x2_backward(dy, sw, dx)
+                    == 0):
+                bad = pool.max_pool2d_backward(dy, sw, dx)
+            else:
+                bad = 0
         if bad:
             raise InputError(f"max_pool2d_backward: {bad} switches point outside the "
                              f"{x_shape[2]}x{x_shape[3]} input plane; were they made for "
@@ -333,6 +355,11 @@ class NumbaCpuDriver(Driver):
         with self._plan.kernels():
             gram.gram_forward(x, rows, g, self._sgemm.kernel_args(n * -(-c // rows)))
         return g
+
+
+def _pool2x2_fits(dy_shape, x_shape) -> bool:
+    """Could dy [N, C, Ho, Wo] come from 2x2 stride-2 pooling of x_shape?"""
+    return dy_shape[2] == x_shape[2] // 2 and dy_shape[3] == x_shape[3] // 2
 
 
 # Placeholders for outputs a kernel is told not to compute (typed like the real ones, so the

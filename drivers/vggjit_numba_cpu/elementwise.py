@@ -31,4 +31,5 @@ def relu_backward(dy, x, dx):
     n = x.shape[0]
     for c in prange((n + CHUNK - 1) // CHUNK):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            dx[i] = dy[i] if x[i] > 0.0 else 0.0
+            g = dy[i]    # loaded unconditionally, so this is a vector select, not a branch
+            dx[i] = g if x[i] > 0.0 else 0.0

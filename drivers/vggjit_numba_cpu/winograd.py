@@ -48,7 +48,7 @@ from .jit import jit
 
 
 @jit(parallel=False)
-def _input_rows(x, n, c, ti, TW, rb):
+def _input_rows(x, n, c, ti, TW, rb, mask):
     """The 4 input rows of tile row ti of image n, channel c, zero padded and split into even
     and odd padded columns: rb (1-D, used as [4, 2, TW + 1]) with
 
@@ -59,10 +59,15 @@ def _input_rows(x, n, c, ti, TW, rb):
     even[tj + 1], odd[tj + 1]: contiguous in tj, so the transform loop vectorises; reading the
     interleaved row with stride 2 instead ran the input transform 3-4x slower.
     Unsigned indices, as in conv._img2col.
+
+    mask: empty, or an array shaped like x: then x is read as 0 wherever mask <= 0 (or NaN),
+    which is the ReLU backward when x is dy and mask the ReLU's output.
     """
     H, W = x.shape[2], x.shape[3]
     S = TW + 1
     xf = x.reshape(-1)
+    masked = mask.size > 0
+    mf = mask.reshape(-1)
     plane = (n * x.shape[1] + c) * H * W
     for a in range(4):
         ih = 2 * ti - 1 + a
@@ -76,23 +81,34 @@ def _input_rows(x, n, c, ti, TW, rb):
         # even[k] = x[2k - 1] for k in [1, W//2]; odd[k] = x[2k] for k in [0, (W-1)//2]
         rb[ev] = 0.0
         ne = np.uint64(W // 2)
-        for k in range(np.uint64(1), ne + np.uint64(1)):
-            rb[ev + k] = xf[src + np.uint64(2) * k - np.uint64(1)]
+        no = np.uint64((W - 1) // 2 + 1)
+        if masked:
+            for k in range(np.uint64(1), ne + np.uint64(1)):
+                i = src + np.uint64(2) * k - np.uint64(1)
+                v = xf[i]                 # loaded unconditionally: a select, not a branch
+                rb[ev + k] = v if mf[i] > 0.0 else 0.0
+            for k in range(no):
+                i = src + np.uint64(2) * k
+                v = xf[i]
+                rb[od + k] = v if mf[i] > 0.0 else 0.0
+        else:
+            for k in range(np.uint64(1), ne + np.uint64(1)):
+                rb[ev + k] = xf[src + np.uint64(2) * k - np.uint64(1)]
+            for k in range(no):
+                rb[od + k] = xf[src + np.uint64(2) * k]
         for k in range(ne + np.uint64(1), np.uint64(S)):
             rb[ev + k] = 0.0
-        no = np.uint64((W - 1) // 2 + 1)
-        for k in range(no):
-            rb[od + k] = xf[src + np.uint64(2) * k]
         for k in range(no, np.uint64(S)):
             rb[od + k] = 0.0
 
 
 @jit(parallel=False)
-def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v):
+def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
     """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
 
     v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
-    rb: 16*(TW + 1) floats: the 4 input rows (_input_rows), then their 4 combinations.
+    rb: 16*(TW + 1) floats: the 4 input rows (_input_rows), then their 4 combinations;
+    mask: see _input_rows.
 
     Written as many short loops, each with one store stream and two or three load streams,
     instead of one loop over tiles that computes all 16 values: rb and v are slices of the same
@@ -106,7 +122,7 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v):
     comb = np.uint64(8) * S               # rb[comb:]: the rows of B^T d, even/odd split
     for c in range(x.shape[1]):
         for ti in range(tr0, tr1):
-            _input_rows(x, n, c, ti, TW, rb)
+            _input_rows(x, n, c, ti, TW, rb, mask)
             # B^T d, a whole padded row at a time: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
             for k in range(np.uint64(2) * S):
                 rb[comb + k] = rb[k] - rb[np.uint64(4) * S + k]
@@ -221,7 +237,7 @@ def _gemm(blas, t, e, flip, uf, Cin, Cout, T, v, m):
 
 
 @jit
-def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
+def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu, mask):
     """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
 
     x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
@@ -229,7 +245,8 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
     (overwritten); rows: tile rows per chunk; workers: Numba workers;
     work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 16*(TW + 1)
-    floats (chunk_floats).
+    floats (chunk_floats); mask: empty, or shaped like x: x is read as 0 where mask <= 0 (the
+    backward dx of conv + ReLU reads dy through the ReLU's output this way, no masked copy).
 
     Per chunk (tile rows [tr0, tr1) of image n, T = (tr1 - tr0)*TW tiles): input transform
     into V [16, Cin, T], then M[e] = U[e] @ V[e] (16 sgemm calls, M [16, Cout, T]), then the
@@ -243,8 +260,8 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
     Tmax = rows * TW
     per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 16 * (TW + 1)
     if work.shape[0] < workers * per_worker or u.shape[0] != 16 or \
-            (u.shape[1] if flip else u.shape[2]) != Cin:
-        raise ValueError("winograd_forward: work buffer too small or bad weight transform")
+            (u.shape[1] if flip else u.shape[2]) != Cin or (mask.size and mask.size != x.size):
+        raise ValueError("winograd_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
     for t in prange(workers):
         vs = t * per_worker
@@ -257,7 +274,7 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu):
             T = (tr1 - tr0) * TW
             ev, em = estride(Cin * T), estride(Cout * T)
             _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
-                             work[vs:ms])
+                             work[vs:ms], mask)
             for e in range(16):
                 _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
                       address(work, ms + e * em))
