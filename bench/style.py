@@ -2,14 +2,19 @@
 
 The lab's layers (content relu4_2; style relu1_1..relu5_1), alpha 1, beta 500, on VGG19 with
 random He-normal weights (speed and memory do not depend on the weight values) at 256x256,
-512x512 and 1024x1024. Each (implementation, size) runs in its own subprocess, so the peak RSS
-is that size's alone. PyTorch (CPU, same threads) runs the same loss in the same benchmark when
+512x512 and 1024x1024. PyTorch (CPU, same threads) runs the same loss in the same benchmark when
 it is importable: a VGG19 conv stack to relu5_1 with the same He-normal initialisation, the
 same content and Gram losses, autograd to the image.
+
+Per size: each implementation runs alone in its own subprocess (its peak RSS is that size's
+alone, and its first step), then both run in one more subprocess, step for step in turn
+(bench.common.interleaved): the seconds per step and the ratio come from that run, so a busy
+spell of this shared machine slows both alike instead of whichever ran at the time.
 
     python -m bench.style              # 256, 512, 1024
     python -m bench.style --quick      # 256 and 512, fewer repeats
     python -m bench.style --one vggjit 512 --repeat 3    (one measurement; prints JSON)
+    python -m bench.style --pair 512 --repeat 5          (both, interleaved; prints JSON)
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import markdown_table, peak_rss_mb, timeit, torch_or_none  # noqa: E402
+from bench.common import (interleaved, markdown_table, peak_rss_mb, timeit,  # noqa: E402
+                          torch_or_none)
 
 SIZES = (256, 512, 1024)
 QUICK_SIZES = (256, 512)
@@ -43,7 +49,8 @@ def _images(size: int):
     return content, style, x
 
 
-def measure_vggjit(size: int, repeat: int) -> dict:
+def vggjit_step(size: int):
+    """(driver name, one style step: forward + backward to the image) on vggjit."""
     from vggjit.contract import BACKWARD
     from vggjit.losses import StyleObjective, layer_weights, style_targets
     from vggjit.network import VGG19
@@ -55,18 +62,21 @@ def measure_vggjit(size: int, repeat: int) -> dict:
     grams = style_targets(net, [style], [1.0], STYLE, size, size)
     obj = StyleObjective(net, content, layer_weights(CONTENT, None, "content"),
                          layer_weights(STYLE, None, "style"), grams, alpha=ALPHA, beta=BETA)
+    return driver.name, lambda: obj(x)
+
+
+def measure_vggjit(size: int, repeat: int) -> dict:
+    name, step = vggjit_step(size)
     start = time.perf_counter()
-    obj(x)  # first step: JIT compile (or cache load) and buffer allocation
+    step()  # first step: JIT compile (or cache load) and buffer allocation
     first = time.perf_counter() - start
-    t = timeit(lambda: obj(x), repeat=repeat, warmup=0)
-    return {"impl": "vggjit", "driver": driver.name, "size": size, "seconds": t,
+    t = timeit(step, repeat=repeat, warmup=0)
+    return {"impl": "vggjit", "driver": name, "size": size, "seconds": t,
             "first_step_s": first, "peak_rss_mb": peak_rss_mb()}
 
 
-def measure_torch(size: int, repeat: int) -> dict | None:
-    torch = torch_or_none()
-    if torch is None:
-        return None
+def torch_step(torch, size: int):
+    """One style step of the same loss in PyTorch (autograd to the image)."""
     import numpy as np
 
     from vggjit.network import VGG19_BLOCKS
@@ -122,6 +132,14 @@ def measure_torch(size: int, repeat: int) -> dict | None:
         loss.backward()
         return x.grad
 
+    return step
+
+
+def measure_torch(size: int, repeat: int) -> dict | None:
+    torch = torch_or_none()
+    if torch is None:
+        return None
+    step = torch_step(torch, size)
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
@@ -130,8 +148,22 @@ def measure_torch(size: int, repeat: int) -> dict | None:
             "size": size, "seconds": t, "first_step_s": first, "peak_rss_mb": peak_rss_mb()}
 
 
+def measure_pair(size: int, repeat: int) -> dict | None:
+    """Both implementations in this process, one step each in turn (after a warm-up step
+    each): {"vggjit": seconds, "torch": seconds} (median/min/max/runs)."""
+    torch = torch_or_none()
+    if torch is None:
+        return None
+    _, ours = vggjit_step(size)
+    theirs = torch_step(torch, size)
+    ours()
+    theirs()
+    return interleaved({"vggjit": ours, "torch": theirs}, repeat)
+
+
 def _subprocess(impl: str, size: int, repeat: int) -> dict | None:
-    cmd = [sys.executable, "-m", "bench.style", "--one", impl, str(size), "--repeat", str(repeat)]
+    what = ["--pair", str(size)] if impl == "pair" else ["--one", impl, str(size)]
+    cmd = [sys.executable, "-m", "bench.style", *what, "--repeat", str(repeat)]
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -149,6 +181,11 @@ def run(quick: bool = False) -> dict:
         repeat = 2 if quick or size >= 1024 else 3
         ours = _subprocess("vggjit", size, repeat)
         theirs = _subprocess("torch", size, repeat) if have_torch else None
+        pair = _subprocess("pair", size, repeat + 2) if _ok(ours) and _ok(theirs) else None
+        if pair and "error" not in pair:
+            for r in (ours, theirs):     # the interleaved figures replace the solo ones
+                r["seconds_alone"], r["seconds"] = r["seconds"], pair[r["impl"]]
+                r["interleaved"] = True
         results += [r for r in (ours, theirs) if r]
         print(f"  {size}: vggjit {_fmt(ours)}; torch {_fmt(theirs)}", flush=True)
         ratio = (ours["seconds"]["median"] / theirs["seconds"]["median"]
@@ -157,7 +194,8 @@ def run(quick: bool = False) -> dict:
     header = ["size", "vggjit s/step", "PyTorch s/step", "ratio (vggjit/PyTorch)",
               "vggjit peak RSS MB", "PyTorch peak RSS MB"]
     note = ("Forward + backward to the image with the lab's layers (relu4_2; relu1_1..relu5_1), "
-            "median of repeats after one warm-up step; each cell its own process."
+            "median of repeats after one warm-up step. Seconds per step: both implementations "
+            "in one process, a step of each in turn; peak RSS: each in a process of its own."
             + ("" if have_torch else " PyTorch was not importable: no comparison."))
     return {"sizes": list(sizes), "results": results, "torch": have_torch,
             "markdown": note + "\n\n" + markdown_table(header, rows)}
@@ -189,6 +227,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("IMPL", "SIZE"))
+    parser.add_argument("--pair", type=int, metavar="SIZE")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")))
     args = parser.parse_args(argv)
@@ -196,6 +235,9 @@ def main(argv=None) -> int:
         impl, size = args.one[0], int(args.one[1])
         fn = measure_vggjit if impl == "vggjit" else measure_torch
         print(json.dumps(fn(size, args.repeat)))
+        return 0
+    if args.pair:
+        print(json.dumps(measure_pair(args.pair, args.repeat)))
         return 0
     global SIZES, QUICK_SIZES
     if args.sizes:
