@@ -117,6 +117,9 @@ class Network:
     pooling: "max" (the trained networks) or "avg" (offered by style transfer).
     """
 
+    #: convs per block that from_file insists on (None: any); set by VGG19 and VGG16
+    convs_per_block: tuple[int, ...] | None = None
+
     def __init__(self, layers: Sequence[Layer], weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  *, mean_pixel=MEAN_PIXEL, wnids: Sequence[str] = (),
                  descriptions: Sequence[str] = (), driver=None, pooling: str = "max",
@@ -151,10 +154,20 @@ class Network:
 
     @classmethod
     def from_file(cls, path, driver=None, *, pooling: str = "max") -> "Network":
-        """Load a MatConvNet ``imagenet-vgg-verydeep-19.mat`` (either version) or a native cache."""
+        """Load a MatConvNet ``imagenet-vgg-verydeep-19.mat`` (either version) or a native cache.
+
+        ``VGG19.from_file`` and ``VGG16.from_file`` insist on their depth (a clear error names
+        the class to use); ``Network.from_file`` takes any VGG-shaped file."""
         from .weights import load_weights
 
         ws = load_weights(path)
+        depth = tuple(convs for _, convs in ws.blocks)
+        if cls.convs_per_block is not None and depth != cls.convs_per_block:
+            other = {c.convs_per_block: c.__name__ for c in (VGG16, VGG19)}.get(depth)
+            use = f"vggjit.{other}.from_file or " if other else ""
+            raise InputError(f"{ws.source or path}: the file holds {ws.name} ({sum(depth)} conv "
+                             f"layers), not {cls.__name__}; load it with {use}"
+                             f"vggjit.Network.from_file")
         return cls(ws.layers, ws.params, mean_pixel=ws.mean_pixel, wnids=ws.wnids,
                    descriptions=ws.descriptions, driver=driver, pooling=pooling,
                    source=ws.source)
@@ -365,6 +378,8 @@ class Network:
 class VGG19(Network):
     """VGG19: 16 conv layers, 5 max-pools, fc6..fc8, softmax (see :func:`vgg_layers`)."""
 
+    convs_per_block = tuple(convs for _, convs in VGG19_BLOCKS)
+
     @classmethod
     def random(cls, seed: int = 0, driver=None, *, pooling: str = "max") -> "VGG19":
         return super().random(seed, driver, pooling=pooling, blocks=VGG19_BLOCKS)
@@ -372,6 +387,8 @@ class VGG19(Network):
 
 class VGG16(Network):
     """VGG16, from the same table with 2, 2, 3, 3, 3 convs per block."""
+
+    convs_per_block = tuple(convs for _, convs in VGG16_BLOCKS)
 
     @classmethod
     def random(cls, seed: int = 0, driver=None, *, pooling: str = "max") -> "VGG16":

@@ -294,11 +294,10 @@ class NumbaCpuDriver(Driver):
         with self._plan.kernels():
             # the 2x2 kernel needs every switch inside its own window (this driver's forward
             # makes them so); anything else goes to the general scatter
-            if not (_pool2x2_fits(dy.shape, x_shape) and pool.max_pool2x2_backward(dy, sw, dx)
-                    == 0):
-                bad = pool.max_pool2d_backward(dy, sw, dx)
-            else:
+            if _pool2x2_fits(dy.shape, x_shape) and pool.max_pool2x2_backward(dy, sw, dx) == 0:
                 bad = 0
+            else:
+                bad = pool.max_pool2d_backward(dy, sw, dx)
         if bad:
             raise InputError(f"max_pool2d_backward: {bad} switches point outside the "
                              f"{x_shape[2]}x{x_shape[3]} input plane; were they made for "
