@@ -103,6 +103,11 @@ def test_lab_preset_with_overrides(tiny, files, tmp_path):
     (["{content}", "{style}", "-o", "{blocked}"], "cannot write"),
     (["{content}", "{style}", "--init", "{missing}"], "no such file"),
     (["{content}", "{style}", "--optimizer", "adam", "--lr", "-1"], "learning rate"),
+    (["{content}", "{style}", "--scales", "0"], "scales must be a positive integer, got 0"),
+    (["{content}", "{style}", "--size", "32", "--scales", "2"],
+     "with 2 scales, scale 1/2 works at 1/2 of the output size: the output would be 14x16 "
+     "pixels, too small for layer 'relu5_1': it needs at least 16 pixels on each side (use 1 "
+     "scale (no coarse-to-fine) here"),
     (["{content}"], "at least one STYLE"),
     (["--resume", "{missing}"], "no such checkpoint"),
 ])
@@ -137,6 +142,32 @@ def test_existing_output_needs_overwrite(tiny, files, tmp_path, capsys):
     assert not tiny  # refused before the network was built
     assert main(argv + ["--overwrite"]) == 0
     assert Image.open(out).size == (32, 29)
+
+
+def test_scales_run_coarse_to_fine_end_to_end(tiny, files, tmp_path, capsys):
+    content, style = files
+    out = tmp_path / "big.png"
+    argv = ["stylize", str(content), str(style), "-o", str(out), "--content-layers", "relu4_1",
+            "--size", "40", "--weights", "random", "-n", "2", "--optimizer", "adam", "--lr", "5",
+            "--save-every", "2", "--print-every", "1", "--scales", "2"]
+    (tmp_path / "big_s2_0002.png").write_bytes(b"precious")  # planned: refused before work
+    assert main(argv) == 2
+    assert "big_s2_0002.png already exists" in capsys.readouterr().err and not tiny
+    (tmp_path / "big_s2_0002.png").unlink()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "40x36 px, adam x 2 per scale, 2 scales from 20x18 px" in printed
+    assert "scale 1/2 at 20x18 px: 2 steps" in printed and "scale 2/2 at 40x36 px" in printed
+    assert "scale 1/2  step     1" in printed and "scale 2/2  step     2" in printed
+    assert f"wrote to {out} after 2 scales, 2 steps at the last" in printed
+    assert Image.open(out).size == (40, 36)
+    assert Image.open(tmp_path / "big_s1_0002.png").size == (20, 18)
+    assert Image.open(tmp_path / "big_s2_0002.png").size == (40, 36)
+    log = json.loads((tmp_path / "big.log.json").read_text())
+    assert [(e["scale"], e["height"], e["width"]) for e in log["history"]] == [
+        (1, 18, 20), (1, 18, 20), (2, 36, 40), (2, 36, 40)]
+    assert log["settings"]["scales"] == 2 and log["settings"]["scale_sizes"] == [[18, 20],
+                                                                                [36, 40]]
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_matches_the_uninterrupted_run(

@@ -233,6 +233,9 @@ class NoWork:
     (dict(style_blend=(1.0, 2.0)), "1 style images but 2 blend weights"),
     (dict(optimizer="sgd"), "unknown optimiser"),
     (dict(noise=2.0), "noise ratio"),
+    (dict(scales=0), "scales must be a positive integer, got 0"),
+    (dict(scales=2), "with 2 scales, scale 1/2 works at 1/2 of the output size: the style "
+                     "image 1 would be 16x11 pixels"),
 ])
 def test_bad_inputs_fail_before_any_work(images, tmp_path, options, message):
     content, style = images
@@ -267,6 +270,7 @@ def test_lab_preset_and_explicit_options():
     assert (lab.height, lab.width, lab.init, lab.noise, lab.pooling) == (192, 320, "noise", 0.5,
                                                                          "max")
     assert make_settings("lab", iterations=7).iterations == 7
+    assert lab.scales == 1 and make_settings("lab", scales=3).scales == 3
     assert make_settings().optimizer == "lbfgs" and make_settings().size == 512
     with pytest.raises(InputError, match="unknown preset"):
         make_settings("picasso")
@@ -307,3 +311,112 @@ def test_output_size_rules():
     # Style images: longer side times the style scale, or the exact size when both are given.
     assert style_mod.style_size((50, 100), (50, 100), make_settings(style_scale=0.5)) == (50, 25)
     assert style_mod.style_size((50, 100), (30, 31), make_settings(height=30, width=31)) == (30, 31)
+
+
+# -- coarse-to-fine (scales) ---------------------------------------------------------------------
+# 48 px: the tiny network's relu5_1 needs 16 px, so 2 scales (24, 48) fit and 3 (12, ...) do not.
+MULTI = dict(content_layers=TINY_CONTENT, size=48, lr=5.0, init="noise", scales=2)
+
+
+def test_scale_sizes_halve_per_scale_and_never_drop_below_one():
+    assert [style_mod.scale_size((100, 36), 3, k) for k in range(3)] == [(25, 9), (50, 18),
+                                                                          (100, 36)]
+    assert style_mod.scale_size((3, 5), 4, 0) == (1, 1)
+    assert style_mod.scale_size((30, 40), 1, 0) == (30, 40)
+
+
+def test_scales_run_coarse_to_fine_and_log_every_scale(net, images, tmp_path):
+    content, style = images
+    out = tmp_path / "multi.png"
+    result = stylize(content, style, net=net, optimizer="adam", iterations=3, save_every=3,
+                     output=out, **MULTI)
+    assert result.stopped is None and result.steps == 3 and result.image.size == (48, 48)
+    assert result.array.shape == (1, 3, 48, 48)
+    assert result.settings["scales"] == 2 and result.settings["scale"] == 2
+    assert result.settings["scale_sizes"] == [[24, 24], [48, 48]]
+    log = json.loads((tmp_path / "multi.log.json").read_text())
+    assert [(e["scale"], e["step"], e["height"], e["width"]) for e in log["history"]] == [
+        (1, 1, 24, 24), (1, 2, 24, 24), (1, 3, 24, 24), (2, 1, 48, 48), (2, 2, 48, 48),
+        (2, 3, 48, 48)]
+    # Each scale's intermediate images have their own names and the scale's size.
+    assert Image.open(tmp_path / "multi_s1_0003.png").size == (24, 24)
+    assert Image.open(tmp_path / "multi_s2_0003.png").size == (48, 48)
+    assert not (tmp_path / "multi_0003.png").exists()
+    assert Image.open(out).size == (48, 48) and (tmp_path / "multi.loss.png").exists()
+    # The intermediate names are planned before any work: an existing one is never replaced.
+    (tmp_path / "again_s2_0003.png").write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="again_s2_0003.png"):
+        stylize(content, style, net=net, optimizer="adam", iterations=3, save_every=3,
+                output=tmp_path / "again.png", **MULTI)
+    assert (tmp_path / "again_s2_0003.png").read_bytes() == b"precious"
+    assert not (tmp_path / "again.png").exists()
+
+
+def test_the_next_scale_starts_from_the_previous_result_upsampled(net, images, monkeypatch):
+    content, style = images
+    # The first scale is a one-scale run at half the size: same images, same start, same steps.
+    half = stylize(content, style, net=net, optimizer="lbfgs", iterations=3,
+                   **{**MULTI, "scales": 1, "size": 24})
+    first_x = {}
+    original = StyleObjective.__call__
+
+    def record(obj, x, need_grad=True):
+        first_x.setdefault(x.shape, np.array(x))
+        return original(obj, x, need_grad)
+    monkeypatch.setattr(StyleObjective, "__call__", record)
+    multi = stylize(content, style, net=net, optimizer="lbfgs", iterations=3, **MULTI)
+    assert list(first_x) == [(1, 3, 24, 24), (1, 3, 48, 48)]
+    np.testing.assert_array_equal([e["loss"] for e in multi.history[:3]],
+                                  [e["loss"] for e in half.history])
+    expected = style_mod.upsample(half.array, (48, 48))
+    np.testing.assert_array_equal(first_x[(1, 3, 48, 48)], expected.astype(np.float32))
+
+
+def test_upsample_is_bicubic_per_channel_height_then_width():
+    yy, xx = np.mgrid[0:6, 0:10].astype(np.float64)
+    x = np.stack([2.0 * xx, -3.0 * yy, np.full((6, 10), 7.5)])[None]
+    up = style_mod.upsample(x, (12, 20))
+    assert up.shape == (1, 3, 12, 20) and up.dtype == np.float64
+    np.testing.assert_allclose(up[0, 2], 7.5, rtol=1e-6)
+    # Away from the borders bicubic interpolation keeps a ramp a ramp, at half the slope.
+    np.testing.assert_allclose(np.diff(up[0, 0, :, 4:16], axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.diff(up[0, 1, 4:8, :], axis=0), -1.5, atol=1e-4)
+
+
+def test_too_many_scales_fail_before_any_work_naming_what_fits(images, tmp_path):
+    content, style = images
+    net = tiny_net(driver=NoWork())
+    with pytest.raises(InputError, match=r"with 3 scales, scale 1/3 works at 1/4 of the output "
+                                         r"size: the output would be 12x12 pixels, too small "
+                                         r"for layer 'relu5_1': it needs at least 16 pixels on "
+                                         r"each side \(use at most 2 scales here"):
+        stylize(content, style, net=net, output=tmp_path / "o.png", **{**MULTI, "scales": 3})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("optimizer,at,scale", [("adam", 3, 1), ("lbfgs", 4, 1), ("adam", 7, 2)])
+def test_resume_after_an_interrupt_at_any_scale_equals_the_uninterrupted_run(
+        net, images, tmp_path, monkeypatch, optimizer, at, scale):
+    content, style = images
+    options = dict(net=net, optimizer=optimizer, iterations=3, **MULTI)
+    whole = stylize(content, style, output=tmp_path / "whole.png", **options)
+    assert whole.stopped is None and len(whole.history) == 6
+
+    with monkeypatch.context() as patch:
+        Interrupt(patch, at)
+        part = stylize(content, style, output=tmp_path / "part.png", **options)
+    assert part.stopped == "interrupted" and part.settings["scale"] == scale
+    assert part.message.startswith(f"interrupted at scale {scale}/2 after step")
+    # OUT has the output's size even when the run stopped at the coarse scale.
+    assert Image.open(tmp_path / "part.png").size == (48, 48)
+    checkpoint = tmp_path / "part.ckpt.npz"
+    with np.load(checkpoint, allow_pickle=False) as data:
+        assert int(data["stage"]) == scale - 1 and int(data["step"]) == part.steps
+        assert data["x"].shape[2:] == ((24, 24) if scale == 1 else (48, 48))
+
+    resumed = resume(checkpoint, net=net)
+    assert resumed.stopped is None and resumed.steps == 3
+    np.testing.assert_array_equal(resumed.array, whole.array)
+    assert [e["loss"] for e in resumed.history] == [e["loss"] for e in whole.history]
+    assert [e["scale"] for e in resumed.history] == [1, 1, 1, 2, 2, 2]
+    assert not checkpoint.exists()

@@ -20,6 +20,10 @@ While it runs: a progress bar with the loss and speed; per-layer losses every --
 steps; intermediate images OUT_0100.png every --save-every steps (with a checkpoint). At the end:
 OUT, OUT.log.json (settings and per-step losses) and OUT.loss.png (the loss curve).
 
+Large outputs: --scales N runs coarse-to-fine, first at 1/2^(N-1) of the size, then at twice
+that, and so on up to the full size, each scale starting from the previous result upsampled;
+intermediate images are then OUT_s<scale>_0100.png.
+
 Ctrl-C or SIGTERM stops at once and keeps the last completed step: its image goes to OUT and
 a checkpoint to OUT.ckpt.npz; `vggjit stylize --resume OUT.ckpt.npz` continues the run
 exactly where it stopped. A loss that becomes NaN or explodes stops the run with a message naming the step,
@@ -33,6 +37,7 @@ examples:
   vggjit stylize photo.jpg starry.jpg --preset lab -o lab.png
   vggjit stylize photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --preserve-colors -o out.png
   vggjit stylize photo.jpg starry.jpg --optimizer adam --lr 10 -n 300 --tv-weight 0.01 -o o.png
+  vggjit stylize photo.jpg starry.jpg --size 1024 --scales 3 -n 200 -o big.png
   vggjit stylize --resume out.ckpt.npz
   vggjit stylize --resume out.ckpt.npz --iterations 1000     (continue further)
 
@@ -51,8 +56,8 @@ CLI_SAVE_EVERY, CLI_PRINT_EVERY = 100, 50
 # Options that define the run; --resume takes them from the checkpoint instead.
 RUN_OPTIONS = ("preset", "content_layers", "content_layer_weights", "style_layers",
                "style_layer_weights", "alpha", "beta", "tv_weight", "normalize", "optimizer", "lr",
-               "init", "noise", "seed", "size", "height", "width", "style_scale", "style_blend",
-               "preserve_colors", "pooling", "save_every", "print_every")
+               "init", "noise", "seed", "size", "height", "width", "scales", "style_scale",
+               "style_blend", "preserve_colors", "pooling", "save_every", "print_every")
 
 
 def _names(text: str) -> tuple:
@@ -124,6 +129,12 @@ def register(subparsers) -> None:
                    help="exact height (with --width: exact size, the style image stretched "
                         "to it; alone: aspect kept)")
     g.add_argument("--width", type=int, metavar="W", help="exact width (see --height)")
+    g.add_argument("--scales", type=int, metavar="N",
+                   help="coarse-to-fine: run first at 1/2^(N-1) of the size, then upsample "
+                        "(bicubic) and refine at twice the size, up to the full size; each "
+                        "scale runs --iterations steps. Good for large outputs: the coarse "
+                        "scales set the layout cheaply, the full size adds the detail "
+                        "(default: 1, a single scale)")
     g.add_argument("--style-scale", type=float, metavar="S",
                    help="size of the style images relative to the result (default: 1)")
     g.add_argument("--style-blend", type=_floats, metavar="W,..",
@@ -207,23 +218,29 @@ def _run(args):
     session = transfer.start(args.content, output=args.output, overwrite=args.overwrite,
                              progress=True, log=log)
     net = transfer.net
-    print(f"vggjit stylize: {session.content_rgb.shape[1]}x{session.content_rgb.shape[0]} px, "
-          f"{settings.optimizer} x {settings.iterations}, {net.source}, driver "
-          f"{net.driver.name}", flush=True)
+    h, w = session.output_hw
+    scales = (f" per scale, {session.scales} scales from {session.content_rgb.shape[1]}x"
+              f"{session.content_rgb.shape[0]} px" if session.scales > 1 else "")
+    print(f"vggjit stylize: {w}x{h} px, {settings.optimizer} x {settings.iterations}{scales}, "
+          f"{net.source}, driver {net.driver.name}", flush=True)
     return session.run()
 
 
 def _report(result) -> int:
     files = result.files
     where = f" to {files['image']}" if "image" in files else ""
+    scales = result.settings.get("scales", 1)
     if result.stopped == "interrupted":
-        print(f"vggjit stylize: interrupted after step {result.steps}; saved the image{where} "
+        at = f" at scale {result.settings['scale']}/{scales}" if scales > 1 else ""
+        print(f"vggjit stylize: interrupted{at} after step {result.steps}; saved the image{where} "
               f"and the checkpoint {files.get('checkpoint')}; continue with:\n"
               f"  vggjit stylize --resume {files.get('checkpoint')}")
         return 130
     loss = f"{result.loss:.6g}" if result.loss is not None else "n/a"
     note = f" ({result.message})" if result.stopped == "converged" else ""
-    print(f"vggjit stylize: wrote{where} after {result.steps} steps, loss {loss}{note}")
+    steps = (f"{scales} scales, {result.steps} steps at the last" if scales > 1
+             else f"{result.steps} steps")
+    print(f"vggjit stylize: wrote{where} after {steps}, loss {loss}{note}")
     if "log" in files:
         print(f"  log {files['log']}" + (f", loss curve {files['curve']}" if "curve" in files
                                          else ""))
