@@ -282,6 +282,7 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
         raise ValueError("conv2d_forward_s1: work buffer too small")
     wkf = wk.reshape(-1)
     yf = y.reshape(-1)
+    floor = np.float32(0.0) if relu else np.float32(-np.inf)   # the ReLU as a clamp (NaN stays)
     for t in prange(workers):
         start = t * per_worker
         tile_out = start + CK * Lb
@@ -302,13 +303,9 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
                 for r in range(r1 - r0):
                     s = src + np.uint64(r * Wp)
                     d = dst + np.uint64(r * Wo)
-                    if relu:
-                        for j in range(np.uint64(Wo)):
-                            v = work[s + j] + bias
-                            yf[d + j] = 0.0 if v <= 0.0 else v
-                    else:
-                        for j in range(np.uint64(Wo)):
-                            yf[d + j] = work[s + j] + bias
+                    for j in range(np.uint64(Wo)):
+                        v = work[s + j] + bias
+                        yf[d + j] = floor if v <= floor else v
 
 
 # -- backward ----------------------------------------------------------------------------------

@@ -119,19 +119,22 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
     S = np.uint64(TW + 1)
     CT = np.uint64(es)
     one = np.uint64(1)
-    comb = np.uint64(8) * S               # rb[comb:]: the rows of B^T d, even/odd split
+    row = np.uint64(2) * S                # one padded row, even and odd columns
+    two, three = np.uint64(2), np.uint64(3)
+    comb = np.uint64(4) * row             # rb[comb:]: the rows of B^T d, even/odd split
     for c in range(x.shape[1]):
         for ti in range(tr0, tr1):
             _input_rows(x, n, c, ti, TW, rb, mask)
             # B^T d, a whole padded row at a time: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
-            for k in range(np.uint64(2) * S):
-                rb[comb + k] = rb[k] - rb[np.uint64(4) * S + k]
-            for k in range(np.uint64(2) * S):
-                rb[comb + np.uint64(2) * S + k] = rb[np.uint64(2) * S + k] + rb[np.uint64(4) * S + k]
-            for k in range(np.uint64(2) * S):
-                rb[comb + np.uint64(4) * S + k] = rb[np.uint64(4) * S + k] - rb[np.uint64(2) * S + k]
-            for k in range(np.uint64(2) * S):
-                rb[comb + np.uint64(6) * S + k] = rb[np.uint64(2) * S + k] - rb[np.uint64(6) * S + k]
+            # (row a of d starts at rb[a * row], row a of B^T d at rb[comb + a * row])
+            for k in range(row):
+                rb[comb + k] = rb[k] - rb[two * row + k]
+            for k in range(row):
+                rb[comb + row + k] = rb[row + k] + rb[two * row + k]
+            for k in range(row):
+                rb[comb + two * row + k] = rb[two * row + k] - rb[row + k]
+            for k in range(row):
+                rb[comb + three * row + k] = rb[row + k] - rb[three * row + k]
             # (B^T d) B along each row r: with E = even columns, O = odd columns of row r,
             # tile tj holds E[tj], O[tj], E[tj + 1], O[tj + 1]
             base = np.uint64(c * T + (ti - tr0) * TW)
@@ -169,6 +172,10 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
     yf = y.reshape(-1)
     full = np.uint64(W // 2)           # tiles whose two columns both lie inside y
     two = np.uint64(2)
+    # The ReLU as a clamp at ``floor`` (-inf: none), not as an ``if relu`` in the loop: LLVM
+    # would compile the loop twice, once per case, and this kernel already takes the longest
+    # to compile. NaN stays NaN (NaN <= floor is false).
+    floor = np.float32(0.0) if relu else np.float32(-np.inf)
     for co in range(Cout):
         bias = b[co]
         for ti in range(tr0, tr1):
@@ -178,30 +185,26 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
             for j in range(4):
                 s = np.uint64(j) * tw
                 a = p + np.uint64(j) * CT
+                m1, m2, m3 = a + np.uint64(4) * CT, a + np.uint64(8) * CT, a + np.uint64(12) * CT
                 for tj in range(tw):
-                    rb[s + tj] = m[a + tj] + m[a + np.uint64(4) * CT + tj] + m[a + np.uint64(8) * CT + tj]
+                    rb[s + tj] = m[a + tj] + m[m1 + tj] + m[m2 + tj]
                 s = np.uint64(4 + j) * tw
                 for tj in range(tw):
-                    rb[s + tj] = (m[a + np.uint64(4) * CT + tj] - m[a + np.uint64(8) * CT + tj]
-                                  - m[a + np.uint64(12) * CT + tj])
+                    rb[s + tj] = m[m1 + tj] - m[m2 + tj] - m[m3 + tj]
             for i in range(2):
                 if 2 * ti + i >= H:
                     break
                 q = np.uint64(n * Cout * HW + co * HW + (2 * ti + i) * W)
                 r = np.uint64(4 * i) * tw
+                r1, r2, r3 = r + tw, r + two * tw, r + np.uint64(3) * tw
                 for tj in range(full):
-                    y0 = rb[r + tj] + rb[r + tw + tj] + rb[r + two * tw + tj] + bias
-                    y1 = rb[r + tw + tj] - rb[r + two * tw + tj] - rb[r + np.uint64(3) * tw + tj] + bias
-                    if relu:
-                        y0 = 0.0 if y0 <= 0.0 else y0
-                        y1 = 0.0 if y1 <= 0.0 else y1
-                    yf[q + two * tj] = y0
-                    yf[q + two * tj + np.uint64(1)] = y1
+                    y0 = rb[r + tj] + rb[r1 + tj] + rb[r2 + tj] + bias
+                    y1 = rb[r1 + tj] - rb[r2 + tj] - rb[r3 + tj] + bias
+                    yf[q + two * tj] = floor if y0 <= floor else y0
+                    yf[q + two * tj + np.uint64(1)] = floor if y1 <= floor else y1
                 if full < tw:                  # odd W: the last tile's first column only
-                    y0 = rb[r + full] + rb[r + tw + full] + rb[r + two * tw + full] + bias
-                    if relu:
-                        y0 = 0.0 if y0 <= 0.0 else y0
-                    yf[q + two * full] = y0
+                    y0 = rb[r + full] + rb[r1 + full] + rb[r2 + full] + bias
+                    yf[q + two * full] = floor if y0 <= floor else y0
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -318,7 +321,8 @@ def weight_transform(w: np.ndarray, flip: bool = False) -> np.ndarray:
     flip=True transforms the kernel of the backward dx instead:
     g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] (channels swapped, kernel rotated 180°);
     the driver never needs it (winograd_forward's ``flip`` reads the forward transform), the
-    tests use it to check that identity. Computed in float64 so that the transform adds no rounding of its own beyond one cast.
+    tests use it to check that identity. Computed in float64 so that the transform adds no
+    rounding of its own beyond one cast.
     """
     g = w.astype(np.float64)
     if flip:
