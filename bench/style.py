@@ -65,14 +65,19 @@ def vggjit_step(size: int):
     return driver.name, lambda: obj(x)
 
 
+def _time_steps(step, repeat: int) -> dict:
+    """The first step on its own (JIT compile or cache load, buffer allocation), then the
+    median/min/max of ``repeat`` more; with the process's peak RSS after them."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    return {"seconds": timeit(step, repeat=repeat, warmup=0), "first_step_s": first,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 def measure_vggjit(size: int, repeat: int) -> dict:
     name, step = vggjit_step(size)
-    start = time.perf_counter()
-    step()  # first step: JIT compile (or cache load) and buffer allocation
-    first = time.perf_counter() - start
-    t = timeit(step, repeat=repeat, warmup=0)
-    return {"impl": "vggjit", "driver": name, "size": size, "seconds": t,
-            "first_step_s": first, "peak_rss_mb": peak_rss_mb()}
+    return {"impl": "vggjit", "driver": name, "size": size, **_time_steps(step, repeat)}
 
 
 def torch_step(torch, size: int):
@@ -140,12 +145,8 @@ def measure_torch(size: int, repeat: int) -> dict | None:
     if torch is None:
         return None
     step = torch_step(torch, size)
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    t = timeit(step, repeat=repeat, warmup=0)
     return {"impl": "torch", "version": torch.__version__, "threads": torch.get_num_threads(),
-            "size": size, "seconds": t, "first_step_s": first, "peak_rss_mb": peak_rss_mb()}
+            "size": size, **_time_steps(step, repeat)}
 
 
 def measure_pair(size: int, repeat: int) -> dict | None:
