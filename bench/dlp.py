@@ -2,7 +2,7 @@
 
 * Speed: VGG19 (random He-normal weights), one 224x224 image, the emulator's whole-network
   forward and the float32 driver's (numba-cpu) forward, interleaved in the same run; medians.
-  Target (issue 6): the emulator within 3x of float32.
+  Target (docs/design-notes.md, note 12): the emulator within 3x of float32.
 * Accuracy: the int8-vs-float32 report (vggjit.quant.accuracy_report) on the project's own
   images: procedurally generated ones (no photographs ship with vggjit), calibrated on one half
   and evaluated on the other. With the real ImageNet weights (found like `vggjit classify`

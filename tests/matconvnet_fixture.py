@@ -1,10 +1,10 @@
 """Writers of small MatConvNet-format VGG files, both versions, for tests.
 
-The files have exactly the structure of the official ``imagenet-vgg-verydeep-19.mat`` (SPEC
-section 4): a 1 x L cell of 1 x 1 structs with the field order of each version, conv weights as
-a 1 x 2 cell {W [H, W, Cin, Cout] float32, b}, fc layers stored as convolutions (fc6 7x7), the
-mean image, the classes - only the channel counts are small, so a file is a few hundred KB and a
-224 x 224 forward pass is cheap.
+The files have exactly the structure of the official ``imagenet-vgg-verydeep-19.mat``
+(docs/equations.md, section 4): a 1 x L cell of 1 x 1 structs with the field order of each
+version, conv weights as a 1 x 2 cell {W [H, W, Cin, Cout] float32, b}, fc layers stored as
+convolutions (fc6 7x7), the mean image, the classes - only the channel counts are small, so a
+file is a few hundred KB and a 224 x 224 forward pass is cheap.
 
     params = random_params()                       # {name: (w OIHW / [out, in], b)}
     write_matconvnet(path, params, version="old")  # or "new"

@@ -1,12 +1,13 @@
 """TEST DOUBLE for Cambricon's ``pycnml`` module. Not the real library; tests only.
 
 :func:`make_module` returns a module object to put in ``sys.modules["pycnml"]`` (with
-monkeypatch). It implements the part of the API that SPEC section 6 documents, records every
-call in order (``module.calls``: (object id, method, args)), and checks arguments the way the
-device would need them (types, layer kinds, list lengths). Its ``forward`` computes the network
-it was given in float64 from the loaded parameters, interpreted with the documented layouts
-(conv weights OIHW, fc weights [out, in], NCHW input, flatten in C, H, W order) and ignoring
-quantisation - so a layout, order or index mistake in vggjit shows up as a wrong answer.
+monkeypatch). It implements the part of the API that docs/equations.md, section 6 documents,
+records every call in order (``module.calls``: (object id, method, args)), and checks arguments
+the way the device would need them (types, layer kinds, list lengths). Its ``forward`` computes
+the network it was given in float64 from the loaded parameters, interpreted with the documented
+layouts (conv weights OIHW, fc weights [out, in], NCHW input, flatten in C, H, W order) and
+ignoring quantisation - so a layout, order or index mistake in vggjit shows up as a wrong
+answer.
 """
 from __future__ import annotations
 

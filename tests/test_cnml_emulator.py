@@ -37,7 +37,7 @@ def _dequantised(a):
 
 
 def _conv64(x, w, stride, pad):
-    """Plain float64 convolution (SPEC section 2) with einsum over the windows."""
+    """Plain float64 convolution (docs/equations.md, section 2) with einsum over the windows."""
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     k = w.shape[2]
     win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))

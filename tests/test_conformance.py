@@ -22,6 +22,7 @@ UNDER_TEST = [name for name in DRIVERS if name != REFERENCE]
 
 # Largest allowed |got - want|, relative to max(|want|, 1e-3 floor), per op and tolerance
 # class. A driver declares its class with a ``tolerance_class`` attribute (default float32).
+# The reasoning and the measured errors: docs/design-notes.md, note 9.
 TOLERANCES = {
     "float32": {
         # float32 accumulation over up to Cin*K*K = 125 terms (or N*H*W for dw), against a

@@ -1,5 +1,5 @@
-"""Style-transfer losses: direct formulas (SPEC section 5), and the total loss's gradient with
-respect to the image against central finite differences on a tiny network."""
+"""Style-transfer losses: direct formulas (docs/equations.md, section 5), and the total loss's
+gradient with respect to the image against central finite differences on a tiny network."""
 from __future__ import annotations
 
 import numpy as np

@@ -156,7 +156,8 @@ def _range_start(content_range: str) -> int | None:
 def fetch_weights(variant: str = DEFAULT_VARIANT, *, url: str | None = None,
                   md5: str | None = None, output=None, overwrite: bool = False,
                   convert: bool = True, progress: bool = True, **options) -> Path:
-    """Download an official VGG19 file (SPEC section 4) and convert it to the native cache.
+    """Download an official VGG19 file (docs/equations.md, section 4) and convert it to the
+    native cache.
 
     variant: "beta16" (older format, the lab's) or "new"; url: a mirror of it (the variant's
     MD5 is still checked unless ``md5`` is given); output: where to put it (default

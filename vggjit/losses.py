@@ -1,4 +1,6 @@
-"""Gatys style-transfer losses and their gradients (SPEC section 5), plus total variation.
+"""Gatys style-transfer losses and their gradients, plus total variation.
+
+The equations are docs/equations.md, section 5; (3.10)-(3.16) are the course lab's numbers.
 
 For features X (the image being optimised) and targets at layer l, all [N, C, H, W]:
 

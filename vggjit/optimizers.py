@@ -5,12 +5,12 @@ returning the loss, its float64 gradient of ``x``'s shape and the weighted loss 
 changes the optimiser's state until it has finished, so an interrupt (Ctrl-C) in the middle of a
 step leaves the state of the last completed step intact.
 
-Adam follows SPEC section 5 exactly. L-BFGS keeps its own curvature history (the two-loop
-recursion, the last ``history`` pairs) for the whole run and finds its step length with
-``scipy.optimize.line_search`` (strong Wolfe conditions). Because the history, the current
-loss and gradient are plain arrays in :meth:`state_dict`, resuming from a checkpoint continues
-the very same iteration sequence: both optimisers resume exactly (bit for bit on a
-deterministic driver).
+Adam follows docs/equations.md, section 5 (the lab's 3.17) exactly. L-BFGS keeps its own
+curvature history (the two-loop recursion, the last ``history`` pairs) for the whole run and
+finds its step length with ``scipy.optimize.line_search`` (strong Wolfe conditions). Because
+the history, the current loss and gradient are plain arrays in :meth:`state_dict`, resuming
+from a checkpoint continues the very same iteration sequence: both optimisers resume exactly
+(bit for bit on a deterministic driver).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Step:
 
 
 class Adam:
-    """Adam as SPEC section 5: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    """Adam as docs/equations.md, section 5: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     x <- x - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
 
     name = "adam"

@@ -16,7 +16,8 @@ Parsing the 510 MB ``.mat`` takes seconds, so the first load of a ``.mat`` write
 to ``home_dir()/converted/`` (atomically), recording the source's size, modification time and
 MD5. Later loads memory-map that copy: a fraction of a second, and pages nobody reads (fc6 during
 style transfer) are never read from disk. The copy is used while the source's size and
-modification time match (or, if only the time changed, its MD5); otherwise it is rebuilt.
+modification time match (or, if only the time changed, its MD5); otherwise it is rebuilt
+(docs/design-notes.md, note 11).
 
 The file format is described in docs/formats.md.
 """

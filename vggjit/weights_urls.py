@@ -1,4 +1,6 @@
-"""The official VGG19 downloads (SPEC section 4); kept import-free so the CLI parser stays fast."""
+"""The official VGG19 downloads (docs/formats.md; the file: docs/equations.md, section 4).
+
+Kept import-free so that the CLI parser stays fast."""
 
 #: The lab's file is the older-format ("beta16") one.
 DEFAULT_VARIANT = "beta16"

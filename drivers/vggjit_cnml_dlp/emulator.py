@@ -1,4 +1,7 @@
-"""Software emulation of the DLP's numerics (SPEC section 6), fast enough to run VGG19.
+"""Software emulation of the DLP's numerics, fast enough to run VGG19.
+
+The numerics are docs/equations.md, section 6; why they are emulated this way is
+docs/design-notes.md, note 10.
 
 Conventions. Activations are kept in float32 arrays whose values are exactly representable in
 fp16 (:func:`fp16` rounds to nearest even, overflow to inf, fp16 subnormals kept), which is

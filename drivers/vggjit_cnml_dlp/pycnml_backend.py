@@ -1,4 +1,4 @@
-"""Whole-network inference on a Cambricon MLU through ``pycnml`` (SPEC section 6).
+"""Whole-network inference on a Cambricon MLU through ``pycnml`` (docs/equations.md, section 6).
 
 The call sequence the lab uses, reproduced exactly:
 

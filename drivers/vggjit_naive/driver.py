@@ -1,9 +1,9 @@
 """Naive kernels: each output element computed straight from its defining sum.
 
 Every op converts its operands to float64, loops over output (or input) positions in Python
-exactly as the equations in SPEC section 2 are written, and rounds to float32 once at the end.
-Slow by design; its job is to be obviously right (it is itself checked against finite
-differences in tests/test_naive_gradients.py).
+exactly as the equations in docs/equations.md, section 2 are written, and rounds to float32
+once at the end. Slow by design; its job is to be obviously right (it is itself checked against
+finite differences in tests/test_naive_gradients.py).
 """
 from __future__ import annotations
 
