@@ -12,6 +12,8 @@ import platform
 import resource
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +21,14 @@ from typing import Callable
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def summary(values) -> dict:
+    """median/min/max/runs of a list of figures: how every measurement is reported."""
+    values = list(values)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
@@ -30,8 +40,7 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "runs": len(times)}
+    return summary(times)
 
 
 def interleaved(fns: dict, repeat: int) -> dict[str, dict]:
@@ -42,8 +51,24 @@ def interleaved(fns: dict, repeat: int) -> dict[str, dict]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": len(t)}
-            for name, t in times.items()}
+    return {name: summary(t) for name, t in times.items()}
+
+
+def run_probe(name: str, args: tuple = (), env_extra: dict | None = None, drop: tuple = (),
+              timeout: float = 600) -> tuple[float, dict]:
+    """Run ``python -m bench.probes.<name> *args`` in a fresh interpreter (environment variables
+    in ``drop`` removed, ``env_extra`` added); return (wall seconds, its last stdout line as
+    JSON). A failing probe raises RuntimeError with the end of its stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_extra or {})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", f"bench.probes.{name}", *map(str, args)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark probe {name} failed:\n{out.stderr[-2000:]}")
+    return wall, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def sgemm_gflops(n: int = 2048, repeat: int = 5) -> dict:

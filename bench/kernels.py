@@ -1,4 +1,6 @@
-"""numba-cpu kernel benchmarks (issue 3): speed-up, GEMM efficiency, threads, start-up, memory.
+"""numba-cpu kernel benchmarks: speed-up, GEMM efficiency, threads, start-up, memory.
+
+How they measure and the targets they check: docs/design-notes.md, note 12.
 
 * lab speed-up test: seed 1234, x and dy 1x256x24x40, 256->256 3x3 stride 1 pad 1; the naive
   driver against numba-cpu, forward and backward (dx+dw+db); speed-up ratios and the mean squared
@@ -17,6 +19,9 @@
 
     python -m bench.kernels [--quick]
 
+The fresh-process measurements are the modules of bench/probes/ (threading_layers, warm_start,
+cold_compile, conv_memory), each runnable on its own with ``python -m bench.probes.NAME``.
+
 Every time is a median of several runs with min and max beside it. The machine is shared and
 its speed drifts by 2x within seconds, so percentages come from pairs (ceiling, op) measured
 back to back and the median of the per-pair ratios is reported.
@@ -24,13 +29,8 @@ back to back and the median of the per-pair ratios is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -39,23 +39,30 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import markdown_table, timeit, torch_or_none, write_results  # noqa: E402
+import vggjit  # noqa: E402
+import vggjit.network  # noqa: E402
+from bench.common import (markdown_table, run_probe, summary, timeit,  # noqa: E402
+                          torch_or_none, write_results)
 
 DRIVER = "numba-cpu"
 
-#: VGG19's 16 conv layers: (name, Cin, Cout, side) at 224x224 input.
-VGG19_CONVS = [
-    ("conv1_1", 3, 64, 224), ("conv1_2", 64, 64, 224),
-    ("conv2_1", 64, 128, 112), ("conv2_2", 128, 128, 112),
-    ("conv3_1", 128, 256, 56), ("conv3_2", 256, 256, 56), ("conv3_3", 256, 256, 56),
-    ("conv3_4", 256, 256, 56),
-    ("conv4_1", 256, 512, 28), ("conv4_2", 512, 512, 28), ("conv4_3", 512, 512, 28),
-    ("conv4_4", 512, 512, 28),
-    ("conv5_1", 512, 512, 14), ("conv5_2", 512, 512, 14), ("conv5_3", 512, 512, 14),
-    ("conv5_4", 512, 512, 14),
-]
 
-#: the targets of issue 3
+def conv_shapes(blocks=vggjit.network.VGG19_BLOCKS, side: int = 224) -> list[tuple]:
+    """(name, Cin, Cout, side) of every conv layer in the network's layer table for a
+    side x side input (each pool halves the side)."""
+    shapes = []
+    for layer in vggjit.network.vgg_layers(blocks):
+        if layer.kind == "conv":
+            shapes.append((layer.name, layer.cin, layer.cout, side))
+        elif layer.kind == "pool":
+            side //= 2
+    return shapes
+
+
+#: VGG19's 16 conv layers: (name, Cin, Cout, side) at 224x224 input.
+VGG19_CONVS = conv_shapes()
+
+#: the targets (docs/design-notes.md, note 12)
 TARGET_FWD, TARGET_BWD = 75.0, 65.0
 TARGET_SPEEDUP_FWD, TARGET_SPEEDUP_BWD = 200.0, 150.0
 TARGET_WARM_START_S = 2.0
@@ -65,11 +72,6 @@ TARGET_WARM_START_S = 2.0
 SPIN_GAP_S = 0.25
 
 _SGEMM_N = 2048
-
-
-def _stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "runs": len(values)}
 
 
 class _Ceiling:
@@ -106,13 +108,11 @@ def _paired(fn, flops: float, ceiling: _Ceiling, pairs: int) -> dict:
         times.append(t)
         pct.append(100.0 * flops / t / 1e9 / ((before + after) / 2))
     gf = [flops / t / 1e9 for t in times]
-    return {"seconds": _stats(times), "gflops": _stats(gf), "pct_of_sgemm": _stats(pct)}
+    return {"seconds": summary(times), "gflops": summary(gf), "pct_of_sgemm": summary(pct)}
 
 
 # -- the lab's speed-up test -------------------------------------------------------------------
 def lab_speedup(quick: bool) -> dict:
-    import vggjit
-
     fast, naive = vggjit.get_driver(DRIVER), vggjit.get_driver("naive")
     rng = np.random.default_rng(1234)
     x = rng.standard_normal((1, 256, 24, 40)).astype(np.float32)
@@ -154,8 +154,6 @@ def lab_speedup(quick: bool) -> dict:
 
 # -- VGG19 layers --------------------------------------------------------------------------------
 def vgg_layers(quick: bool, ceiling: _Ceiling) -> dict:
-    import vggjit
-
     fast = vggjit.get_driver(DRIVER)
     torch = torch_or_none()
     pairs = 3 if quick else 5
@@ -210,15 +208,14 @@ def _share(op, gemms, ceiling: _Ceiling, runs: int) -> dict:
         gemm_s.append(end - mid)
         share.append((end - mid) / (mid - start))
         ceil.append((before + after) / 2)
-    return {"gemm_share_of_op_time": _stats(share), "op_s": _stats(op_s),
-            "gemm_s": _stats(gemm_s), "ceiling_gflops": _stats(ceil)}
+    return {"gemm_share_of_op_time": summary(share), "op_s": summary(op_s),
+            "gemm_s": summary(gemm_s), "ceiling_gflops": summary(ceil)}
 
 
 def gemm_share(quick: bool, ceiling: _Ceiling) -> dict:
     """The op against the very same single-threaded sgemm calls alone (same shapes, library,
     workers; no img2col, bias or output), timed back to back: the share of the op's time that
     is BLAS, and the GFLOP/s BLAS itself reaches on the shapes the driver feeds it."""
-    import vggjit
     from numba import prange
 
     from vggjit_numba_cpu import conv
@@ -281,65 +278,10 @@ def gemm_share(quick: bool, ceiling: _Ceiling) -> dict:
     return out
 
 
-# -- subprocess helpers --------------------------------------------------------------------------
-def _python(code: str, env_extra: dict | None = None, drop: tuple = (), timeout: float = 600):
-    """Run ``code`` in a fresh interpreter; return (wall seconds, parsed last stdout line)."""
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(env_extra or {})
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed:\n{out.stderr[-2000:]}")
-    return wall, json.loads(out.stdout.strip().splitlines()[-1])
-
-
-_LAYER_PROBE = """
-    import json, os, time
-    import numpy as np
-    import vggjit
-    d = vggjit.get_driver("numba-cpu")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 256, 56, 56)).astype(np.float32)
-    w = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
-    b = np.zeros(256, np.float32)
-    act = rng.standard_normal((1, 64, 112, 112)).astype(np.float32)
-    a = rng.standard_normal((2048, 2048)).astype(np.float32); c = np.empty_like(a)
-    s = rng.standard_normal((512, 512)).astype(np.float32); sc = np.empty_like(s)
-    flops_conv, flops_mm = 2.0 * 256 * 256 * 9 * 56 * 56, 2.0 * 2048 ** 3
-    d.conv2d(x, w, b, 1, 1); d.relu(act); np.dot(a, a, out=c); np.dot(s, s, out=sc)
-    def t(f):
-        s0 = time.perf_counter(); f(); return time.perf_counter() - s0
-    out = {"conv_pct": [], "conv_gflops": [], "sgemm_gflops": [], "small_after_over_alone": []}
-    for _ in range(REPS):
-        time.sleep(0.3)
-        m0 = t(lambda: np.dot(a, a, out=c))
-        time.sleep(0.3)
-        tc = t(lambda: d.conv2d(x, w, b, 1, 1))
-        out["conv_gflops"].append(flops_conv / tc / 1e9)
-        out["sgemm_gflops"].append(flops_mm / m0 / 1e9)
-        out["conv_pct"].append(100 * (flops_conv / tc) / (flops_mm / m0))
-        # the issue's pattern: a Numba parallel region, then at once a short multi-threaded
-        # sgemm (~2 ms); against the same sgemm after a pause
-        for _ in range(5):
-            time.sleep(0.05)
-            alone = t(lambda: np.dot(s, s, out=sc))
-            time.sleep(0.05)
-            d.relu(act)
-            after = t(lambda: np.dot(s, s, out=sc))
-            out["small_after_over_alone"].append(after / alone)
-    import numba
-    out["layer"] = numba.threading_layer()
-    print(json.dumps(out))
-"""
-
-
+# -- threading layers -------------------------------------------------------------------------
 def threading_layers(quick: bool) -> dict:
     """workqueue vs OpenMP (default, passive, active wait) in fresh processes, interleaved rounds
-    so that the machine's drift hits all three alike."""
+    so that the machine's drift hits all three alike (docs/design-notes.md, note 2)."""
     rounds = 1 if quick else 3
     configs = {
         "workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
@@ -355,8 +297,8 @@ def threading_layers(quick: bool) -> dict:
             if "error" in samples[label]:
                 continue
             try:
-                _, data = _python(_LAYER_PROBE.replace("REPS", "3"), env,
-                                  drop=("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"))
+                _, data = run_probe("threading_layers", ("--reps", 3), env,
+                                   drop=("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"))
             except Exception as exc:       # e.g. no OpenMP runtime on this machine
                 samples[label] = {"error": str(exc).splitlines()[-1] if str(exc) else repr(exc)}
                 continue
@@ -371,88 +313,35 @@ def threading_layers(quick: bool) -> dict:
             results[label] = data
             continue
         results[label] = {"layer": data["layer"],
-                          "conv_gflops": statistics.median(data["conv_gflops"]),
-                          "conv_pct_of_sgemm": statistics.median(data["conv_pct"]),
-                          "sgemm_gflops": statistics.median(data["sgemm_gflops"]),
-                          "small_sgemm_after_parallel_region": _stats(
+                          "conv_gflops": summary(data["conv_gflops"])["median"],
+                          "conv_pct_of_sgemm": summary(data["conv_pct"])["median"],
+                          "sgemm_gflops": summary(data["sgemm_gflops"])["median"],
+                          "small_sgemm_after_parallel_region": summary(
                               data["small_after_over_alone"])}
     return results
 
 
 # -- start-up ------------------------------------------------------------------------------------
-_START_PROBE = """
-    import json, time
-    t0 = time.perf_counter()
-    import numpy as np
-    import vggjit
-    d = vggjit.get_driver("numba-cpu")
-    x = np.ones((1, 3, 16, 16), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
-    d.conv2d(x, w, np.zeros(4, np.float32), 1, 1)
-    t1 = time.perf_counter()
-    print(json.dumps({"import_and_first_conv_s": t1 - t0}))
-"""
-
-_COLD_PROBE = """
-    import json, time
-    t0 = time.perf_counter()
-    import vggjit
-    d = vggjit.get_driver("numba-cpu")
-    t1 = time.perf_counter()
-    d.warmup()
-    t2 = time.perf_counter()
-    print(json.dumps({"import_s": t1 - t0, "compile_all_s": t2 - t1}))
-"""
-
-
 def startup(quick: bool) -> dict:
-    import vggjit
-
     vggjit.get_driver(DRIVER).warmup()     # make sure this user's cache is filled
     warm = []
     for _ in range(3 if quick else 5):
-        wall, data = _python(_START_PROBE)
+        wall, data = run_probe("warm_start")
         warm.append((wall, data["import_and_first_conv_s"]))
-    result = {"warm_process_wall_s": _stats([w for w, _ in warm]),
-              "warm_import_and_first_conv_s": _stats([d for _, d in warm])}
+    result = {"warm_process_wall_s": summary([w for w, _ in warm]),
+              "warm_import_and_first_conv_s": summary([d for _, d in warm])}
     if quick:
         result["cold_compile"] = "skipped (--quick)"
     else:
         with tempfile.TemporaryDirectory(prefix="vggjit-cold-cache-") as cache:
-            wall, data = _python(_COLD_PROBE, {"NUMBA_CACHE_DIR": cache})
+            wall, data = run_probe("cold_compile", env_extra={"NUMBA_CACHE_DIR": cache})
         result["cold_compile"] = {"process_wall_s": wall, **data}
     return result
 
 
 # -- memory --------------------------------------------------------------------------------------
-_MEMORY_PROBE = """
-    import json, resource, tracemalloc
-    import numpy as np
-    import vggjit
-    d = vggjit.get_driver("numba-cpu")
-    d.conv2d(np.ones((1, 2, 8, 8), np.float32), np.ones((2, 2, 3, 3), np.float32),
-             np.zeros(2, np.float32), 1, 1)               # kernels loaded, small workspace
-    d.release_buffers()
-    x = np.random.default_rng(0).standard_normal((1, 64, 512, 512), dtype=np.float32)
-    w = np.full((64, 64, 3, 3), 0.01, np.float32); b = np.zeros(64, np.float32)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tracemalloc.start()
-    y = d.conv2d(x, w, b, 1, 1)
-    current, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    mb = 1 / 2 ** 20
-    print(json.dumps({"input_mb": x.nbytes * mb, "output_mb": y.nbytes * mb,
-                      "workspace_mb": d.workspace_bytes * mb,
-                      "bound_mb": d.memory_bound * mb,
-                      "full_column_matrix_mb": 64 * 9 * 512 * 512 * 4 * mb,
-                      "traced_peak_during_call_mb": peak * mb,
-                      "rss_before_mb": rss0, "rss_peak_after_mb": rss1,
-                      "rss_growth_mb": rss1 - rss0}))
-"""
-
-
 def memory() -> dict:
-    _, data = _python(_MEMORY_PROBE)
+    _, data = run_probe("conv_memory")
     # What the call allocated (output + workspace) must stay under bound + output; the input
     # was allocated before the measurement started.
     data["within_bound"] = (data["traced_peak_during_call_mb"]
@@ -575,8 +464,6 @@ def markdown(result: dict) -> str:
 
 def run(quick: bool = False) -> dict:
     """All kernel benchmarks; returns the figures with a ``markdown`` report."""
-    import vggjit
-
     driver = vggjit.get_driver(DRIVER)
     driver.warmup()
     ceiling = _Ceiling()
@@ -592,7 +479,7 @@ def run(quick: bool = False) -> dict:
         print(f"- {key} ...", flush=True)
         result[key] = step()
         print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-    result["sgemm_ceiling_gflops"] = _stats(ceiling.samples)
+    result["sgemm_ceiling_gflops"] = summary(ceiling.samples)
     result["driver"] = driver.describe()
     result["markdown"] = markdown(result)
     return result
