@@ -29,7 +29,9 @@ from .session import Session
 from .settings import INITS, StyleSettings, make_settings
 
 
+# -- inputs --------------------------------------------------------------------------------------
 def _resize(image: Image.Image, hw: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 of ``image`` stretched to ``hw`` (height, width)."""
     if image.size == (hw[1], hw[0]):
         return np.asarray(image, np.uint8).copy()
     return np.asarray(resize_image(image, "stretch", hw), np.uint8).copy()
