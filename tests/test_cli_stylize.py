@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from style_tools import picture, tiny_net
-from vggjit import style as style_mod
 from vggjit.cli import main
 from vggjit.losses import StyleObjective
+from vggjit.style import transfer as transfer_mod
 
 TINY = ["--content-layers", "relu4_1", "--size", "32", "--weights", "random"]
 
@@ -25,7 +25,7 @@ def tiny(monkeypatch):
     def build(settings, driver=None):
         built.append(settings)
         return tiny_net(pooling=settings.pooling)
-    monkeypatch.setattr(style_mod, "build_network", build)
+    monkeypatch.setattr(transfer_mod, "build_network", build)
     return built
 
 
@@ -33,7 +33,7 @@ def tiny(monkeypatch):
 def no_work(monkeypatch):
     def build(settings, driver=None):
         raise AssertionError("the network was built: work started before the inputs were checked")
-    monkeypatch.setattr(style_mod, "build_network", build)
+    monkeypatch.setattr(transfer_mod, "build_network", build)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Style transfer end to end on a tiny network: optimisers, the run loop, checkpoints and resume,
-colour preservation, divergence, outputs, settings and presets."""
+"""Style transfer end to end on a tiny network: the run loop, checkpoints and resume, colour
+preservation, divergence, outputs, init, reuse and coarse-to-fine scales."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,10 @@ import pytest
 from PIL import Image
 
 from style_tools import TINY_CONTENT, picture, tiny_net
-from vggjit import style as style_mod
 from vggjit.errors import InputError, OutputExistsError
 from vggjit.losses import StyleObjective
-from vggjit.optimizers import LBFGS, Adam, Converged
-from vggjit.style import (LossDivergedError, StyleTransfer, make_settings, resume, rgb_to_yiq,
-                          stylize)
+from vggjit.style import transfer as transfer_mod
+from vggjit.style import LossDivergedError, StyleTransfer, resume, rgb_to_yiq, stylize, upsample
 
 SMALL = dict(content_layers=TINY_CONTENT, size=32, lr=5.0)
 
@@ -27,55 +25,6 @@ def net():
 @pytest.fixture(scope="module")
 def images():
     return picture(32, 32, seed=1), picture(40, 28, seed=2)
-
-
-# -- optimisers on their own -------------------------------------------------------------------
-def test_one_adam_step_equals_the_hand_formula():
-    rng = np.random.default_rng(0)
-    x, g1, g2 = rng.standard_normal((3, 2, 5))
-    adam = Adam(lr=0.5)
-    x1 = adam.update(x, g1)
-    m, v = 0.1 * g1, 0.001 * g1 ** 2
-    expected1 = x - 0.5 * (m / (1 - 0.9)) / (np.sqrt(v / (1 - 0.999)) + 1e-8)
-    np.testing.assert_allclose(x1, expected1, rtol=1e-14)
-    x2 = adam.update(x1, g2)
-    m, v = 0.9 * m + 0.1 * g2, 0.999 * v + 0.001 * g2 ** 2
-    expected2 = x1 - 0.5 * (m / (1 - 0.9 ** 2)) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
-    np.testing.assert_allclose(x2, expected2, rtol=1e-14)
-    assert adam.t == 2
-
-
-def quadratic(a_diag):
-    def fun(x):
-        return 0.5 * float(np.sum(a_diag * x * x)), a_diag * x, {}
-    return fun
-
-
-def test_lbfgs_minimises_a_quadratic_and_resumes_exactly():
-    a = np.linspace(1, 50, 40).reshape(1, 40)
-    x0 = np.random.default_rng(1).standard_normal((1, 40))
-    fun = quadratic(a)
-    opt, x = LBFGS(history=5), x0
-    xs = []
-    for _ in range(12):
-        x = opt.step(x, fun).x
-        xs.append(x)
-    assert fun(x)[0] < 1e-4 * fun(x0)[0]
-    # Stop after 5 steps, carry the state through state_dict, continue: the same iterates.
-    first, x = LBFGS(history=5), x0
-    for _ in range(5):
-        x = first.step(x, fun).x
-    second = LBFGS(history=5)
-    second.load_state_dict({k: np.array(v) for k, v in first.state_dict().items()})
-    for k in range(5, 12):
-        x = second.step(x, fun).x
-        np.testing.assert_array_equal(x, xs[k])
-
-
-def test_lbfgs_reports_convergence_at_a_minimum():
-    fun = quadratic(np.ones((1, 4)))
-    with pytest.raises(Converged):
-        LBFGS().step(np.zeros((1, 4)), fun)
 
 
 # -- the run loop ------------------------------------------------------------------------------
@@ -262,20 +211,6 @@ def test_missing_files_and_unwritable_output_fail_before_any_work(images, tmp_pa
 
 
 # -- settings, presets, init, reuse -------------------------------------------------------------
-def test_lab_preset_and_explicit_options():
-    lab = make_settings("lab")
-    assert (lab.content_layers, lab.style_layers) == (
-        ("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"))
-    assert (lab.alpha, lab.beta, lab.optimizer, lab.lr, lab.iterations) == (1, 500, "adam", 1, 100)
-    assert (lab.height, lab.width, lab.init, lab.noise, lab.pooling) == (192, 320, "noise", 0.5,
-                                                                         "max")
-    assert make_settings("lab", iterations=7).iterations == 7
-    assert lab.scales == 1 and make_settings("lab", scales=3).scales == 3
-    assert make_settings().optimizer == "lbfgs" and make_settings().size == 512
-    with pytest.raises(InputError, match="unknown preset"):
-        make_settings("picasso")
-
-
 def test_init_noise_is_the_labs_mix(net, images):
     content, style = images
     transfer = StyleTransfer(style, net=net, init="noise", noise=0.3, seed=5, **SMALL)
@@ -290,8 +225,8 @@ def test_init_noise_is_the_labs_mix(net, images):
 def test_one_transfer_serves_many_contents_with_one_style_computation(net, images, monkeypatch):
     content, style = images
     calls = []
-    original = style_mod.style_targets
-    monkeypatch.setattr(style_mod, "style_targets",
+    original = transfer_mod.style_targets
+    monkeypatch.setattr(transfer_mod, "style_targets",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     transfer = StyleTransfer(style, net=net, optimizer="adam", iterations=2, **SMALL)
     first = transfer.run(content)
@@ -303,26 +238,9 @@ def test_one_transfer_serves_many_contents_with_one_style_computation(net, image
     assert session.run(3).steps == 3
 
 
-def test_output_size_rules():
-    s = make_settings(size=100)
-    assert style_mod.output_size((400, 200), s) == (50, 100)
-    assert style_mod.output_size((400, 200), make_settings(height=30)) == (30, 60)
-    assert style_mod.output_size((400, 200), make_settings(height=30, width=31)) == (30, 31)
-    # Style images: longer side times the style scale, or the exact size when both are given.
-    assert style_mod.style_size((50, 100), (50, 100), make_settings(style_scale=0.5)) == (50, 25)
-    assert style_mod.style_size((50, 100), (30, 31), make_settings(height=30, width=31)) == (30, 31)
-
-
 # -- coarse-to-fine (scales) ---------------------------------------------------------------------
 # 48 px: the tiny network's relu5_1 needs 16 px, so 2 scales (24, 48) fit and 3 (12, ...) do not.
 MULTI = dict(content_layers=TINY_CONTENT, size=48, lr=5.0, init="noise", scales=2)
-
-
-def test_scale_sizes_halve_per_scale_and_never_drop_below_one():
-    assert [style_mod.scale_size((100, 36), 3, k) for k in range(3)] == [(25, 9), (50, 18),
-                                                                          (100, 36)]
-    assert style_mod.scale_size((3, 5), 4, 0) == (1, 1)
-    assert style_mod.scale_size((30, 40), 1, 0) == (30, 40)
 
 
 def test_scales_run_coarse_to_fine_and_log_every_scale(net, images, tmp_path):
@@ -368,19 +286,8 @@ def test_the_next_scale_starts_from_the_previous_result_upsampled(net, images, m
     assert list(first_x) == [(1, 3, 24, 24), (1, 3, 48, 48)]
     np.testing.assert_array_equal([e["loss"] for e in multi.history[:3]],
                                   [e["loss"] for e in half.history])
-    expected = style_mod.upsample(half.array, (48, 48))
+    expected = upsample(half.array, (48, 48))
     np.testing.assert_array_equal(first_x[(1, 3, 48, 48)], expected.astype(np.float32))
-
-
-def test_upsample_is_bicubic_per_channel_height_then_width():
-    yy, xx = np.mgrid[0:6, 0:10].astype(np.float64)
-    x = np.stack([2.0 * xx, -3.0 * yy, np.full((6, 10), 7.5)])[None]
-    up = style_mod.upsample(x, (12, 20))
-    assert up.shape == (1, 3, 12, 20) and up.dtype == np.float64
-    np.testing.assert_allclose(up[0, 2], 7.5, rtol=1e-6)
-    # Away from the borders bicubic interpolation keeps a ramp a ramp, at half the slope.
-    np.testing.assert_allclose(np.diff(up[0, 0, :, 4:16], axis=1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(np.diff(up[0, 1, 4:8, :], axis=0), -1.5, atol=1e-4)
 
 
 def test_too_many_scales_fail_before_any_work_naming_what_fits(images, tmp_path):

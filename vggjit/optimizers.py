@@ -11,6 +11,11 @@ finds its step length with ``scipy.optimize.line_search`` (strong Wolfe conditio
 the history, the current loss and gradient are plain arrays in :meth:`state_dict`, resuming
 from a checkpoint continues the very same iteration sequence: both optimisers resume exactly
 (bit for bit on a deterministic driver).
+
+Each optimiser says what a run loop must know of it: ``line_search`` (a step tries points along
+a line and backs off from one whose loss is not finite, so such a point is no divergence) and
+``evaluates_new_iterate`` (a step's loss is the new image's; if not, it is the loss of the image
+the step started from, and a run's last image is never evaluated by the optimiser).
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ class Adam:
     x <- x - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
 
     name = "adam"
+    line_search = False
+    evaluates_new_iterate = False
 
     def __init__(self, lr: float = 1.0, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
@@ -84,7 +91,9 @@ class Adam:
             state["m"], state["v"] = self.m, self.v
         return state
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state, terms: dict | None = None) -> None:
+        """Restore :meth:`state_dict`'s state; ``terms`` (the current loss terms, which L-BFGS
+        keeps) are no part of Adam's state."""
         self.t = int(state["t"])
         self.m = np.array(state["m"], np.float64) if "m" in state else None
         self.v = np.array(state["v"], np.float64) if "v" in state else None
@@ -101,6 +110,8 @@ class LBFGS:
     """
 
     name = "lbfgs"
+    line_search = True
+    evaluates_new_iterate = True
 
     def __init__(self, history: int = 10, initial_step: float = 10.0, c1: float = 1e-4,
                  c2: float = 0.9, max_line_search: int = 20):
@@ -197,6 +208,8 @@ class LBFGS:
         return state
 
     def load_state_dict(self, state, terms: dict | None = None) -> None:
+        """Restore :meth:`state_dict`'s state; ``terms``: the loss terms of the current point
+        (a checkpoint keeps them in its history, not in the state)."""
         self.f = float(state["f"]) if "f" in state else None
         self.g = np.array(state["g"], np.float64) if "g" in state else None
         self.s = [row.copy() for row in np.asarray(state["s"], np.float64)] if "s" in state else []
