@@ -310,7 +310,7 @@ def test_classify_takes_arrays_and_paths(colour_file, tmp_path):
 
 def test_random_network_refuses_to_classify():
     net = fixture_net(NumpyDriver())
-    net.random = True
+    net.random_weights = True
     with pytest.raises(VggjitError, match="random weights"):
         net.classify(np.zeros((1, 3, 224, 224), np.float32))
 

@@ -16,8 +16,8 @@ from typing import Iterable
 
 import pluggy
 
-from .contract import ENTRY_POINT_GROUP, PROJECT, Driver, DriverRecord, DriverSpec
 from .errors import DriverNotFoundError, DriverUnavailableError, DuplicateDriverError
+from .hookspec import ENTRY_POINT_GROUP, PROJECT, DriverRecord, DriverSpec
 
 ENV_DRIVER = "VGGJIT_DRIVER"
 
@@ -28,7 +28,7 @@ class PluginWarning(UserWarning):
 
 _lock = threading.Lock()
 _records: list[DriverRecord] | None = None
-_instances: dict[str, Driver] = {}
+_instances: dict[str, object] = {}  # driver name -> the Driver built without options
 
 
 def _summary(exc: BaseException) -> str:
@@ -118,8 +118,11 @@ def reload() -> None:
         _instances.clear()
 
 
-def get_driver(name: str | None = None, *, require: Iterable[str] = (), **options) -> Driver:
+def get_driver(name: str | None = None, *, require: Iterable[str] = (), **options):
     """The named driver, else ``$VGGJIT_DRIVER``, else the available one of highest priority.
+
+    Returns a :class:`vggjit.contract.Driver` (annotated by name only: the contract module
+    builds on this one for its capability hint).
 
     require: capabilities the caller needs (e.g. ``{"backward"}``); when no name is given the
         default is the best available driver that has them all.

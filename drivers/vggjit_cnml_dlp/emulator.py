@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from vggjit.checks import output_size
-from vggjit.quant import QuantParam, absmax, calibrate, quantize_float
+from vggjit.layer_ops import flatten_for
+from vggjit.quant import QuantParam, absmax, calibrate, param_layers, quantize_float
 
 from . import kernels
 
@@ -217,8 +218,6 @@ class EmulatedNet:
     """
 
     def __init__(self, net, table=None):
-        from vggjit.quant import param_layers
-
         names = [layer.name for layer in param_layers(net)]
         if table is not None:
             table.check_for(names)
@@ -265,7 +264,7 @@ class EmulatedNet:
             elif layer.kind == "pool":
                 a = (max_pool(a, 2, 2) if self.pooling == "max" else avg_pool(a, 2, 2))
             elif layer.kind == "fc":
-                a = self.net._flatten_for(layer, a)  # clear error unless pool5 fits fc6
+                a = flatten_for(layer, a)  # clear error unless pool5 fits fc6
                 a = linear(a, self.weights[layer.name], self.bias[layer.name],
                            self.in_params[layer.name])
             elif layer.kind == "softmax":
