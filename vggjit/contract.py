@@ -11,6 +11,8 @@ float32 and C-contiguous; activations are NCHW, conv weights OIHW, fc weights ``
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from . import checks

@@ -21,7 +21,8 @@ from .errors import InputError
 
 
 class ConvOp:
-    """conv 3x3, stride 1, pad 1: x [N, Cin, H, W], w [Cout, Cin, 3, 3], b [Cout] -> [N, Cout, H, W].
+    """conv 3x3, stride 1, pad 1: x [N, Cin, H, W], w [Cout, Cin, 3, 3], b [Cout] ->
+    [N, Cout, H, W].
 
     memo: the input x (shared with the ReLU before it, which keeps it as its output).
     """
@@ -61,7 +62,10 @@ class ReluOp:
 
 
 class _PoolOp:
-    """2x2, stride 2: x [N, C, H, W] -> [N, C, H // 2, W // 2]. memo: (switches or None, x shape)."""
+    """2x2, stride 2: x [N, C, H, W] -> [N, C, H // 2, W // 2].
+
+    memo: (the switches of max pooling, None for average pooling; the input's shape).
+    """
 
     def __init__(self, layer: Layer):
         self.layer = layer
@@ -113,7 +117,8 @@ def flatten_for(layer: Layer, x: np.ndarray) -> np.ndarray:
 
 
 class FcOp:
-    """Fully connected: x [N, in] (or pool5 [N, C, 7, 7], flattened), w [out, in], b [out] -> [N, out].
+    """Fully connected: x [N, in] (or pool5 [N, C, 7, 7], flattened), w [out, in], b [out] ->
+    [N, out].
 
     memo: (the flattened input [N, in], the input's shape before flattening).
     """

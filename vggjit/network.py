@@ -1,8 +1,8 @@
 """VGG networks built from a layer table, run op by op on any driver.
 
-The table (:func:`vggjit.architecture.vgg_layers`) lists every layer by its MatConvNet name. A :class:`Network`
-pairs it with weights (conv OIHW ``[Cout, Cin, 3, 3]``, fc ``[out, in]``), the mean pixel, the
-class names and a driver. ``forward`` computes the named activations and stops at the deepest
+The table (:func:`vggjit.architecture.vgg_layers`) lists every layer by its MatConvNet name. A
+:class:`Network` pairs it with weights (conv OIHW ``[Cout, Cin, 3, 3]``, fc ``[out, in]``), the
+mean pixel, the class names and a driver. ``forward`` computes the named activations and stops at the deepest
 one; ``backward`` walks back from the deepest seeded layer to the image. Each layer runs
 through the op of its kind (:mod:`vggjit.layer_ops`: forward and backward side by side).
 
