@@ -37,6 +37,14 @@ def vggjit_home() -> Path:
 
 
 @pytest.fixture
+def clean_env(tmp_path, monkeypatch):
+    """The test's own empty VGGJIT_HOME, and no $VGGJIT_WEIGHTS or $VGGJIT_DRIVER."""
+    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
+    monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
+
+
+@pytest.fixture
 def plugin(tmp_path):
     """Install plugin modules as distributions on sys.path for one test."""
     made = []

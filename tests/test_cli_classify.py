@@ -14,11 +14,7 @@ RED, GREEN, BLUE = COLOUR_CLASSES[0], COLOUR_CLASSES[1], COLOUR_CLASSES[2]
 WNIDS, DESCRIPTIONS = class_names(10)
 
 
-@pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
-    monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

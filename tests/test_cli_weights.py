@@ -10,25 +10,12 @@ from vggjit.cli import main
 from matconvnet_fixture import COLOUR_CLASSES, colour_params, uniform_image, write_matconvnet
 
 GREEN = COLOUR_CLASSES[1]
-
-
-@pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
-    monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
 def weights(tmp_path):
     return write_matconvnet(tmp_path / "colour.mat", colour_params(), version="new")
-
-
-@pytest.fixture
-def green(tmp_path):
-    path = tmp_path / "green.png"
-    uniform_image((0, 255, 0)).resize((224, 224)).save(path)
-    return path
 
 
 def test_weights_info(capsys, weights):
@@ -47,7 +34,7 @@ def test_weights_info(capsys, weights):
     assert len(info["layers"]) == 43 and info["official"] is None
 
 
-def test_weights_convert_and_info_of_native_file(capsys, weights, tmp_path, green):
+def test_weights_convert_and_info_of_native_file(capsys, weights, tmp_path):
     out = tmp_path / "vgg.npz"
     assert main(["weights", "convert", str(weights), "--output", str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
@@ -56,6 +43,8 @@ def test_weights_convert_and_info_of_native_file(capsys, weights, tmp_path, gree
     assert main(["weights", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "vggjit native file" in text and str(weights) in text
+    green = tmp_path / "green.png"
+    uniform_image((0, 255, 0)).save(green)
     code = main(["classify", str(green), "--weights", str(out), "--json",
                  "--driver", "example-numpy"])
     printed, err = capsys.readouterr()

@@ -7,7 +7,8 @@ and, for a layer with parameters when ``need_dw`` is true, ``(dw, db)`` (else ``
 
 Fused conv + ReLU (see docs/architecture.md): :class:`ConvOp` can apply the ReLU that follows
 it in the same driver call, and read ``dy`` through that ReLU's output on the way back; the
-network decides when (:class:`ReluOp` is then told the ReLU was already applied, or skipped).
+network decides when (:class:`ReluOp`'s forward is then told the ReLU was already applied,
+and its backward is left to the conv).
 Activations are NCHW float32; N is the batch.
 """
 from __future__ import annotations

@@ -65,7 +65,9 @@ class Network:
 
     layers: the layer table; weights: {name: (w, b)} for every conv and fc layer;
     mean_pixel: RGB float32 [3]; wnids / descriptions: the class names (may be empty);
-    pooling: "max" (the trained networks) or "avg" (offered by style transfer).
+    pooling: "max" (the trained networks) or "avg" (offered by style transfer);
+    source: where the weights came from, for messages; random_weights: the weights are random
+    (:meth:`random`), so ``classify`` refuses to run.
     """
 
     #: convs per block that from_file insists on (None: any); set by VGG19 and VGG16
