@@ -1,5 +1,6 @@
 """Suite-wide set-up: the documented example plugin is installed as a third-party driver for
-the whole session, so the conformance suite runs it like any bundled driver."""
+the whole session, so the conformance suite runs it like any bundled driver; the ``plugin``
+fixture installs more plugins for one test."""
 from __future__ import annotations
 
 import os
@@ -16,7 +17,8 @@ os.environ.pop("VGGJIT_DRIVER", None)
 os.environ.pop("VGGJIT_WEIGHTS", None)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from plugin_tools import install_example_plugin  # noqa: E402
+from plugin_tools import (activate, deactivate, install_example_plugin,  # noqa: E402
+                          write_distribution)
 
 from vggjit.registry import PluginWarning, list_drivers  # noqa: E402
 
@@ -32,3 +34,27 @@ def available_drivers() -> list[str]:
 @pytest.fixture
 def vggjit_home() -> Path:
     return _HOME
+
+
+@pytest.fixture
+def clean_env(tmp_path, monkeypatch):
+    """The test's own empty VGGJIT_HOME, and no $VGGJIT_WEIGHTS or $VGGJIT_DRIVER."""
+    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
+    monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    """Install plugin modules as distributions on sys.path for one test."""
+    made = []
+
+    def install(dist, source, driver_name=None):
+        root = write_distribution(tmp_path / dist, dist, {driver_name or dist: dist},
+                                  modules={dist: source})
+        made.append((root, dist))
+        activate(root)
+
+    yield install
+    for root, dist in made:
+        deactivate(root, dist)

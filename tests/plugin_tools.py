@@ -51,3 +51,21 @@ def install_example_plugin(root: Path) -> Path:
                        package=EXAMPLE_PLUGIN / "vggjit_example_driver")
     activate(root)
     return root
+
+
+#: A well-behaved third-party plugin: one available driver and one missing its library.
+GOOD_PLUGIN = '''
+from vggjit import DriverRecord, hookimpl, FORWARD
+from vggjit_naive.driver import NaiveDriver
+
+class EchoDriver(NaiveDriver):
+    name = "thirdparty-echo"
+    capabilities = frozenset({FORWARD})
+
+@hookimpl
+def vggjit_drivers():
+    yield DriverRecord(name="thirdparty-echo", description="test plugin", priority=-5,
+                       factory=EchoDriver, capabilities=frozenset({FORWARD}))
+    yield DriverRecord(name="thirdparty-missing", description="needs a library", priority=500,
+                       factory=EchoDriver, unavailable_reason="libfoo is not installed")
+'''

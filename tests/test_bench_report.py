@@ -16,8 +16,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.__main__ import parse, write_report  # noqa: E402
 
-from vggjit.cli import main  # noqa: E402
-
 
 def _stat(value):
     return {"median": value, "min": value, "max": value, "runs": 1}
@@ -60,10 +58,3 @@ def test_unknown_suite_is_refused(capsys):
     with pytest.raises(SystemExit) as info:
         parse(["kernels", "warp-drive"])
     assert info.value.code == 2 and "warp-drive" in capsys.readouterr().err
-
-
-def test_vggjit_bench_help_names_the_suites(capsys):
-    with pytest.raises(SystemExit):
-        main(["bench", "--help"])
-    out = capsys.readouterr().out
-    assert all(suite in out for suite in ("kernels", "network", "style", "dlp"))

@@ -1,4 +1,4 @@
-"""`vggjit classify` and `vggjit weights`, in-process on fixture weight files."""
+"""`vggjit classify`, in-process on fixture weight files."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,7 @@ RED, GREEN, BLUE = COLOUR_CLASSES[0], COLOUR_CLASSES[1], COLOUR_CLASSES[2]
 WNIDS, DESCRIPTIONS = class_names(10)
 
 
-@pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("VGGJIT_WEIGHTS", raising=False)
-    monkeypatch.delenv("VGGJIT_DRIVER", raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
@@ -138,45 +134,3 @@ def test_help_teaches(capsys):
     for fragment in ("--top-k", "--json", "--resize", "stretch", "vggjit weights fetch",
                      "examples:", "VGGJIT_WEIGHTS"):
         assert fragment in text
-
-
-# -- vggjit weights ---------------------------------------------------------------------------
-
-def test_weights_info(capsys, weights):
-    assert main(["weights", "info", str(weights)]) == 0
-    out = capsys.readouterr().out
-    assert "MatConvNet newer format" in out
-    assert "conv3_4" in out and "8x8x3x3" in out and "fc6" in out and "16x392" in out
-    assert "R 120.500" in out and "10 (n00000000" in out
-    assert "MD5:" in out
-
-    assert main(["weights", "info", str(weights), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["format"] == "matconvnet-new" and info["classes"] == 10
-    fc8 = next(layer for layer in info["layers"] if layer["name"] == "fc8")
-    assert fc8 == {"name": "fc8", "type": "fc", "weight": [10, 16], "bias": [10]}
-    assert len(info["layers"]) == 43 and info["official"] is None
-
-
-def test_weights_convert_and_info_of_native_file(capsys, weights, tmp_path, images):
-    out = tmp_path / "vgg.npz"
-    assert main(["weights", "convert", str(weights), "--output", str(out)]) == 0
-    assert out.is_file() and str(out) in capsys.readouterr().out
-    assert main(["weights", "convert", str(weights), "--output", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["weights", "info", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "vggjit native file" in text and str(weights) in text
-    code, printed, err = classify(capsys, images["green"], "--weights", out, "--json")
-    assert code == 0, err
-    assert json.loads(printed)["top"][0]["index"] == GREEN
-
-
-def test_weights_help(capsys):
-    assert main(["weights"]) == 0
-    text = capsys.readouterr().out
-    assert "fetch" in text and "info" in text and "convert" in text
-    with pytest.raises(SystemExit):
-        main(["weights", "fetch", "--help"])
-    text = capsys.readouterr().out
-    assert "8ee3263992981a1d26e73b3ca028a123" in text and "--variant" in text

@@ -8,11 +8,11 @@ import pytest
 
 from vggjit.errors import InputError, VggjitError
 from vggjit.images import preprocess
-from vggjit.network import VGG19, Network, vgg_layers
+from vggjit.network import VGG16, VGG19, Network, vgg_layers
 
-from matconvnet_fixture import (COLOUR_CLASSES, FIXTURE_BLOCKS, FIXTURE_CLASSIFIER,
-                                FIXTURE_MEAN, class_names, colour_params, random_params,
-                                uniform_image, write_matconvnet)
+from matconvnet_fixture import (COLOUR_CLASSES, FIXTURE16_BLOCKS, FIXTURE_BLOCKS,
+                                FIXTURE_CLASSIFIER, FIXTURE_MEAN, class_names, colour_params,
+                                random_params, uniform_image, write_matconvnet)
 from float64_driver import Float64Driver
 from vggjit_example_driver import NumpyDriver  # the documented example plugin: fast float32
 
@@ -310,7 +310,7 @@ def test_classify_takes_arrays_and_paths(colour_file, tmp_path):
 
 def test_random_network_refuses_to_classify():
     net = fixture_net(NumpyDriver())
-    net.random = True
+    net.random_weights = True
     with pytest.raises(VggjitError, match="random weights"):
         net.classify(np.zeros((1, 3, 224, 224), np.float32))
 
@@ -319,3 +319,13 @@ def test_classification_needs_224(colour_file):
     net = VGG19.from_file(colour_file("old"), driver=NumpyDriver())
     with pytest.raises(InputError, match="224x224"):
         net.forward(np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_vgg19_and_vgg16_classes_insist_on_their_depth(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGJIT_HOME", str(tmp_path / "home"))
+    path = write_matconvnet(tmp_path / "vgg16.mat", random_params(FIXTURE16_BLOCKS, seed=3),
+                            blocks=FIXTURE16_BLOCKS)
+    with pytest.raises(InputError, match=r"vgg16\.mat.*13 conv layers.*not VGG19.*VGG16\.from_file"):
+        VGG19.from_file(path)
+    assert type(VGG16.from_file(path)) is VGG16
+    assert len(Network.from_file(path).layers) == len(vgg_layers(FIXTURE16_BLOCKS))

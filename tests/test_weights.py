@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vggjit.weights as weights_mod
-from vggjit.errors import InputError, WeightFileError
+from vggjit.errors import WeightFileError
 from vggjit.network import MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Network, vgg_layers
 from vggjit.weights import (find_weights, imagenet_classes, load_weights, read_native,
                             write_native)
@@ -76,17 +76,6 @@ def test_vgg16_shaped_file_loads(tmp_path):
     assert ws.blocks == FIXTURE16_BLOCKS
     assert sum(layer.kind == "conv" for layer in ws.layers) == 13
     assert_params_equal(ws.params, params)
-
-
-def test_vgg19_and_vgg16_classes_insist_on_their_depth(tmp_path):
-    from vggjit import VGG16, VGG19
-
-    path = write_matconvnet(tmp_path / "vgg16.mat", random_params(FIXTURE16_BLOCKS, seed=3),
-                            blocks=FIXTURE16_BLOCKS)
-    with pytest.raises(InputError, match=r"vgg16\.mat.*13 conv layers.*not VGG19.*VGG16\.from_file"):
-        VGG19.from_file(path)
-    assert type(VGG16.from_file(path)) is VGG16
-    assert len(Network.from_file(path).layers) == len(vgg_layers(FIXTURE16_BLOCKS))
 
 
 def test_network_names():

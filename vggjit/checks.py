@@ -45,7 +45,7 @@ def nonnegative_int(name: str, value) -> int:
     return int(value)
 
 
-def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+def conv_output_length(size: int, kernel: int, stride: int, pad: int) -> int:
     """floor((size + 2 pad - kernel) / stride) + 1, the output length along one axis."""
     return (size + 2 * pad - kernel) // stride + 1
 
@@ -65,7 +65,7 @@ def conv_shapes(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> tuple[in
     if h + 2 * pad < kh or wd + 2 * pad < kw:
         raise InputError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
                          f"{h + 2 * pad}x{wd + 2 * pad} (x shape {x.shape}, pad {pad})")
-    return output_size(h, kh, stride, pad), output_size(wd, kw, stride, pad)
+    return conv_output_length(h, kh, stride, pad), conv_output_length(wd, kw, stride, pad)
 
 
 def conv_bias(b, cout: int, w_shape) -> np.ndarray:
@@ -87,7 +87,7 @@ def pool_shapes(x: np.ndarray, size: int, stride: int) -> tuple[int, int]:
     if size > h or size > w:
         raise InputError(f"pooling window {size}x{size} is larger than the input "
                          f"{h}x{w} (x shape {x.shape})")
-    return output_size(h, size, stride, 0), output_size(w, size, stride, 0)
+    return conv_output_length(h, size, stride, 0), conv_output_length(w, size, stride, 0)
 
 
 def linear_shapes(x: np.ndarray, w: np.ndarray) -> None:

@@ -1,8 +1,8 @@
 """The driver contract: the pluggy hook a plugin implements and the ops a driver provides.
 
-A driver plugin is a module (registered under the ``vggjit.drivers`` entry-point group) that
-implements the :func:`DriverSpec.vggjit_drivers` hook and returns :class:`DriverRecord` objects.
-Each record's ``factory`` builds a :class:`Driver`.
+The hook and its record live in :mod:`vggjit.hookspec` (what the registry needs) and are
+re-exported here, so a plugin imports everything from this module. Each record's ``factory``
+builds a :class:`Driver`.
 
 :class:`Driver` is a template: its public methods check and normalise their arguments with
 :mod:`vggjit.checks` (so every driver rejects bad input with the same ``ValueError``) and then
@@ -11,65 +11,18 @@ float32 and C-contiguous; activations are NCHW, conv weights OIHW, fc weights ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
-import pluggy
 
 from . import checks
 from .errors import DriverUnavailableError, InputError
+from .hookspec import (BACKWARD, CAPABILITIES, ENTRY_POINT_GROUP, FORWARD, GRAPH, PROJECT,
+                       DriverRecord, DriverSpec, hookimpl, hookspec)
+from .registry import list_drivers
 
-PROJECT = "vggjit"
-ENTRY_POINT_GROUP = "vggjit.drivers"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-#: Capabilities a driver may declare.
-FORWARD = "forward"      # every forward op
-BACKWARD = "backward"    # every *_backward op
-GRAPH = "graph"          # Driver.build_graph: whole-network inference in one call
-CAPABILITIES = (FORWARD, BACKWARD, GRAPH)
-
-
-@dataclass(frozen=True)
-class DriverRecord:
-    """What a plugin tells vggjit about one driver.
-
-    name: the name users select it by (``--driver NAME``, ``$VGGJIT_DRIVER``).
-    description: one line for ``vggjit drivers``.
-    priority: the available driver with the highest priority is the default.
-    factory: ``factory(**options) -> Driver``; only called when the driver is selected.
-    capabilities: a subset of :data:`CAPABILITIES`.
-    unavailable_reason: ``None`` when the driver can run here, else why not (a missing library,
-        no device). The plugin must compute this without failing: vggjit's import never breaks.
-    origin: filled in by the registry: the entry point and distribution it came from.
-    """
-
-    name: str
-    description: str
-    priority: int
-    factory: Callable[..., "Driver"]
-    capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
-    unavailable_reason: str | None = None
-    origin: str = field(default="", compare=False)
-
-    @property
-    def available(self) -> bool:
-        return self.unavailable_reason is None
-
-
-class DriverSpec:
-    """Hook specifications; a plugin module implements them with ``@vggjit.hookimpl``."""
-
-    @hookspec
-    def vggjit_drivers(self) -> Iterable[DriverRecord]:
-        """Return (or yield) the :class:`DriverRecord` of every driver this plugin provides.
-
-        Called once per discovery. Must not raise when a driver's library or device is missing:
-        return the record with ``unavailable_reason`` set instead.
-        """
+__all__ = ["BACKWARD", "CAPABILITIES", "ENTRY_POINT_GROUP", "FORWARD", "GRAPH", "PROJECT", "Driver",
+           "DriverRecord", "DriverSpec", "hookimpl", "hookspec"]
 
 
 class Driver:
@@ -250,7 +203,6 @@ class Driver:
         """Raise DriverUnavailableError if this driver lacks ``capability``."""
         if capability in self.capabilities:
             return
-        from .registry import list_drivers  # late: the registry imports this module
         having = [r.name for r in list_drivers() if capability in r.capabilities and r.available]
         raise DriverUnavailableError(
             f"driver {self.name!r} cannot do {what}: it lacks the {capability!r} capability; "

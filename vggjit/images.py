@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 from .fileio import atomic_save
-from .network import MEAN_PIXEL
+from .architecture import MEAN_PIXEL
 
 #: Standard evaluation transform: shorter side to 256, then a centre crop of 224.
 EVAL_RESIZE, EVAL_CROP = 256, 224

@@ -1,9 +1,10 @@
 """VGG networks built from a layer table, run op by op on any driver.
 
-The table (:func:`vgg_layers`) lists every layer by its MatConvNet name. A :class:`Network`
-pairs it with weights (conv OIHW ``[Cout, Cin, 3, 3]``, fc ``[out, in]``), the mean pixel, the
-class names and a driver. ``forward`` computes the named activations and stops at the deepest
-one; ``backward`` walks back from the deepest seeded layer to the image.
+The table (:func:`vggjit.architecture.vgg_layers`) lists every layer by its MatConvNet name. A
+:class:`Network` pairs it with weights (conv OIHW ``[Cout, Cin, 3, 3]``, fc ``[out, in]``), the
+mean pixel, the class names and a driver. ``forward`` computes the named activations and stops at the deepest
+one; ``backward`` walks back from the deepest seeded layer to the image. Each layer runs
+through the op of its kind (:mod:`vggjit.layer_ops`: forward and backward side by side).
 
 fc6 is a fully connected layer on pool5 flattened in C, H, W order, so classification needs
 224x224 inputs (pool5 is then 7x7); the convolutional part accepts any size of at least 32x32.
@@ -11,73 +12,23 @@ fc6 is a fully connected layer on pool5 flattened in C, H, W order, so classific
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .architecture import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer,
+                           param_shapes, vgg_layers)
+from .contract import GRAPH
 from .errors import InputError, VggjitError
+from .images import preprocess
+from .layer_ops import layer_op
+from .registry import get_driver
+from .weights import load_weights
 
-#: The mean RGB pixel of ImageNet that the MatConvNet VGG models subtract.
-MEAN_PIXEL = np.array([123.68, 116.779, 103.939], np.float32)
-
-#: Channels and conv count of each VGG block.
-VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-CLASSIFIER = (4096, 4096, 1000)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One row of the layer table.
-
-    kind: "conv" (3x3, stride 1, pad 1), "relu", "pool" (2x2, stride 2), "fc" or "softmax".
-    cin, cout: channels (conv) or features (fc); 0 for the other kinds.
-    """
-
-    name: str
-    kind: str
-    cin: int = 0
-    cout: int = 0
-
-    @property
-    def has_params(self) -> bool:
-        return self.kind in ("conv", "fc")
-
-
-def vgg_layers(blocks: Sequence[tuple[int, int]] = VGG19_BLOCKS,
-               classifier: Sequence[int] = CLASSIFIER, in_channels: int = 3) -> tuple[Layer, ...]:
-    """The layer table of a VGG network: conv blocks, pools, then fc6..fc8 and prob.
-
-    ``blocks`` gives (channels, convs) per block; smaller values make test-sized networks
-    with the same names. fc6 takes pool5 flattened: channels x 7 x 7 features.
-    """
-    layers, cin = [], in_channels
-    for b, (channels, convs) in enumerate(blocks, start=1):
-        for i in range(1, convs + 1):
-            layers.append(Layer(f"conv{b}_{i}", "conv", cin, channels))
-            layers.append(Layer(f"relu{b}_{i}", "relu"))
-            cin = channels
-        layers.append(Layer(f"pool{b}", "pool"))
-    features = cin * 7 * 7
-    for i, out in enumerate(classifier, start=6):
-        layers.append(Layer(f"fc{i}", "fc", features, out))
-        if i < 5 + len(classifier):
-            layers.append(Layer(f"relu{i}", "relu"))
-        features = out
-    layers.append(Layer("prob", "softmax"))
-    return tuple(layers)
-
-
-def param_shapes(layers: Iterable[Layer]) -> dict[str, tuple[tuple[int, ...], tuple[int]]]:
-    """{layer name: (weight shape, bias shape)} for every conv and fc layer."""
-    shapes = {}
-    for layer in layers:
-        if layer.kind == "conv":
-            shapes[layer.name] = ((layer.cout, layer.cin, 3, 3), (layer.cout,))
-        elif layer.kind == "fc":
-            shapes[layer.name] = ((layer.cout, layer.cin), (layer.cout,))
-    return shapes
+# The architecture tables (MEAN_PIXEL, VGG19_BLOCKS, VGG16_BLOCKS, CLASSIFIER, Layer, vgg_layers,
+# param_shapes) live in vggjit.architecture and stay importable from here.
+__all__ = ["CLASSIFIER", "MEAN_PIXEL", "VGG16_BLOCKS", "VGG19_BLOCKS", "Layer", "Network",
+           "RandomWeights", "VGG16", "VGG19", "param_shapes", "vgg_layers"]
 
 
 class RandomWeights(Mapping):
@@ -114,7 +65,9 @@ class Network:
 
     layers: the layer table; weights: {name: (w, b)} for every conv and fc layer;
     mean_pixel: RGB float32 [3]; wnids / descriptions: the class names (may be empty);
-    pooling: "max" (the trained networks) or "avg" (offered by style transfer).
+    pooling: "max" (the trained networks) or "avg" (offered by style transfer);
+    source: where the weights came from, for messages; random_weights: the weights are random
+    (:meth:`random`), so ``classify`` refuses to run.
     """
 
     #: convs per block that from_file insists on (None: any); set by VGG19 and VGG16
@@ -123,7 +76,7 @@ class Network:
     def __init__(self, layers: Sequence[Layer], weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  *, mean_pixel=MEAN_PIXEL, wnids: Sequence[str] = (),
                  descriptions: Sequence[str] = (), driver=None, pooling: str = "max",
-                 source: str = "", random: bool = False):
+                 source: str = "", random_weights: bool = False):
         if pooling not in ("max", "avg"):
             raise InputError(f"pooling must be 'max' or 'avg', got {pooling!r}")
         self.layers = tuple(layers)
@@ -133,7 +86,7 @@ class Network:
         self.wnids, self.descriptions = list(wnids), list(descriptions)
         self.pooling = pooling
         self.source = source
-        self.random = random
+        self.random_weights = random_weights
         self._driver_arg = driver
         self._driver = None
         self._graph = None
@@ -150,7 +103,8 @@ class Network:
         """
         layers = vgg_layers(blocks, classifier)
         return cls(layers, RandomWeights(layers, seed), driver=driver, pooling=pooling,
-                   source=f"random He-normal weights (seed {seed})", random=True)
+                   source=f"random He-normal weights (seed {seed})",
+                   random_weights=True)
 
     @classmethod
     def from_file(cls, path, driver=None, *, pooling: str = "max") -> "Network":
@@ -158,8 +112,6 @@ class Network:
 
         ``VGG19.from_file`` and ``VGG16.from_file`` insist on their depth (a clear error names
         the class to use); ``Network.from_file`` takes any VGG-shaped file."""
-        from .weights import load_weights
-
         ws = load_weights(path)
         depth = tuple(convs for _, convs in ws.blocks)
         if cls.convs_per_block is not None and depth != cls.convs_per_block:
@@ -176,8 +128,6 @@ class Network:
     @property
     def driver(self):
         if self._driver is None:
-            from .registry import get_driver
-
             d = self._driver_arg
             self._driver = d if d is not None and not isinstance(d, str) else get_driver(d)
         return self._driver
@@ -217,70 +167,42 @@ class Network:
         self._saved = None  # drop the last pass's activations before making new ones
         saved: dict[int, object] = {} if keep else None
         result: dict[str, np.ndarray] = {}
-        fused = False   # the last conv already applied this ReLU (conv2d relu=True)
+        ops = self._layer_ops()
+        relu_applied = False   # the conv before already applied this ReLU (fused)
         for i in range(last + 1):
-            layer = self.layers[i]
-            if layer.kind == "conv":
-                if keep:
-                    saved[i] = x
-                w, b = self.weights[layer.name]
-                # the ReLU after a conv is fused into it unless the raw conv output is asked for
-                fused = (i < last and self.layers[i + 1].kind == "relu" and i not in wanted)
-                x = d.conv2d(x, w, b, 1, 1, relu=fused)
-            elif layer.kind == "relu":
-                if not fused:
-                    x = d.relu(x)
-                fused = False
-                if keep:
-                    saved[i] = x  # the output: x > 0 exactly where the input was > 0
-            elif layer.kind == "pool":
-                if x.shape[2] < 2 or x.shape[3] < 2:
-                    raise InputError(f"{layer.name}: the input is too small ({x.shape[2]}x"
-                                     f"{x.shape[3]} before this pooling); use a larger image")
-                shape = x.shape
-                if self.pooling == "max":
-                    x, switches = d.max_pool2d(x, 2, 2)
-                    if keep:
-                        saved[i] = (switches, shape)
-                else:
-                    x = d.avg_pool2d(x, 2, 2)
-                    if keep:
-                        saved[i] = (None, shape)
-            elif layer.kind == "fc":
-                shape = x.shape
-                x = self._flatten_for(layer, x)
-                if keep:
-                    saved[i] = (x, shape)
-                w, b = self.weights[layer.name]
-                x = d.linear(x, w, b)
-            elif layer.kind == "softmax":
-                x = d.softmax(x)
-                if keep:
-                    saved[i] = x
+            op = ops[i]
+            if relu_applied:
+                x, memo = op.forward(d, x, applied=True)
+                relu_applied = False
+            elif self._relu_follows(i, last) and i not in wanted:
+                # fused unless the raw conv output is asked for
+                x, memo = op.forward(d, x, relu=True)
+                relu_applied = True
+            else:
+                x, memo = op.forward(d, x)
+            if keep:
+                saved[i] = memo
             if i in wanted:
-                result[layer.name] = x
+                result[self.layers[i].name] = x
         self._saved = saved
         self._saved_last = last
         return result
 
-    def _graph_ok(self, outputs: tuple[str, ...]) -> bool:
-        from .contract import GRAPH
+    def _layer_ops(self) -> list:
+        """One op per layer (vggjit.layer_ops), on the current weights and pooling."""
+        return [layer_op(layer, self.weights, self.pooling) for layer in self.layers]
 
+    def _relu_follows(self, i: int, last: int) -> bool:
+        """Whether layer i is a conv whose ReLU (layer i + 1, up to ``last``) can be fused."""
+        return (self.layers[i].kind == "conv" and i < last
+                and self.layers[i + 1].kind == "relu")
+
+    def _graph_ok(self, outputs: tuple[str, ...]) -> bool:
         if outputs != ("prob",) or GRAPH not in self.driver.capabilities:
             return False
         if self._graph is None:
             self._graph = self.driver.build_graph(self)
         return self._graph is not None
-
-    def _flatten_for(self, layer: Layer, x: np.ndarray) -> np.ndarray:
-        if x.ndim == 4:
-            if x.shape[1] * x.shape[2] * x.shape[3] != layer.cin:
-                raise InputError(
-                    f"{layer.name} expects {layer.cin} features (pool5 of a 224x224 image: "
-                    f"{layer.cin // 49}x7x7) but got {x.shape[1]}x{x.shape[2]}x{x.shape[3]}; "
-                    f"classification needs 224x224 input")
-            x = x.reshape(x.shape[0], -1)
-        return x
 
     # -- backward -----------------------------------------------------------------------------
     def backward(self, grads: Mapping[str, np.ndarray], weight_grads: bool = False):
@@ -303,41 +225,24 @@ class Network:
         d, saved = self.driver, self._saved
         dparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         dy = None
+        ops = self._layer_ops()
         relu_out = None   # a ReLU whose backward is left to the conv before it (fused)
         for i in range(max(seeds), -1, -1):
-            layer = self.layers[i]
+            op = ops[i]
             if i in seeds:
                 g = np.asarray(seeds[i], np.float32)
                 dy = g if dy is None else dy + g
-            if layer.kind == "conv":
-                w, _ = self.weights[layer.name]
-                dx, dw, db = d.conv2d_backward(dy, saved[i], w, 1, 1, need_dx=True,
-                                               need_dw=weight_grads, relu_out=relu_out)
+            if i > 0 and self._relu_follows(i - 1, i) and i - 1 not in seeds:
+                # fused unless a loss is seeded at the conv output
+                relu_out = saved[i]
+                continue
+            if relu_out is not None:
+                dy, param_grads = op.backward(d, dy, saved[i], weight_grads, relu_out=relu_out)
                 relu_out = None
-                if weight_grads:
-                    dparams[layer.name] = (dw, db)
-                dy = dx
-            elif layer.kind == "relu":
-                if i > 0 and self.layers[i - 1].kind == "conv" and i - 1 not in seeds:
-                    relu_out = saved[i]
-                else:
-                    dy = d.relu_backward(dy, saved[i])
-            elif layer.kind == "pool":
-                switches, shape = saved[i]
-                if self.pooling == "max":
-                    dy = d.max_pool2d_backward(dy, switches, shape)
-                else:
-                    dy = d.avg_pool2d_backward(dy, shape, 2, 2)
-            elif layer.kind == "fc":
-                w, _ = self.weights[layer.name]
-                x_in, shape = saved[i]
-                dx, dw, db = d.linear_backward(dy, x_in, w, need_dx=True, need_dw=weight_grads)
-                if weight_grads:
-                    dparams[layer.name] = (dw, db)
-                dy = dx.reshape(shape)  # un-flatten pool5 for fc6
-            elif layer.kind == "softmax":
-                y = saved[i]
-                dy = y * (dy - np.sum(dy * y, axis=1, keepdims=True))
+            else:
+                dy, param_grads = op.backward(d, dy, saved[i], weight_grads)
+            if param_grads is not None:
+                dparams[self.layers[i].name] = param_grads
         return (dy, dparams) if weight_grads else dy
 
     # -- classification -----------------------------------------------------------------------
@@ -347,14 +252,12 @@ class Network:
         images: [N, 3, 224, 224] preprocessed, or a list of paths / PIL images (preprocessed
         here with this network's mean pixel).
         """
-        if self.random:
+        if self.random_weights:
             raise VggjitError("this network has random weights; its classes mean nothing. "
                               "Load ImageNet weights with VGG19.from_file (see "
                               "`vggjit weights fetch`)")
         x = images
         if not isinstance(images, np.ndarray):
-            from .images import preprocess
-
             x = np.concatenate([preprocess(img, mean_pixel=self.mean_pixel) for img in images])
         prob = self.forward(x, ("prob",))["prob"]
         results = []

@@ -1,8 +1,8 @@
 """Finding drivers: entry points -> pluggy -> driver records -> a chosen driver.
 
 Discovery happens once per process (``reload()`` starts it again). A plugin that fails to import,
-or whose hook raises, is reported with a :class:`PluginWarning` and skipped; vggjit keeps working
-with the rest.
+implements a hook vggjit does not declare (a misspelling), or whose hook raises, is reported
+with a :class:`PluginWarning` and skipped; vggjit keeps working with the rest.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Iterable
 
 import pluggy
 
-from .contract import ENTRY_POINT_GROUP, PROJECT, Driver, DriverRecord, DriverSpec
 from .errors import DriverNotFoundError, DriverUnavailableError, DuplicateDriverError
+from .hookspec import ENTRY_POINT_GROUP, PROJECT, DriverRecord, DriverSpec
 
 ENV_DRIVER = "VGGJIT_DRIVER"
 
@@ -28,7 +28,7 @@ class PluginWarning(UserWarning):
 
 _lock = threading.Lock()
 _records: list[DriverRecord] | None = None
-_instances: dict[str, Driver] = {}
+_instances: dict[str, object] = {}  # driver name -> the Driver built without options
 
 
 def _summary(exc: BaseException) -> str:
@@ -66,6 +66,19 @@ def _as_records(result) -> Iterable[DriverRecord]:
         yield record
 
 
+def _register(manager: pluggy.PluginManager, module, name: str) -> str:
+    """Register a plugin module, refusing (and leaving out) one that implements a hook vggjit
+    does not declare: a misspelled ``vggjit_drivers`` would otherwise be silently never called.
+    """
+    registered = manager.register(module, name=name)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError:
+        manager.unregister(module)
+        raise
+    return registered
+
+
 def _discover() -> list[DriverRecord]:
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(DriverSpec)
@@ -75,7 +88,7 @@ def _discover() -> list[DriverRecord]:
         try:
             module = ep.load()
             if not manager.is_registered(module):
-                origins[manager.register(module, name=ep.value)] = origin
+                origins[_register(manager, module, ep.value)] = origin
         except Exception as exc:  # a broken plugin is reported, not fatal
             _warn(ep.name, origin, exc)
     records: list[DriverRecord] = []
@@ -118,8 +131,11 @@ def reload() -> None:
         _instances.clear()
 
 
-def get_driver(name: str | None = None, *, require: Iterable[str] = (), **options) -> Driver:
+def get_driver(name: str | None = None, *, require: Iterable[str] = (), **options):
     """The named driver, else ``$VGGJIT_DRIVER``, else the available one of highest priority.
+
+    Returns a :class:`vggjit.contract.Driver` (annotated by name only: the contract module
+    builds on this one for its capability hint).
 
     require: capabilities the caller needs (e.g. ``{"backward"}``); when no name is given the
         default is the best available driver that has them all.

@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .architecture import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer,
+                           param_shapes, vgg_layers)
 from .errors import WeightFileError
 from .fileio import atomic_save, home_dir
 from .weights_urls import MD5S, URLS
-from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, param_shapes,
-                      vgg_layers)
 
 ENV_WEIGHTS = "VGGJIT_WEIGHTS"
 #: The file name of the official download; ``vggjit weights fetch`` puts it in home_dir().

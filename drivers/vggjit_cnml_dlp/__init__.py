@@ -11,27 +11,13 @@ this module never imports pycnml: only its presence is checked.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 from vggjit.contract import FORWARD, GRAPH, DriverRecord, hookimpl
 
-NAME = "cnml-dlp"
+from .device import NAME, default_backend, pycnml_present
+
+__all__ = ["NAME", "PRIORITY", "default_backend", "pycnml_present", "vggjit_drivers"]
+
 PRIORITY = 10  # below numba-cpu (100), above naive (0): never the default where numba-cpu runs
-
-
-def pycnml_present() -> bool:
-    """Whether ``import pycnml`` can work here (checked without importing it)."""
-    if "pycnml" in sys.modules:
-        return sys.modules["pycnml"] is not None
-    try:
-        return importlib.util.find_spec("pycnml") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def default_backend() -> str:
-    return "pycnml" if pycnml_present() else "emulator"
 
 
 def _factory(**options):

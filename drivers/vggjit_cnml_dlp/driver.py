@@ -16,8 +16,8 @@ from vggjit.contract import FORWARD, GRAPH, Driver
 from vggjit.errors import DriverUnavailableError, InputError
 from vggjit.quant import QuantTable, load_quant
 
-from . import NAME, default_backend, pycnml_present
 from . import emulator as emu
+from .device import NAME, default_backend, pycnml_present
 
 BACKENDS = ("auto", "pycnml", "emulator")
 

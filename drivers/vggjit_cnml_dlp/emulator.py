@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vggjit.checks import output_size
-from vggjit.quant import QuantParam, absmax, calibrate, quantize_float
+from vggjit.checks import conv_output_length
+from vggjit.layer_ops import flatten_for
+from vggjit.quant import QuantParam, absmax, calibrate, param_layers, quantize_float
 
 from . import kernels
 
@@ -83,7 +84,7 @@ def int_gemm(wq: np.ndarray, xq: np.ndarray, chunks: list[tuple[int, int]]) -> n
 def img2col(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
     """x [N, C, H, W] -> columns [C*k*k, N*Hout*Wout] (rows ordered c, kh, kw like OIHW)."""
     n, c, h, w = x.shape
-    hout, wout = output_size(h, k, stride, pad), output_size(w, k, stride, pad)
+    hout, wout = conv_output_length(h, k, stride, pad), conv_output_length(w, k, stride, pad)
     if pad:
         xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), x.dtype)
         xp[:, :, pad:pad + h, pad:pad + w] = x
@@ -122,7 +123,7 @@ def conv(x16: np.ndarray, qw: QuantWeights, bias16: np.ndarray, stride: int, pad
     """
     n, c, h, w = x16.shape
     cout, _, k, _ = qw.shape
-    hout, wout = output_size(h, k, stride, pad), output_size(w, k, stride, pad)
+    hout, wout = conv_output_length(h, k, stride, pad), conv_output_length(w, k, stride, pad)
     param = in_param if in_param is not None else calibrate(absmax(x16))
     step = param.step * qw.param.step
     bias16 = np.ascontiguousarray(bias16, np.float32)
@@ -157,7 +158,7 @@ def max_pool(x16: np.ndarray, size: int, stride: int, switches: bool = False):
     """Floor-mode max pooling (exact on fp16). With ``switches``, also the flat index
     (row * W + col) in each input plane of the window's first maximum."""
     n, c, h, w = x16.shape
-    hout, wout = output_size(h, size, stride, 0), output_size(w, size, stride, 0)
+    hout, wout = conv_output_length(h, size, stride, 0), conv_output_length(w, size, stride, 0)
     if size == stride == 2 and not switches:
         v = x16[:, :, :2 * hout, :2 * wout].reshape(n, c, hout, 2, wout, 2)
         return np.maximum(np.maximum(v[:, :, :, 0, :, 0], v[:, :, :, 0, :, 1]),
@@ -174,7 +175,7 @@ def max_pool(x16: np.ndarray, size: int, stride: int, switches: bool = False):
 
 def avg_pool(x16: np.ndarray, size: int, stride: int) -> np.ndarray:
     n, c, h, w = x16.shape
-    hout, wout = output_size(h, size, stride, 0), output_size(w, size, stride, 0)
+    hout, wout = conv_output_length(h, size, stride, 0), conv_output_length(w, size, stride, 0)
     total = _windows(x16, size, stride, hout, wout).sum(axis=-1, dtype=np.float32)
     return fp16(total / np.float32(size * size))
 
@@ -220,8 +221,6 @@ class EmulatedNet:
     """
 
     def __init__(self, net, table=None):
-        from vggjit.quant import param_layers
-
         names = [layer.name for layer in param_layers(net)]
         if table is not None:
             table.check_for(names)
@@ -268,7 +267,7 @@ class EmulatedNet:
             elif layer.kind == "pool":
                 a = (max_pool(a, 2, 2) if self.pooling == "max" else avg_pool(a, 2, 2))
             elif layer.kind == "fc":
-                a = self.net._flatten_for(layer, a)  # clear error unless pool5 fits fc6
+                a = flatten_for(layer, a)  # clear error unless pool5 fits fc6
                 a = linear(a, self.weights[layer.name], self.bias[layer.name],
                            self.in_params[layer.name])
             elif layer.kind == "softmax":

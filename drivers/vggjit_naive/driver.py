@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vggjit.checks import output_size
+from vggjit.checks import conv_output_length
 from vggjit.contract import BACKWARD, FORWARD, Driver
 
 
@@ -31,7 +31,8 @@ class NaiveDriver(Driver):
         """Y[n,co,h,w] = sum_{ci,kh,kw} W[co,ci,kh,kw] Xpad[n,ci,h s+kh,w s+kw] + b[co]."""
         n, _, height, width = x.shape
         cout, _, k, _ = w.shape
-        hout, wout = output_size(height, k, stride, pad), output_size(width, k, stride, pad)
+        hout = conv_output_length(height, k, stride, pad)
+        wout = conv_output_length(width, k, stride, pad)
         xpad, w64, b64 = _pad(_f64(x), pad), _f64(w), _f64(b)
         y = np.zeros((n, cout, hout, wout))
         for i in range(n):
@@ -83,7 +84,8 @@ class NaiveDriver(Driver):
     def _max_pool2d(self, x, size, stride):
         """switches[n,c,h,w] = flat index (row * W + col) in x[n,c] of the window's first max."""
         n, c, height, width = x.shape
-        hout, wout = output_size(height, size, stride, 0), output_size(width, size, stride, 0)
+        hout = conv_output_length(height, size, stride, 0)
+        wout = conv_output_length(width, size, stride, 0)
         y = np.empty((n, c, hout, wout), np.float32)
         switches = np.empty((n, c, hout, wout), np.int64)
         for i, ch, h, j in np.ndindex(n, c, hout, wout):
@@ -107,7 +109,8 @@ class NaiveDriver(Driver):
 
     def _avg_pool2d(self, x, size, stride):
         n, c, height, width = x.shape
-        hout, wout = output_size(height, size, stride, 0), output_size(width, size, stride, 0)
+        hout = conv_output_length(height, size, stride, 0)
+        wout = conv_output_length(width, size, stride, 0)
         x64 = _f64(x)
         y = np.empty((n, c, hout, wout))
         for i, ch, h, j in np.ndindex(n, c, hout, wout):
