@@ -361,7 +361,7 @@ class Session:
         h, w = self.output_hw
         facts = {"content": self.content_name, "styles": self.style_names,
                  "blend": self.transfer.blend, "network": net.source,
-                 "random_weights": bool(net.random), "driver": net.driver.name,
+                 "random_weights": bool(net.random_weights), "driver": net.driver.name,
                  "height": h, "width": w,
                  "optimizer_params": self.optimizer.params(),
                  "resumed_from": self.resumed_from}
