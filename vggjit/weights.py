@@ -54,8 +54,8 @@ from .formats.safetensors_file import read_safetensors
 from .formats.state_dict import parse_state_dict, tensors_of
 from .formats.torch_file import LEGACY, ZIP, read_checkpoint
 from .weights_urls import MD5S, SOURCE_FILES, URLS
-from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, param_shapes,
-                      vgg_layers)
+from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, Network,
+                      param_shapes, vgg_layers)
 
 ENV_WEIGHTS = "VGGJIT_WEIGHTS"
 #: The file name of the official download; ``vggjit weights fetch`` puts it in home_dir().
@@ -123,6 +123,22 @@ class WeightSet:
     @property
     def has_classifier(self) -> bool:
         return bool(self.classifier)
+
+    def network(self, driver=None, *, pooling: str = "max") -> Network:
+        """These weights as a :class:`vggjit.network.Network` on ``driver``."""
+        return Network(self.layers, self.params, mean_pixel=self.mean_pixel, wnids=self.wnids,
+                       descriptions=self.descriptions, driver=driver, pooling=pooling,
+                       source=self.source)
+
+    def require_classifier(self, purpose: str) -> None:
+        """Raise a clear WeightFileError if these weights have no classifier (fc6-fc8)."""
+        if not self.has_classifier:
+            left = next((n for n in self.notes if n.startswith(("left out", "no classifier"))),
+                        "the file has no classifier")
+            raise WeightFileError(
+                f"{self.source}: {purpose} needs VGG's ImageNet classifier, and this is "
+                f"{self.name} only ({left}). Style transfer can use it; for {purpose} give a "
+                f"full VGG16/VGG19 file (`vggjit weights fetch`).")
 
     @property
     def label(self) -> str:
@@ -279,9 +295,9 @@ def load_weights(path, *, cache: bool = True, preprocess: str | None = None) -> 
             f"publishes. {_fetch_hint()}")
     if kind == sniff.OTHER:
         raise WeightFileError(
-            f"{path}: not a weight file vggjit reads (it starts with {_head(path)!r}); expected "
-            f"a MatConvNet .mat ({DEFAULT_NAME}), a PyTorch .pth, a .safetensors, an .onnx, a "
-            f"Keras .h5 or a vggjit .npz. {_fetch_hint()}")
+            f"{path}: not a MATLAB .mat file or any other weight file vggjit reads (it starts "
+            f"with {_head(path)!r}); expected MatConvNet's {DEFAULT_NAME}, a PyTorch .pth, a "
+            f".safetensors, an .onnx, a Keras .h5 or a vggjit .npz. {_fetch_hint()}")
     if kind == sniff.MAT and preprocess not in (None, "matconvnet"):
         raise WeightFileError(f"{path}: a MatConvNet file always takes matconvnet preprocessing "
                               f"(RGB minus its mean pixel); drop --preprocess {preprocess}")

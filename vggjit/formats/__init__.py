@@ -19,3 +19,7 @@ One module per format, none of which needs the framework that wrote the file:
 
 ``vggjit.weights.load_weights`` dispatches to them.
 """
+
+#: The input conventions ``--preprocess`` names (:mod:`.preprocess` defines them); here, free of
+#: imports, so that building the CLI parser stays fast.
+PREPROCESS_CHOICES = ("torchvision", "caffe", "matconvnet", "none")

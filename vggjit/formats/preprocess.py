@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..network import MEAN_PIXEL
+from . import PREPROCESS_CHOICES
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ CONVENTIONS = {
 }
 
 #: The choices of --preprocess.
-CHOICES = tuple(CONVENTIONS)
+CHOICES = PREPROCESS_CHOICES
+assert set(CHOICES) == set(CONVENTIONS)
 
 
 def fold_first_conv(w: np.ndarray, convention: str) -> np.ndarray:
