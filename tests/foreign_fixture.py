@@ -239,3 +239,86 @@ def _keras_layer(f, name: str, kernel: np.ndarray, bias: np.ndarray) -> None:
     group.create_dataset(weight_names[0], data=np.asarray(kernel, np.float32))
     group.create_dataset(weight_names[1], data=np.asarray(bias, np.float32))
     group.attrs["weight_names"] = np.array([n.encode() for n in weight_names])
+
+
+def write_onnx(path, params: Params, *, style: str = "torch", head: str = "vgg",
+               stack_op: str | None = None, convention: str | None = None) -> Path:
+    """A VGG ONNX graph built node by node with onnx.helper.
+
+    style "torch": NCHW input, Flatten, Gemm (transB=1), as torch.onnx.export writes it;
+    "keras": NHWC input and a leading Transpose, Transpose back to NHWC before a Reshape whose
+    target comes from a Shape side branch, MatMul + Add, as tf2onnx writes a Keras VGG.
+    head "vgg": fc6-fc8 and Softmax; "custom": a fine-tuned model's own small dense head;
+    "none": the graph ends at pool5. stack_op: put a node of this op after conv1_1 (to test
+    the error). convention: unfold conv1_1 to it (default: torchvision for "torch", caffe for
+    "keras").
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    convention = convention or ("torchvision" if style == "torch" else "caffe")
+    params = to_source_convention(params, convention)
+    nodes, inits = [], []
+    counter = iter(range(10_000))
+
+    def const(name: str, arr) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(op, inputs, **attrs) -> str:
+        out = f"{op.lower()}_{next(counter)}"
+        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    shape = [1, 224, 224, 3] if style == "keras" else [1, 3, 224, 224]
+    x = "input"
+    if style == "keras":
+        x = node("Transpose", [x], perm=[0, 3, 1, 2])
+    block = "1"
+    for name in conv_names(params):
+        b = name[4:].split("_")[0]
+        if b != block:
+            x = node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+            block = b
+        w, bias = params[name]
+        x = node("Conv", [x, const(f"{name}.w", w), const(f"{name}.b", bias)],
+                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+        if stack_op and name == "conv1_1":
+            x = node(stack_op, [x])
+        x = node("Relu", [x])
+    x = node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    if head != "none":
+        w6, b6 = params["fc6"]
+        if style == "keras":
+            pool5 = x
+            channels = w6.shape[1] // 49
+            w6 = w6.reshape(-1, channels, 7, 7).transpose(0, 2, 3, 1).reshape(w6.shape[0], -1)
+            x = node("Transpose", [x], perm=[0, 2, 3, 1])
+            dims = node("Shape", [pool5])
+            batch = node("Slice", [dims, const("s0", np.array([0])), const("s1", np.array([1]))])
+            target = node("Concat", [batch, const("minus1", np.array([-1]))], axis=0)
+            x = node("Reshape", [x, target])
+        else:
+            x = node("Flatten", [x], axis=1)
+        layers = ([(w6, b6), params["fc7"], params["fc8"]] if head == "vgg" else
+                  [(np.full((5, w6.shape[1]), 0.01, np.float32), np.zeros(5, np.float32)),
+                   (np.full((2, 5), 0.1, np.float32), np.zeros(2, np.float32))])
+        for i, (w, bias) in enumerate(layers):
+            if style == "keras":
+                x = node("MatMul", [x, const(f"fc{i}.w", w.T)])
+                x = node("Add", [x, const(f"fc{i}.b", bias)])
+            else:
+                x = node("Gemm", [x, const(f"fc{i}.w", w), const(f"fc{i}.b", bias)], transB=1)
+            if i < len(layers) - 1:
+                x = node("Relu", [x])
+                if style == "torch":
+                    x = node("Dropout", [x])
+        x = node("Softmax", [x], axis=1) if head == "vgg" else node("Sigmoid", [x])
+    nodes.append(helper.make_node("Identity", [x], ["output"], name="output"))
+    graph = helper.make_graph(
+        nodes, "vgg", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, producer_name="vggjit-tests",
+                              opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(path))
+    return Path(path)

@@ -136,8 +136,8 @@ class WeightSet:
             left = next((n for n in self.notes if n.startswith(("left out", "no classifier"))),
                         "the file has no classifier")
             raise WeightFileError(
-                f"{self.source}: {purpose} needs VGG's ImageNet classifier, and this is "
-                f"{self.name} only ({left}). Style transfer can use it; for {purpose} give a "
+                f"{self.source}: {purpose} needs VGG's ImageNet classifier, and this file "
+                f"holds only a {self.name} ({left}). Style transfer can use it; for {purpose} give a "
                 f"full VGG16/VGG19 file (`vggjit weights fetch`).")
 
     @property

@@ -89,7 +89,8 @@ def assemble(path, parsed: ParsedVGG, preprocess: str | None) -> Assembled:
     convention = preprocess or parsed.convention
     if convention is None:
         raise WeightFileError(
-            f"{path}: a {parsed.version} file does not say how its input is preprocessed; "
+            f"{path}: this {parsed.version} file does not record how its input was "
+            f"preprocessed; "
             f"state it with --preprocess {{{','.join(CHOICES)}}} (for example `vggjit weights "
             f"convert {path} --preprocess caffe`; Keras exports use caffe, PyTorch exports "
             f"torchvision)")

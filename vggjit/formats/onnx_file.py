@@ -180,7 +180,8 @@ class _GraphWalk:
         nodes = []
         node = self.next_node(value)
         while node is not None:
-            nodes.append(node)
+            if node.op_type not in _PASS:
+                nodes.append(node)
             node = self.next_node(node.output[0])
         if not nodes:
             notes.append("the graph ends at pool5: the convolution stack only")
@@ -221,8 +222,6 @@ class _GraphWalk:
                 fcs.append(fc)
                 i += 1
             elif op == "Relu" and fcs and len(fcs) < 3:
-                pass
-            elif op in _PASS and fcs:
                 pass
             elif op == "Softmax" and len(fcs) == 3 and i == len(nodes) - 1:
                 pass
