@@ -184,7 +184,7 @@ class _GraphWalk:
                 nodes.append(node)
             node = self.next_node(node.output[0])
         if not nodes:
-            notes.append("the graph ends at pool5: the convolution stack only")
+            notes.append("no classifier: the graph ends at pool5 (the convolution stack only)")
             return [], CHW
         classifier, order = self.match_classifier(nodes, layout)
         if classifier:
