@@ -214,8 +214,8 @@ def default_weights_path() -> Path:
 
 def fetched_paths() -> list[Path]:
     """Where ``vggjit weights fetch --source torchvision|timm`` puts its files (VGG19 first)."""
-    files = sorted(SOURCE_FILES.items(), key=lambda item: (item[0][1] != "vgg19", item[0][0]))
-    return [home_dir() / name for (_, _), (_, name, _) in files]
+    order = [(source, net) for net in ("vgg19", "vgg16") for source in ("torchvision", "timm")]
+    return [home_dir() / SOURCE_FILES[key][1] for key in order if key in SOURCE_FILES]
 
 
 def search_paths() -> list[Path]:
