@@ -366,3 +366,19 @@ def test_weights_info_and_convert_take_every_format(tmp_path, capsys, params):
     assert info["converted_from"] == "safetensors" and info["preprocess"] == "torchvision"
     assert info["classifier"] is True
     assert_same_weights(load_weights(out_file), load_weights(path, cache=False))
+
+
+def test_python_api_takes_a_vgg16_checkpoint_and_names_it(tmp_path):
+    from vggjit.errors import InputError
+    from vggjit.network import VGG16, VGG19
+    from vggjit.weights import describe_network
+
+    params = random_params(FIXTURE16_BLOCKS, seed=4)
+    path = write_torch_legacy(tmp_path / "vgg16-like.pth", torchvision_state_dict(params))
+    net = VGG16.from_file(path, driver="example-numpy")
+    assert net.layers[-1].name == "prob" and sum(l.kind == "conv" for l in net.layers) == 13
+    assert describe_network(net) == (f"VGG-like (13 conv layers, 10 classes) (PyTorch, "
+                                     f"torchvision preprocessing: {path})")
+    with pytest.raises(InputError, match="VGG16.from_file"):
+        VGG19.from_file(path)
+    assert describe_network(VGG16.random()) == "VGG16, random He-normal weights (seed 0)"

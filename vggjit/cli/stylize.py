@@ -171,7 +171,8 @@ def run(args) -> int:
         given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k) is not None]
         if args.content or args.styles or given:
             raise InputError("--resume continues a run with its own images and settings; "
-                             "give only -o, --iterations, --driver, --weights, --overwrite "
+                             "give only -o, --iterations, --driver, --weights, --preprocess, "
+                             "--overwrite "
                              f"(not {', '.join(given) or 'CONTENT/STYLE'})")
     else:
         if not args.content or not args.styles:
@@ -199,6 +200,7 @@ def sigterm_as_interrupt():
 
 
 def _run(args):
+    from ..errors import InputError
     from ..style import PRESETS, StyleTransfer, make_settings, resume
     from ..weights import describe_network, find_weights, load_weights
 
@@ -206,6 +208,10 @@ def _run(args):
         print(line, flush=True)
 
     if args.resume:
+        if args.preprocess:
+            if not args.weights:
+                raise InputError("--preprocess with --resume needs the --weights file it is for")
+            load_weights(find_weights(args.weights), preprocess=args.preprocess)
         return resume(args.resume, iterations=args.iterations, output=args.output,
                       overwrite=args.overwrite, progress=True, driver=args.driver,
                       weights=args.weights, log=log)
@@ -216,8 +222,7 @@ def _run(args):
             options[key] = default
     settings = make_settings(args.preset, **options)
     if args.preprocess and settings.weights != "random":
-        # The convention is folded and remembered in the weight cache, where the network
-        # built below finds it.
+        # Folded and recorded in the weight cache, where the network built below finds it.
         load_weights(find_weights(settings.weights), preprocess=args.preprocess)
     transfer = StyleTransfer(args.styles, settings=settings)
     # start() checks before any work: images, layers and sizes, the output files, then the
