@@ -78,7 +78,8 @@ def timm_state_dict(params: Params) -> dict[str, np.ndarray]:
 class PickleWriter:
     """Emits a protocol-2 pickle of nested dicts of tensors as torch.save writes them."""
 
-    def __init__(self):
+    def __init__(self, tar: bool = False):
+        self.tar = tar  # the tar format: a tensor is just a persistent id (its key)
         self.out = io.BytesIO()
         self.out.write(b"\x80\x02")
         self.storages: list[tuple[str, np.ndarray]] = []
@@ -125,6 +126,10 @@ class PickleWriter:
         arr = np.ascontiguousarray(arr, np.float32)
         key = str(len(self.storages))
         self.storages.append((key, arr))
+        if self.tar:
+            self.text(f"t{key}")
+            self.out.write(b"Q")
+            return
         self.global_("torch._utils", "_rebuild_tensor_v2")
         self.out.write(b"(")
         # persistent id: ('storage', torch.FloatStorage, key, location, numel)
@@ -148,8 +153,8 @@ class PickleWriter:
         return self.out.getvalue()
 
 
-def pickle_state(state: dict) -> tuple[bytes, list[tuple[str, np.ndarray]]]:
-    writer = PickleWriter()
+def pickle_state(state: dict, tar: bool = False) -> tuple[bytes, list[tuple[str, np.ndarray]]]:
+    writer = PickleWriter(tar)
     writer.value(state)
     return writer.finish(), writer.storages
 
@@ -179,6 +184,44 @@ def write_torch_legacy(path, state: dict) -> Path:
         parts.append(struct.pack("<q", arr.size) + arr.astype("<f4").tobytes())
     path = Path(path)
     path.write_bytes(b"".join(parts))
+    return path
+
+
+def write_torch_tar(path, state: dict) -> Path:
+    """The tar format of PyTorch before 0.1.10: members storages, tensors, pickle."""
+    import tarfile
+
+    data, storages = pickle_state(state, tar=True)
+
+    def record(obj) -> bytes:
+        writer = PickleWriter()
+        writer.out.write(b"(")
+        for item in obj:
+            if isinstance(item, tuple):  # (module, name): a global
+                writer.global_(*item)
+            else:
+                writer.value(item)
+        writer.out.write(b"t")
+        return writer.finish()
+
+    stored = [pickle.dumps(len(storages), protocol=2)]
+    for key, arr in storages:
+        stored.append(record([key, "cpu", ("torch", "FloatStorage")]))
+        stored.append(struct.pack("<q", arr.size) + arr.astype("<f4").tobytes())
+    stored.append(pickle.dumps([], protocol=2))  # no storage views
+    tensors = [pickle.dumps(len(storages), protocol=2)]
+    for key, arr in storages:
+        tensors.append(record([f"t{key}", key, ("torch", "FloatTensor")]))
+        strides = [s // arr.itemsize for s in arr.strides]
+        tensors.append(struct.pack("<ii", arr.ndim, 0) + struct.pack(f"<{arr.ndim}q", *arr.shape)
+                       + struct.pack(f"<{arr.ndim}q", *strides) + struct.pack("<q", 0))
+    path = Path(path)
+    with tarfile.open(path, "w:", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in (("storages", b"".join(stored)), ("tensors", b"".join(tensors)),
+                              ("pickle", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
     return path
 
 

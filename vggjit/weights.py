@@ -52,7 +52,7 @@ from .formats.preprocess import CHOICES as PREPROCESS_CHOICES
 from .formats.preprocess import CONVENTIONS
 from .formats.safetensors_file import read_safetensors
 from .formats.state_dict import parse_state_dict, tensors_of
-from .formats.torch_file import LEGACY, ZIP, read_checkpoint
+from .formats.torch_file import LEGACY, TAR, ZIP, read_checkpoint
 from .weights_urls import MD5S, SOURCE_FILES, URLS
 from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, Network,
                       param_shapes, vgg_layers)
@@ -64,20 +64,22 @@ DEFAULT_NAME = "imagenet-vgg-verydeep-19.mat"
 
 #: WeightSet.version values.
 OLD, NEW = "matconvnet-old", "matconvnet-new"
-TORCH_ZIP, TORCH_LEGACY, SAFETENSORS, ONNX, KERAS = ZIP, LEGACY, "safetensors", "onnx", "keras-hdf5"
+TORCH_ZIP, TORCH_LEGACY, TORCH_TAR = ZIP, LEGACY, TAR
+SAFETENSORS, ONNX, KERAS = "safetensors", "onnx", "keras-hdf5"
 VERSION_NAMES = {
     OLD: "MatConvNet older format (the lab's beta16 file: variables layers, classes, "
          "normalization)",
     NEW: "MatConvNet newer format (variables layers, meta)",
     TORCH_ZIP: "PyTorch checkpoint, zip format (PyTorch 1.6 and later)",
     TORCH_LEGACY: "PyTorch checkpoint, legacy format (before PyTorch 1.6; torchvision's files)",
+    TORCH_TAR: "PyTorch checkpoint, tar format (before PyTorch 0.1.10)",
     SAFETENSORS: "safetensors",
     ONNX: "ONNX graph",
     KERAS: "Keras HDF5 weights",
 }
 #: Short names of the formats, for the one line that says which network runs.
 VERSION_SHORT = {OLD: "MatConvNet", NEW: "MatConvNet", TORCH_ZIP: "PyTorch",
-                 TORCH_LEGACY: "PyTorch", SAFETENSORS: "safetensors", ONNX: "ONNX",
+                 TORCH_LEGACY: "PyTorch", TORCH_TAR: "PyTorch", SAFETENSORS: "safetensors", ONNX: "ONNX",
                  KERAS: "Keras"}
 
 NATIVE_FORMAT = "vggjit-weights"
@@ -324,8 +326,8 @@ def read_foreign(path: Path, kind: str, preprocess: str | None = None) -> Weight
     native one; no cache involved."""
     if kind == sniff.MAT:
         return read_matconvnet(path)
-    if kind in (sniff.TORCH_ZIP, sniff.TORCH_LEGACY):
-        version = TORCH_ZIP if kind == sniff.TORCH_ZIP else TORCH_LEGACY
+    if kind in (sniff.TORCH_ZIP, sniff.TORCH_LEGACY, sniff.TORCH_TAR):
+        version = {sniff.TORCH_ZIP: TORCH_ZIP, sniff.TORCH_LEGACY: TORCH_LEGACY}.get(kind, TORCH_TAR)
         parsed = parse_state_dict(path, tensors_of(read_checkpoint(path, version), path),
                                   version)
     elif kind == sniff.SAFETENSORS:
@@ -389,7 +391,7 @@ def _sniff(path: Path) -> str:
         raise WeightFileError(f"{path}: no such file. {_fetch_hint()}")
     if path.is_dir():
         raise WeightFileError(f"{path} is a directory, not a weight file")
-    head = _head(path, 128)
+    head = _head(path, 512)
     if not head:
         raise WeightFileError(f"{path}: the file is empty (an interrupted download?). "
                               f"{_fetch_hint()}")

@@ -81,16 +81,19 @@ ALLOWED: dict[tuple[str, str], object] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("_codecs", "encode"): _codecs_encode,
     **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
+    # the tar format (PyTorch before 0.1.10) names each tensor's type: torch.FloatTensor, ...
+    **{("torch", name.replace("Storage", "Tensor")): StorageType(name) for name in STORAGE_DTYPES},
 }
 
 
 class StateDictUnpickler(pickle.Unpickler):
     """Unpickle a state dict with only :data:`ALLOWED` globals (see the module docstring)."""
 
-    def __init__(self, handle, path, storages: dict[str, Storage]):
+    def __init__(self, handle, path, storages: dict[str, Storage], objects=None):
         super().__init__(handle)
         self._path = path
         self.storages = storages
+        self.objects = objects  # the tar format's tensors and storages, by key
 
     def find_class(self, module: str, name: str):
         try:
@@ -102,6 +105,12 @@ class StateDictUnpickler(pickle.Unpickler):
                 f"reads plain state dicts of tensors)") from None
 
     def persistent_load(self, pid):
+        if self.objects is not None and isinstance(pid, (str, int)):
+            try:
+                return self.objects[str(pid)]
+            except KeyError:
+                raise WeightFileError(f"{self._path}: the pickle names object {pid!r:.40}, which "
+                                      f"the file does not hold; it is damaged") from None
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise WeightFileError(f"{self._path}: unexpected persistent object {pid!r:.80}; not "
                                   f"a PyTorch tensor storage")
@@ -117,10 +126,11 @@ class StateDictUnpickler(pickle.Unpickler):
         return storage
 
 
-def load_pickle(handle, path, storages: dict[str, Storage]):
-    """Unpickle one object from ``handle``; damage becomes a WeightFileError."""
+def load_pickle(handle, path, storages: dict[str, Storage], objects=None):
+    """Unpickle one object from ``handle``; damage becomes a WeightFileError.
+    objects: {key: object} the persistent ids of the tar format refer to."""
     try:
-        return StateDictUnpickler(handle, path, storages).load()
+        return StateDictUnpickler(handle, path, storages, objects).load()
     except WeightFileError:
         raise
     except EOFError:

@@ -5,10 +5,11 @@ import struct
 import zipfile
 from pathlib import Path
 
-from .torch_file import LEGACY_HEAD, is_torch_zip
+from .torch_file import LEGACY_HEAD, is_torch_tar, is_torch_zip
 
 #: Format names load_weights dispatches on.
-NATIVE, MAT, MAT73, TORCH_ZIP, TORCH_LEGACY = "native", "mat", "hdf5-mat", "torch-zip", "torch-legacy"
+NATIVE, MAT, MAT73 = "native", "mat", "hdf5-mat"
+TORCH_ZIP, TORCH_LEGACY, TORCH_TAR = "torch-zip", "torch-legacy", "torch-tar"
 SAFETENSORS, ONNX, KERAS, OTHER = "safetensors", "onnx", "keras", "other"
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
@@ -17,7 +18,7 @@ _ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2}
 
 
 def sniff_format(path: Path, head: bytes) -> str:
-    """One of the names above; ``head`` is the file's first 128 bytes (or all of a shorter
+    """One of the names above; ``head`` is the file's first 512 bytes (or all of a shorter
     file)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         try:
@@ -33,8 +34,10 @@ def sniff_format(path: Path, head: bytes) -> str:
         return MAT
     if head.startswith(_HDF5):
         return KERAS
-    if head.startswith(LEGACY_HEAD[:4]) and head[:len(LEGACY_HEAD)] == LEGACY_HEAD:
+    if head[:len(LEGACY_HEAD)] == LEGACY_HEAD:
         return TORCH_LEGACY
+    if is_torch_tar(head):
+        return TORCH_TAR
     if len(head) >= 9 and head[8:9] == b"{":
         (size,) = struct.unpack("<Q", head[:8])
         if 2 <= size < (1 << 30):
