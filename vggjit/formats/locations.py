@@ -5,7 +5,7 @@
   ``vgg16-397923af.pth``;
 * the Hugging Face hub: ``$HF_HUB_CACHE`` (default ``$HF_HOME/hub``, ``$HF_HOME`` defaulting to
   ``~/.cache/huggingface``): ``models--timm--vgg19.tv_in1k/snapshots/<revision>/model.safetensors``
-  and the same for ``vgg16.tv_in1k``;
+  (or ``pytorch_model.bin``) and the same for ``vgg16.tv_in1k``;
 * Keras: ``$KERAS_HOME/models/`` (default ``~/.keras/models/``):
   ``vgg19_weights_tf_dim_ordering_tf_kernels.h5`` and ``vgg16_...``, then the ``_notop`` files
   (convolution stack only).
@@ -59,6 +59,7 @@ def candidates(environ=os.environ) -> list[Path]:
     for net in ("vgg19", "vgg16"):
         places.append(torch_hub_dir(environ) / TORCHVISION_FILES[net])
         places.append(hf_snapshot_file(TIMM_MODELS[net], environ=environ)
+                      or hf_snapshot_file(TIMM_MODELS[net], "pytorch_model.bin", environ)
                       or hf_hub_dir(environ) / f"models--{TIMM_MODELS[net].replace('/', '--')}")
         places.append(keras_dir(environ) / KERAS_FILES[net])
     for net in ("vgg19", "vgg16"):
