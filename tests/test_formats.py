@@ -60,7 +60,8 @@ WRITERS = {
     "safetensors-torchvision": lambda path, p: write_safetensors(
         path.with_suffix(".safetensors"), torchvision_state_dict(p)),
 }
-VERSIONS = {"torch-zip": "pytorch-zip", "torch-legacy": "pytorch-legacy", "torch-tar": "pytorch-tar",
+VERSIONS = {"torch-zip": "pytorch-zip", "torch-legacy": "pytorch-legacy",
+            "torch-tar": "pytorch-tar",
             "safetensors-timm": "safetensors", "safetensors-torchvision": "safetensors"}
 
 

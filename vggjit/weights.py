@@ -79,8 +79,11 @@ VERSION_NAMES = {
 }
 #: Short names of the formats, for the one line that says which network runs.
 VERSION_SHORT = {OLD: "MatConvNet", NEW: "MatConvNet", TORCH_ZIP: "PyTorch",
-                 TORCH_LEGACY: "PyTorch", TORCH_TAR: "PyTorch", SAFETENSORS: "safetensors", ONNX: "ONNX",
-                 KERAS: "Keras"}
+                 TORCH_LEGACY: "PyTorch", TORCH_TAR: "PyTorch", SAFETENSORS: "safetensors",
+                 ONNX: "ONNX", KERAS: "Keras"}
+#: The file formats :mod:`vggjit.formats.sniff` tells apart -> the PyTorch versions above.
+_TORCH_KINDS = {sniff.TORCH_ZIP: TORCH_ZIP, sniff.TORCH_LEGACY: TORCH_LEGACY,
+                sniff.TORCH_TAR: TORCH_TAR}
 
 NATIVE_FORMAT = "vggjit-weights"
 NATIVE_VERSION = 1
@@ -139,8 +142,8 @@ class WeightSet:
                         "the file has no classifier")
             raise WeightFileError(
                 f"{self.source}: {purpose} needs VGG's ImageNet classifier, and this file "
-                f"holds only a {self.name} ({left}). Style transfer can use it; for {purpose} give a "
-                f"full VGG16/VGG19 file (`vggjit weights fetch`).")
+                f"holds only a {self.name} ({left}). Style transfer can use it; for {purpose} "
+                f"give a full VGG16/VGG19 file (`vggjit weights fetch`).")
 
     @property
     def label(self) -> str:
@@ -304,13 +307,13 @@ def load_weights(path, *, cache: bool = True, preprocess: str | None = None) -> 
         raise WeightFileError(f"{path}: a MatConvNet file always takes matconvnet preprocessing "
                               f"(RGB minus its mean pixel); drop --preprocess {preprocess}")
     if not cache:
-        return read_foreign(path, kind, preprocess)
+        return read_source(path, kind, preprocess)
     target = cache_path_for(path)
     stat = path.stat()
     hit = _cache_hit(target, path, stat, preprocess)
     if hit is not None:
         return hit
-    ws = read_foreign(path, kind, preprocess)
+    ws = read_source(path, kind, preprocess)
     try:
         write_native(target, ws, source_stat=stat)
         ws.cache = target
@@ -321,13 +324,13 @@ def load_weights(path, *, cache: bool = True, preprocess: str | None = None) -> 
     return ws
 
 
-def read_foreign(path: Path, kind: str, preprocess: str | None = None) -> WeightSet:
+def read_source(path: Path, kind: str, preprocess: str | None = None) -> WeightSet:
     """Parse a file of format ``kind`` (a :mod:`vggjit.formats.sniff` name) other than the
     native one; no cache involved."""
     if kind == sniff.MAT:
         return read_matconvnet(path)
-    if kind in (sniff.TORCH_ZIP, sniff.TORCH_LEGACY, sniff.TORCH_TAR):
-        version = {sniff.TORCH_ZIP: TORCH_ZIP, sniff.TORCH_LEGACY: TORCH_LEGACY}.get(kind, TORCH_TAR)
+    if kind in _TORCH_KINDS:
+        version = _TORCH_KINDS[kind]
         parsed = parse_state_dict(path, tensors_of(read_checkpoint(path, version), path),
                                   version)
     elif kind == sniff.SAFETENSORS:

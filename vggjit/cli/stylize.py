@@ -9,8 +9,9 @@ from . import add_driver_option, add_weights_option, subcommand
 
 DESCRIPTION = """\
 Paint CONTENT in the style of STYLE (Gatys et al.): optimise an image so that its VGG features
-(VGG19 or VGG16, from any weight file vggjit reads, a convolution stack alone included) match the content image's at the content layers and its Gram matrices match the style
-image's at the style layers. Several style images are blended (--style-blend).
+(VGG19 or VGG16, from any weight file vggjit reads, a convolution stack alone included) match
+the content image's at the content layers and its Gram matrices match the style image's at the
+style layers. Several style images are blended (--style-blend).
 
 Before the first step every input is checked: the images are read, the layer names and the
 image sizes are checked against the network, and every file the run will write must be

@@ -83,7 +83,8 @@ def register(subparsers) -> None:
     info.set_defaults(run=run_info)
 
     convert = sub.add_parser(
-        "convert", help="write the fast-loading copy of a weight file", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "convert", help="write the fast-loading copy of a weight file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert any weight file vggjit reads to its native file (an uncompressed "
                     ".npz that loads by\nmemory-mapping; the preprocessing is folded in and "
                     "recorded). Without --output it goes to\nthe cache directory, where loading "
