@@ -66,11 +66,13 @@ def _network(driver):
     """(net, description): the real weights when they can be found, else random VGG19."""
     from vggjit.network import VGG19, Network
     try:
-        from vggjit.weights import find_weights
-        path = find_weights()
-        return Network.from_file(path, driver=driver), f"ImageNet weights {path.name}"
+        from vggjit.weights import find_weights, load_weights
+        ws = load_weights(find_weights())
+        if ws.has_classifier:  # a convolution stack alone cannot be compared on classes
+            return Network.from_weights(ws, driver), f"ImageNet weights: {ws.label}"
     except Exception:
-        return VGG19.random(seed=0, driver=driver), "random He-normal VGG19 (seed 0)"
+        pass
+    return VGG19.random(seed=0, driver=driver), "random He-normal VGG19 (seed 0)"
 
 
 # -- the suite ---------------------------------------------------------------------------

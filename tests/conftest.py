@@ -15,6 +15,9 @@ _HOME = Path(tempfile.mkdtemp(prefix="vggjit-test-home-"))
 os.environ["VGGJIT_HOME"] = str(_HOME)
 os.environ.pop("VGGJIT_DRIVER", None)
 os.environ.pop("VGGJIT_WEIGHTS", None)
+# find_weights also looks in the torch hub, Hugging Face and Keras caches: make them empty.
+for _variable in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "KERAS_HOME"):
+    os.environ[_variable] = str(_HOME / "other-caches" / _variable.lower())
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from plugin_tools import (activate, deactivate, install_example_plugin,  # noqa: E402

@@ -120,6 +120,11 @@ class Network:
             raise InputError(f"{ws.source or path}: the file holds {ws.name} ({sum(depth)} conv "
                              f"layers), not {cls.__name__}; load it with {use}"
                              f"vggjit.Network.from_file")
+        return cls.from_weights(ws, driver, pooling=pooling)
+
+    @classmethod
+    def from_weights(cls, ws, driver=None, *, pooling: str = "max") -> "Network":
+        """A network on ``driver`` from a :class:`vggjit.weights.WeightSet` (any reader's)."""
         return cls(ws.layers, ws.params, mean_pixel=ws.mean_pixel, wnids=ws.wnids,
                    descriptions=ws.descriptions, driver=driver, pooling=pooling,
                    source=ws.source)

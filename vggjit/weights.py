@@ -1,10 +1,14 @@
-"""VGG weight files: MatConvNet ``.mat`` (both versions) in, vggjit's native cache out.
+"""VGG weight files: MatConvNet, PyTorch, safetensors, ONNX and Keras in, vggjit's native cache
+out.
 
-``load_weights(path)`` reads
+``load_weights(path)`` tells the format from the file's first bytes and reads
 
 * the older MatConvNet file (the lab's ``beta16`` ``imagenet-vgg-verydeep-19.mat``: top-level
   ``layers``, ``classes``, ``normalization``),
-* the newer one (``layers``, ``meta``), or
+* the newer one (``layers``, ``meta``),
+* PyTorch checkpoints (torchvision's ``vgg19-dcbb9e9d.pth``), safetensors (timm's), ONNX graphs
+  and Keras HDF5 files, through the readers in :mod:`vggjit.formats`, which fold the file's
+  input preprocessing into conv1_1 and the mean pixel, or
 * vggjit's native file (an uncompressed ``.npz``, see :func:`write_native`),
 
 checks every layer against the VGG layer table and returns a :class:`WeightSet` with conv
@@ -12,7 +16,7 @@ weights OIHW ``[Cout, Cin, 3, 3]`` and fc weights ``[out, in]`` (fc6 on pool5 fl
 C, H, W order), all float32. The layer table is read from the file: VGG19 and VGG16 both load,
 and so do the small VGG-shaped networks the tests write.
 
-Parsing the 510 MB ``.mat`` takes seconds, so the first load of a ``.mat`` writes a native copy
+Parsing a 510 MB file takes seconds, so the first load of any other format writes a native copy
 to ``home_dir()/converted/`` (atomically), recording the source's size, modification time and
 MD5. Later loads memory-map that copy: a fraction of a second, and pages nobody reads (fc6 during
 style transfer) are never read from disk. The copy is used while the source's size and
@@ -43,7 +47,16 @@ from .architecture import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, L
                            param_shapes, vgg_layers)
 from .errors import WeightFileError
 from .fileio import atomic_save, home_dir
-from .weights_urls import MD5S, URLS
+from .formats import locations, sniff
+from .formats.keras_file import read_keras
+from .formats.layout import Assembled, ParsedVGG, assemble, layer_table
+from .formats.onnx_file import read_onnx
+from .formats.preprocess import CHOICES as PREPROCESS_CHOICES
+from .formats.preprocess import CONVENTIONS
+from .formats.safetensors_file import read_safetensors
+from .formats.state_dict import parse_state_dict, tensors_of
+from .formats.torch_file import LEGACY, TAR, ZIP, read_checkpoint
+from .weights_urls import MD5S, SOURCE_FILES, URLS
 
 ENV_WEIGHTS = "VGGJIT_WEIGHTS"
 #: The file name of the official download; ``vggjit weights fetch`` puts it in home_dir().
@@ -52,11 +65,26 @@ DEFAULT_NAME = "imagenet-vgg-verydeep-19.mat"
 
 #: WeightSet.version values.
 OLD, NEW = "matconvnet-old", "matconvnet-new"
+TORCH_ZIP, TORCH_LEGACY, TORCH_TAR = ZIP, LEGACY, TAR
+SAFETENSORS, ONNX, KERAS = "safetensors", "onnx", "keras-hdf5"
 VERSION_NAMES = {
     OLD: "MatConvNet older format (the lab's beta16 file: variables layers, classes, "
          "normalization)",
     NEW: "MatConvNet newer format (variables layers, meta)",
+    TORCH_ZIP: "PyTorch checkpoint, zip format (PyTorch 1.6 and later)",
+    TORCH_LEGACY: "PyTorch checkpoint, legacy format (before PyTorch 1.6; torchvision's files)",
+    TORCH_TAR: "PyTorch checkpoint, tar format (before PyTorch 0.1.10)",
+    SAFETENSORS: "safetensors",
+    ONNX: "ONNX graph",
+    KERAS: "Keras HDF5 weights",
 }
+#: Short names of the formats, for the one line that says which network runs.
+VERSION_SHORT = {OLD: "MatConvNet", NEW: "MatConvNet", TORCH_ZIP: "PyTorch",
+                 TORCH_LEGACY: "PyTorch", TORCH_TAR: "PyTorch", SAFETENSORS: "safetensors",
+                 ONNX: "ONNX", KERAS: "Keras"}
+#: The file formats :mod:`vggjit.formats.sniff` tells apart -> the PyTorch versions above.
+_TORCH_KINDS = {sniff.TORCH_ZIP: TORCH_ZIP, sniff.TORCH_LEGACY: TORCH_LEGACY,
+                sniff.TORCH_TAR: TORCH_TAR}
 
 NATIVE_FORMAT = "vggjit-weights"
 NATIVE_VERSION = 1
@@ -71,10 +99,14 @@ class WeightSet:
     layers: the layer table (see :func:`vggjit.network.vgg_layers`).
     params: {layer name: (w, b)}: conv w [Cout, Cin, 3, 3], fc w [out, in], b [out]; float32.
     mean_pixel: RGB float32 [3]; wnids, descriptions: one per class (empty if unknown).
-    source: the file the weights came from (the ``.mat`` even when read from its cache).
-    version: :data:`OLD` or :data:`NEW` (the MatConvNet format of the original file).
+    source: the file the weights came from (the original even when read from its cache).
+    version: the format of the original file (a key of :data:`VERSION_NAMES`).
     md5: MD5 of the source file ("" if unknown). cache: the native file read or written, if any.
-    notes: what was assumed because the file lacked it (shown by ``vggjit weights info``).
+    notes: what was assumed because the file lacked it, and what was left out (shown by
+    ``vggjit weights info``).
+    preprocess: the input convention of the source (a key of
+    :data:`vggjit.formats.preprocess.CONVENTIONS`), already folded into conv1_1 and the mean
+    pixel: the network always takes RGB 0..255 minus ``mean_pixel``.
     """
 
     layers: tuple[Layer, ...]
@@ -87,16 +119,31 @@ class WeightSet:
     md5: str = ""
     cache: Path | None = None
     notes: list[str] = field(default_factory=list)
+    preprocess: str = "matconvnet"
 
     @property
     def name(self) -> str:
-        """"VGG19", "VGG16" or "VGG-like (...)" for other channel counts."""
-        if self.classifier == CLASSIFIER:
-            for name, blocks in (("VGG19", VGG19_BLOCKS), ("VGG16", VGG16_BLOCKS)):
-                if self.blocks == blocks:
-                    return name
-        convs = sum(c for _, c in self.blocks)
-        return f"VGG-like ({convs} conv layers, {self.classifier[-1]} classes)"
+        """"VGG19", "VGG16", "VGG16 convolution stack" or "VGG-like (...)"."""
+        return network_name(self.layers)
+
+    @property
+    def has_classifier(self) -> bool:
+        return bool(self.classifier)
+
+    def require_classifier(self, purpose: str) -> None:
+        """Raise a clear WeightFileError if these weights have no classifier (fc6-fc8)."""
+        if not self.has_classifier:
+            left = next((n for n in self.notes if n.startswith(("left out", "no classifier"))),
+                        "the file has no classifier")
+            raise WeightFileError(
+                f"{self.source}: {purpose} needs VGG's ImageNet classifier, and this file "
+                f"holds only a {self.name} ({left}). Style transfer can use it; for {purpose} "
+                f"give a full VGG16/VGG19 file (`vggjit weights fetch`).")
+
+    @property
+    def label(self) -> str:
+        """One line saying which network this is and where it came from."""
+        return f"{self.name} ({source_label(self.version, self.preprocess)}: {self.source})"
 
     @property
     def blocks(self) -> tuple[tuple[int, int], ...]:
@@ -105,6 +152,42 @@ class WeightSet:
     @property
     def classifier(self) -> tuple[int, ...]:
         return tuple(layer.cout for layer in self.layers if layer.kind == "fc")
+
+
+def network_name(layers) -> str:
+    """"VGG19", "VGG16" (either with " convolution stack" when it has no classifier), or
+    "VGG-like (...)" for other channel counts."""
+    blocks = _blocks_of(layers)
+    classifier = tuple(layer.cout for layer in layers if layer.kind == "fc")
+    for name, table in (("VGG19", VGG19_BLOCKS), ("VGG16", VGG16_BLOCKS)):
+        if blocks == table and classifier in (CLASSIFIER, ()):
+            return name if classifier else f"{name} convolution stack"
+    convs = sum(c for _, c in blocks)
+    if not classifier:
+        return f"VGG-like ({convs} conv layers, convolution stack)"
+    return f"VGG-like ({convs} conv layers, {classifier[-1]} classes)"
+
+
+def source_label(version: str, preprocess: str) -> str:
+    """"PyTorch, torchvision preprocessing" and the like."""
+    return f"{VERSION_SHORT.get(version, version or 'unknown format')}, {preprocess} preprocessing"
+
+
+def describe_network(net) -> str:
+    """One line naming the network a :class:`vggjit.network.Network` runs and its source."""
+    if net.random_weights:
+        return f"{network_name(net.layers)}, {net.source}"
+    source = Path(net.source) if net.source else None
+    if source is not None and source.is_file():
+        try:
+            target = source if _sniff(source) == sniff.NATIVE else cache_path_for(source)
+            meta = read_native_meta(target) if target.is_file() else {}
+        except WeightFileError:
+            meta = {}
+        if meta:
+            version, preprocess = meta.get("version", ""), meta.get("preprocess", "matconvnet")
+            return f"{network_name(net.layers)} ({source_label(version, preprocess)}: {source})"
+    return f"{network_name(net.layers)} ({net.source or 'weights given in memory'})"
 
 
 # -- the packaged class list -----------------------------------------------------------------
@@ -129,20 +212,37 @@ def default_weights_path() -> Path:
     return home_dir() / DEFAULT_NAME
 
 
+def fetched_paths() -> list[Path]:
+    """Where ``vggjit weights fetch --source torchvision|timm`` puts its files (VGG19 first)."""
+    order = [(source, net) for net in ("vgg19", "vgg16") for source in ("torchvision", "timm")]
+    return [home_dir() / SOURCE_FILES[key][1] for key in order if key in SOURCE_FILES]
+
+
+def search_paths() -> list[Path]:
+    """Every file (or cache directory) find_weights looks at after --weights and the variable:
+    vggjit's own downloads, then the torch hub, Hugging Face hub and Keras caches."""
+    return [default_weights_path(), *fetched_paths(), *locations.candidates()]
+
+
 def how_to_get_weights() -> str:
     """The message that tells a user exactly how to get the weight file."""
     target = default_weights_path()
-    return (f"no VGG19 weights found: no --weights option, ${ENV_WEIGHTS} is not set, and "
-            f"{target} does not exist.\n"
+    looked = "\n".join(f"      {p}" for p in search_paths())
+    return (f"no VGG weights found: no --weights option, ${ENV_WEIGHTS} is not set, and none "
+            f"of these exists:\n{looked}\n"
             f"  Get them once (about 510 MB, checked by MD5) with:\n"
             f"      vggjit weights fetch\n"
             f"  or download {URLS['beta16']}\n"
             f"  (or the newer-format {URLS['new']}) yourself and put it at {target},\n"
-            f"  or pass --weights PATH, or set {ENV_WEIGHTS}=PATH.")
+            f"  or fetch torchvision's or timm's file: vggjit weights fetch --source torchvision\n"
+            f"  or pass --weights PATH (a .mat, .pth, .safetensors, .onnx or Keras .h5), or set "
+            f"{ENV_WEIGHTS}=PATH.")
 
 
 def find_weights(explicit=None) -> Path:
-    """The weight file to use: ``explicit`` (--weights) > $VGGJIT_WEIGHTS > home_dir().
+    """The weight file to use: ``explicit`` (--weights) > $VGGJIT_WEIGHTS > home_dir()'s
+    MatConvNet file > its torchvision / timm downloads > the torch hub, Hugging Face hub and
+    Keras caches (:func:`search_paths`; VGG19 before VGG16).
 
     Raises WeightFileError: naming the missing file when one was given, else with
     :func:`how_to_get_weights`.
@@ -157,9 +257,9 @@ def find_weights(explicit=None) -> Path:
                 raise WeightFileError(f"{path} ({where}) is a directory; give the weight file "
                                       f"itself ({DEFAULT_NAME} or a converted .npz)")
             return path
-    path = default_weights_path()
-    if path.is_file():
-        return path
+    for path in search_paths():
+        if path.is_file():
+            return path
     raise WeightFileError(how_to_get_weights())
 
 
@@ -169,33 +269,46 @@ def _fetch_hint() -> str:
 
 # -- loading ---------------------------------------------------------------------------------
 
-def load_weights(path, *, cache: bool = True) -> WeightSet:
-    """Load a MatConvNet ``.mat`` (either version) or a vggjit native file.
+def load_weights(path, *, cache: bool = True, preprocess: str | None = None) -> WeightSet:
+    """Load a VGG weight file of any format vggjit reads (see docs/formats.md).
 
-    cache: for a ``.mat``, use (and write, on first load) the native copy in
-    ``home_dir()/converted``. A cache that cannot be written only costs a warning.
+    cache: use (and write, on first load) the native copy in ``home_dir()/converted``. A cache
+    that cannot be written only costs a warning.
+    preprocess: the input convention of the file (``--preprocess``: torchvision, caffe,
+    matconvnet or none), folded into conv1_1 and the mean pixel. None: the file's own
+    (PyTorch and safetensors: torchvision; Keras: caffe; MatConvNet: matconvnet); an ONNX file
+    cannot say, so it needs one the first time (the cache remembers it).
     Raises WeightFileError naming the file (and the layer) for anything unusable.
     """
     path = Path(path).expanduser()
     kind = _sniff(path)
-    if kind == "native":
-        return read_native(path)
-    if kind == "hdf5":
+    if preprocess is not None and preprocess not in CONVENTIONS:
+        raise WeightFileError(f"unknown preprocessing {preprocess!r}; choose one of "
+                              f"{', '.join(PREPROCESS_CHOICES)}")
+    if kind == sniff.NATIVE:
+        ws = read_native(path)
+        _check_stated(path, ws, preprocess)
+        return ws
+    if kind == sniff.MAT73:
         raise WeightFileError(
             f"{path}: a MATLAB v7.3 (HDF5) file; vggjit reads the v5/v7 .mat files MatConvNet "
             f"publishes. {_fetch_hint()}")
-    if kind != "mat":
+    if kind == sniff.OTHER:
         raise WeightFileError(
-            f"{path}: not a MATLAB .mat file or a vggjit .npz (it starts with "
-            f"{_head(path)!r}); expected MatConvNet's {DEFAULT_NAME}. {_fetch_hint()}")
+            f"{path}: not a MATLAB .mat file or any other weight file vggjit reads (it starts "
+            f"with {_head(path)!r}); expected MatConvNet's {DEFAULT_NAME}, a PyTorch .pth, a "
+            f".safetensors, an .onnx, a Keras .h5 or a vggjit .npz. {_fetch_hint()}")
+    if kind == sniff.MAT and preprocess not in (None, "matconvnet"):
+        raise WeightFileError(f"{path}: a MatConvNet file always takes matconvnet preprocessing "
+                              f"(RGB minus its mean pixel); drop --preprocess {preprocess}")
     if not cache:
-        return read_matconvnet(path)
+        return read_source(path, kind, preprocess)
     target = cache_path_for(path)
     stat = path.stat()
-    hit = _cache_hit(target, path, stat)
+    hit = _cache_hit(target, path, stat, preprocess)
     if hit is not None:
         return hit
-    ws = read_matconvnet(path)
+    ws = read_source(path, kind, preprocess)
     try:
         write_native(target, ws, source_stat=stat)
         ws.cache = target
@@ -206,6 +319,43 @@ def load_weights(path, *, cache: bool = True) -> WeightSet:
     return ws
 
 
+def read_source(path: Path, kind: str, preprocess: str | None = None) -> WeightSet:
+    """Parse a file of format ``kind`` (a :mod:`vggjit.formats.sniff` name) other than the
+    native one; no cache involved."""
+    if kind == sniff.MAT:
+        return read_matconvnet(path)
+    if kind in _TORCH_KINDS:
+        version = _TORCH_KINDS[kind]
+        parsed = parse_state_dict(path, tensors_of(read_checkpoint(path, version), path),
+                                  version)
+    elif kind == sniff.SAFETENSORS:
+        parsed = read_safetensors(path)
+    elif kind == sniff.ONNX:
+        parsed = read_onnx(path)
+    elif kind == sniff.KERAS:
+        parsed = read_keras(path)
+    else:
+        raise WeightFileError(f"{path}: no reader for format {kind!r}")
+    return _weight_set(path, parsed, assemble(path, parsed, preprocess))
+
+
+def _weight_set(path: Path, parsed: ParsedVGG, net: Assembled) -> WeightSet:
+    notes = list(net.notes)
+    n_classes = [layer.cout for layer in net.layers if layer.kind == "fc"][-1:]
+    wnids, descriptions = _classes(path, None, n_classes[0], notes) if n_classes else ([], [])
+    return WeightSet(layers=net.layers, params=net.params, mean_pixel=net.mean_pixel,
+                     wnids=wnids, descriptions=descriptions, source=str(path),
+                     version=parsed.version, md5=file_md5(path), notes=notes,
+                     preprocess=net.preprocess)
+
+
+def _check_stated(path: Path, ws: WeightSet, preprocess: str | None) -> None:
+    if preprocess is not None and preprocess != ws.preprocess:
+        raise WeightFileError(
+            f"{path}: a converted file whose {ws.preprocess} preprocessing is already folded in; "
+            f"--preprocess {preprocess} cannot change it (convert {ws.source} again with it)")
+
+
 def cache_path_for(source) -> Path:
     """The native copy of ``source`` in ``home_dir()/converted`` (keyed by its absolute path)."""
     source = Path(source).expanduser().resolve()
@@ -213,13 +363,15 @@ def cache_path_for(source) -> Path:
     return home_dir() / "converted" / f"{source.stem}-{key}.npz"
 
 
-def _cache_hit(target: Path, source: Path, stat: os.stat_result) -> WeightSet | None:
+def _cache_hit(target: Path, source: Path, stat: os.stat_result,
+               preprocess: str | None = None) -> WeightSet | None:
     if not target.is_file():
         return None
     try:
         meta = read_native_meta(target)
         if (meta.get("source_size") != stat.st_size
-                or meta.get("format_version") != NATIVE_VERSION):
+                or meta.get("format_version") != NATIVE_VERSION
+                or preprocess not in (None, meta.get("preprocess", "matconvnet"))):
             return None
         if meta.get("source_mtime_ns") != stat.st_mtime_ns:
             # Same size, new time: a copy or a touch. Only the content can tell.
@@ -237,17 +389,11 @@ def _sniff(path: Path) -> str:
         raise WeightFileError(f"{path}: no such file. {_fetch_hint()}")
     if path.is_dir():
         raise WeightFileError(f"{path} is a directory, not a weight file")
-    head = _head(path, 128)
+    head = _head(path, 512)
     if not head:
         raise WeightFileError(f"{path}: the file is empty (an interrupted download?). "
                               f"{_fetch_hint()}")
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "native"
-    if head.startswith(b"MATLAB 7.3"):
-        return "hdf5"
-    if head.startswith(b"MATLAB 5.0"):
-        return "mat"
-    return "other"
+    return sniff.sniff_format(path, head)
 
 
 def _head(path: Path, n: int = 16) -> bytes:
@@ -562,7 +708,7 @@ def write_native(path, ws: WeightSet, *, source_stat: os.stat_result | None = No
         "source_size": source_stat.st_size if source_stat else None,
         "source_mtime_ns": source_stat.st_mtime_ns if source_stat else None,
         "blocks": [list(b) for b in ws.blocks], "classifier": list(ws.classifier),
-        "notes": list(ws.notes),
+        "notes": list(ws.notes), "preprocess": ws.preprocess,
     }
     arrays = [("meta", np.array(json.dumps(meta))),
               ("mean_pixel", np.asarray(ws.mean_pixel, np.float32)),
@@ -630,7 +776,7 @@ def read_native(path) -> WeightSet:
         raise WeightFileError(f"{path}: damaged vggjit weight file ({type(exc).__name__}: "
                               f"{exc}); delete it and convert the .mat again") from None
     try:
-        layers = vgg_layers(tuple(tuple(b) for b in meta["blocks"]), tuple(meta["classifier"]))
+        layers = layer_table(tuple(tuple(b) for b in meta["blocks"]), tuple(meta["classifier"]))
     except (KeyError, TypeError, ValueError):
         raise WeightFileError(f"{path}: the meta record has no valid layer table") from None
     params = {}
@@ -652,7 +798,8 @@ def read_native(path) -> WeightSet:
     return WeightSet(layers=layers, params=params, mean_pixel=np.array(mean, np.float32),
                      wnids=wnids, descriptions=descriptions, source=meta.get("source") or str(path),
                      version=meta.get("version", ""), md5=meta.get("source_md5") or "",
-                     cache=path, notes=list(meta.get("notes", [])))
+                     cache=path, notes=list(meta.get("notes", [])),
+                     preprocess=meta.get("preprocess", "matconvnet"))
 
 
 def _map_members(path: Path) -> dict[str, np.ndarray]:

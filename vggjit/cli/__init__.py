@@ -13,12 +13,13 @@ from importlib import import_module
 
 from .. import __version__
 from ..errors import VggjitError
+from ..formats import PREPROCESS_CHOICES
 
 #: Sub-command modules, in the order ``vggjit --help`` lists them.
 COMMANDS = ("demo", "classify", "stylize", "weights", "quantize", "drivers", "warmup", "bench")
 
 DESCRIPTION = """\
-VGG19 image classification and Gatys neural style transfer on hand-written, JIT-compiled
+VGG19 / VGG16 image classification and Gatys neural style transfer on hand-written, JIT-compiled
 kernels (img2col + GEMM convolution, pooling, ReLU, fully connected, softmax, Gram), with
 pluggable device drivers (numba-cpu, cnml-dlp, naive).
 
@@ -27,7 +28,7 @@ Start with `vggjit demo`. Every sub-command has its own --help."""
 EPILOG = """\
 environment:
   VGGJIT_DRIVER   driver used when --driver is not given (see `vggjit drivers`)
-  VGGJIT_WEIGHTS  weight file used when --weights is not given
+  VGGJIT_WEIGHTS  weight file used when --weights is not given (any format vggjit reads)
   VGGJIT_HOME     cache directory for weights and converted files (default ~/.cache/vggjit)"""
 
 
@@ -64,11 +65,25 @@ def add_driver_option(parser: argparse.ArgumentParser) -> None:
                              "available; list them with `vggjit drivers`)")
 
 
-def add_weights_option(parser: argparse.ArgumentParser) -> None:
+def add_weights_option(parser: argparse.ArgumentParser, preprocess: bool = True) -> None:
+    """--weights, and (unless told not to) --preprocess for files that cannot say theirs."""
     parser.add_argument("--weights", metavar="PATH",
-                        help="VGG19 weight file: MatConvNet imagenet-vgg-verydeep-19.mat (either "
-                             "version) or vggjit's converted .npz (default: $VGGJIT_WEIGHTS, "
-                             "else the cache directory; get it with `vggjit weights fetch`)")
+                        help="VGG19 or VGG16 weight file: MatConvNet .mat, PyTorch .pth, "
+                             ".safetensors, .onnx, Keras .h5, or vggjit's converted .npz "
+                             "(default: $VGGJIT_WEIGHTS, else vggjit's cache directory, the "
+                             "torch hub, Hugging Face and Keras caches; get one with `vggjit "
+                             "weights fetch`)")
+    if preprocess:
+        add_preprocess_option(parser)
+
+
+def add_preprocess_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, metavar="CONVENTION",
+                        help=f"the input convention the weights were trained with "
+                             f"({', '.join(PREPROCESS_CHOICES)}); "
+                             "needed once for an ONNX file (Keras exports: caffe, PyTorch "
+                             "exports: torchvision; remembered afterwards), otherwise the "
+                             "file's own")
 
 
 def subcommand(subparsers, name: str, help: str, description: str, run,

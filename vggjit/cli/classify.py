@@ -1,4 +1,4 @@
-"""`vggjit classify`: ImageNet classes of images with VGG19."""
+"""`vggjit classify`: ImageNet classes of images with VGG19 or VGG16."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +6,8 @@ import sys
 from . import add_driver_option, add_weights_option, subcommand
 
 DESCRIPTION = """\
-Classify images into the 1000 ImageNet classes with VGG19 (or VGG16, if that is the weight file).
+Classify images into the 1000 ImageNet classes with VGG19 or VGG16 (whichever the weight file
+holds; the first line on stderr names it and its source).
 
 Each image is read with its EXIF orientation applied, converted to RGB (grey, palette, RGBA,
 CMYK and 16-bit images are fine), resized, and the weight file's mean pixel is subtracted.
@@ -14,8 +15,10 @@ CMYK and 16-bit images are fine), resized, and the weight file's mean pixel is s
 and takes the centre 224x224; --resize stretch resizes the whole image to 224x224 as the lab
 does. An image that cannot be read is reported by name and skipped; the exit status is then 1.
 
-Weights: --weights PATH, else $VGGJIT_WEIGHTS, else $VGGJIT_HOME/imagenet-vgg-verydeep-19.mat;
-get them once with `vggjit weights fetch`."""
+Weights: --weights PATH (MatConvNet .mat, PyTorch .pth, .safetensors, ONNX, Keras .h5 or a
+converted .npz), else $VGGJIT_WEIGHTS, else $VGGJIT_HOME/imagenet-vgg-verydeep-19.mat and the
+torch hub, Hugging Face and Keras caches; get them once with `vggjit weights fetch`. A file
+without VGG's classifier (a fine-tuned model's convolution stack) is refused."""
 
 EPILOG = """\
 examples:
@@ -23,6 +26,8 @@ examples:
   vggjit classify photos/*.jpg --top-k 1 --batch-size 8
   vggjit classify cat.jpg --json | jq '.top[0].description'
   vggjit classify cat.jpg --resize stretch --driver naive
+  vggjit classify cat.jpg --weights vgg16-397923af.pth      (torchvision's VGG16)
+  vggjit classify cat.jpg --weights vgg19.onnx --preprocess torchvision
   vggjit classify cat.jpg --driver cnml-dlp --quant params.npz   (int8, see `vggjit quantize`)
 
 output:
@@ -65,7 +70,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..images import preprocess
     from ..network import Network
-    from ..weights import find_weights
+    from ..weights import find_weights, load_weights
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -76,8 +81,10 @@ def run(args) -> int:
     # Cheap checks first, before anything slow: a bad driver name, then no weights.
     driver = (get_driver("cnml-dlp", quant=args.quant) if args.quant
               else get_driver(args.driver))
-    path = find_weights(args.weights)
-    net = Network.from_file(path, driver=driver)
+    ws = load_weights(find_weights(args.weights), preprocess=args.preprocess)
+    ws.require_classifier("classify")
+    net = Network.from_weights(ws, driver)
+    print(f"vggjit classify: {ws.label}", file=sys.stderr, flush=True)
     if args.quant:  # a file made for another network: say so before any image is read
         net.driver.quant.check_for([layer.name for layer in net.layers if layer.has_params])
     classes = net.layers[-2].cout

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                    help=f"longer side of the result (default: {DEMO_SIZE})")
     p.add_argument("-n", "--iterations", type=int, default=DEMO_ITERATIONS, metavar="N",
                    help=f"L-BFGS steps (default: {DEMO_ITERATIONS})")
-    add_weights_option(p)
+    add_weights_option(p, preprocess=False)
     add_driver_option(p)
 
 

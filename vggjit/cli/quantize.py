@@ -14,7 +14,8 @@ examples:
   vggjit classify --driver cnml-dlp --quant params.npz cat.jpg
 
 The file has the lab's format (keys `input` and `filter`, one (position, scale) pair per
-conv/fc layer: 19 for VGG19); see docs/dlp.md."""
+conv/fc layer: 19 for VGG19, 16 for VGG16); see docs/dlp.md. The weights may be any file
+vggjit reads (`vggjit weights info` shows which network it holds)."""
 
 
 def register(subparsers) -> None:
@@ -64,7 +65,7 @@ def run(args) -> int:
     from ..images import preprocess
     from ..network import Network
     from ..registry import get_driver
-    from ..weights import find_weights
+    from ..weights import find_weights, load_weights
 
     if args.quant and args.output:
         raise InputError("give either -o (calibrate and write a file) or --quant (evaluate an "
@@ -89,7 +90,10 @@ def run(args) -> int:
     if driver.name == "naive":
         print("vggjit quantize: note: using the naive reference driver (numba-cpu is not "
               "available): expect minutes per image", file=sys.stderr)
-    net = Network.from_file(find_weights(args.weights), driver=driver)
+    ws = load_weights(find_weights(args.weights), preprocess=args.preprocess)
+    ws.require_classifier("quantize")
+    net = Network.from_weights(ws, driver)
+    print(f"vggjit quantize: {ws.label}", file=sys.stderr, flush=True)
     names = [layer.name for layer in quant.param_layers(net)]
     if table is not None:
         table.check_for(names)

@@ -8,9 +8,10 @@ import signal
 from . import add_driver_option, add_weights_option, subcommand
 
 DESCRIPTION = """\
-Paint CONTENT in the style of STYLE (Gatys et al.): optimise an image so that its VGG19
-features match the content image's at the content layers and its Gram matrices match the style
-image's at the style layers. Several style images are blended (--style-blend).
+Paint CONTENT in the style of STYLE (Gatys et al.): optimise an image so that its VGG features
+(VGG19 or VGG16, from any weight file vggjit reads, a convolution stack alone included) match
+the content image's at the content layers and its Gram matrices match the style image's at the
+style layers. Several style images are blended (--style-blend).
 
 Before the first step every input is checked: the images are read, the layer names and the
 image sizes are checked against the network, and every file the run will write must be
@@ -44,6 +45,8 @@ examples:
 weights:
   --weights random uses He-normal random weights (no download): the result then shows texture
   transfer only; use it with --normalize and --pooling avg (as `vggjit demo` does).
+  --weights vgg16-397923af.pth (torchvision), a timm .safetensors, a Keras .h5, or an ONNX
+  graph with --preprocess caffe|torchvision (a Keras export's VGG16 convolution stack works).
 
 presets:
   lab   the course lab: content relu4_2; style relu1_1..relu5_1 (equal); alpha 1, beta 500;
@@ -169,7 +172,8 @@ def run(args) -> int:
         given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k) is not None]
         if args.content or args.styles or given:
             raise InputError("--resume continues a run with its own images and settings; "
-                             "give only -o, --iterations, --driver, --weights, --overwrite "
+                             "give only -o, --iterations, --driver, --weights, --preprocess, "
+                             "--overwrite "
                              f"(not {', '.join(given) or 'CONTENT/STYLE'})")
     else:
         if not args.content or not args.styles:
@@ -197,12 +201,18 @@ def sigterm_as_interrupt():
 
 
 def _run(args):
+    from ..errors import InputError
     from ..style import PRESETS, StyleTransfer, make_settings, resume
+    from ..weights import describe_network, find_weights, load_weights
 
     def log(line: str) -> None:
         print(line, flush=True)
 
     if args.resume:
+        if args.preprocess:
+            if not args.weights:
+                raise InputError("--preprocess with --resume needs the --weights file it is for")
+            load_weights(find_weights(args.weights), preprocess=args.preprocess)
         return resume(args.resume, iterations=args.iterations, output=args.output,
                       overwrite=args.overwrite, progress=True, driver=args.driver,
                       weights=args.weights, log=log)
@@ -212,6 +222,9 @@ def _run(args):
         if options[key] is None and key not in preset_keys:
             options[key] = default
     settings = make_settings(args.preset, **options)
+    if args.preprocess and settings.weights != "random":
+        # Folded and recorded in the weight cache, where the network built below finds it.
+        load_weights(find_weights(settings.weights), preprocess=args.preprocess)
     transfer = StyleTransfer(args.styles, settings=settings)
     # start() checks before any work: images, layers and sizes, the output files, then the
     # driver and the weight file (when it builds the network), then computes the targets.
@@ -222,7 +235,7 @@ def _run(args):
     scales = (f" per scale, {session.scales} scales from {session.content_rgb.shape[1]}x"
               f"{session.content_rgb.shape[0]} px" if session.scales > 1 else "")
     print(f"vggjit stylize: {w}x{h} px, {settings.optimizer} x {settings.iterations}{scales}, "
-          f"{net.source}, driver {net.driver.name}", flush=True)
+          f"{describe_network(net)}, driver {net.driver.name}", flush=True)
     return session.run()
 
 

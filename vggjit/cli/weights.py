@@ -1,48 +1,66 @@
-"""`vggjit weights`: fetch, inspect and convert the VGG19 weight file."""
+"""`vggjit weights`: fetch, inspect and convert VGG weight files of every format vggjit reads."""
 from __future__ import annotations
 
 import argparse
 
-from . import subcommand
+from . import add_preprocess_option, subcommand
 
 DESCRIPTION = """\
-VGG19's ImageNet weights come from MatConvNet's imagenet-vgg-verydeep-19.mat (about 510 MB).
+VGG19's and VGG16's ImageNet weights, from wherever you have them: MatConvNet's
+imagenet-vgg-verydeep-19.mat (about 510 MB), torchvision's vgg19-dcbb9e9d.pth, timm's
+model.safetensors, an ONNX graph, or Keras's vgg19_weights_tf_dim_ordering_tf_kernels.h5.
 
-  vggjit weights fetch            download it (resumable, MD5-checked) into the cache directory
-  vggjit weights info [PATH]      what a weight file holds: format, layers and shapes, mean pixel
-  vggjit weights convert PATH     write vggjit's fast-loading copy of a .mat
+  vggjit weights fetch                        MatConvNet's VGG19 (resumable, MD5-checked)
+  vggjit weights fetch --source torchvision   torchvision's VGG19 (or --network vgg16)
+  vggjit weights info [PATH]                  format, network, preprocessing, layers, classes
+  vggjit weights convert PATH                 write vggjit's fast-loading copy of any of them
 
-Where vggjit looks for the file: --weights PATH, then $VGGJIT_WEIGHTS, then
-$VGGJIT_HOME/imagenet-vgg-verydeep-19.mat ($VGGJIT_HOME defaults to ~/.cache/vggjit).
-The first load of a .mat converts it once (some seconds) to $VGGJIT_HOME/converted/; later loads
-map that copy in well under a second."""
+Where vggjit looks: --weights PATH, then $VGGJIT_WEIGHTS, then
+$VGGJIT_HOME/imagenet-vgg-verydeep-19.mat and the torchvision/timm files `weights fetch` puts
+beside it ($VGGJIT_HOME defaults to ~/.cache/vggjit), then the torch hub
+($TORCH_HOME/hub/checkpoints), Hugging Face ($HF_HUB_CACHE) and Keras (~/.keras/models) caches.
+The first load of a file converts it once (some seconds) to $VGGJIT_HOME/converted/; later
+loads map that copy in well under a second. See docs/formats.md."""
 
 
 def register(subparsers) -> None:
-    parser = subcommand(subparsers, "weights", help="download, inspect or convert the weight file",
+    parser = subcommand(subparsers, "weights", help="download, inspect or convert weight files",
                         description=DESCRIPTION, run=lambda args: parser.print_help() or 0)
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION")
 
-    from ..weights_urls import DEFAULT_VARIANT, DESCRIPTIONS, MD5S, URLS
+    from ..weights_urls import (DEFAULT_SOURCE, DEFAULT_VARIANT, DESCRIPTIONS, MD5S, NETWORKS,
+                                SOURCE_FILES, SOURCES, URLS)
 
     variants = "\n".join(f"  {name:7} {DESCRIPTIONS[name]}\n          {URLS[name]}\n"
                          f"          MD5 {MD5S[name]}" for name in URLS)
+    others = "\n".join(f"  {source} {network}: {url}" + (f"\n          SHA-256 {sha}..."
+                                                          if sha else "")
+                       for (source, network), (url, _, sha) in SOURCE_FILES.items())
     fetch = sub.add_parser(
-        "fetch", help="download the official VGG19 file", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Download the official MatConvNet VGG19 file with a progress bar, resume an "
+        "fetch", help="download VGG weights (MatConvNet, torchvision or timm)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Download a published VGG weight file with a progress bar, resume an "
                     "interrupted download\n(HTTP Range; the partial file is <target>.part), "
-                    "check its MD5, move it into place only\nwhen complete, and convert it to "
-                    "the fast-loading cache.\n\nvariants:\n" + variants,
+                    "check it, move it into place only\nwhen verified, and convert it to the "
+                    "fast-loading cache.\n\nMatConvNet VGG19 variants (--variant, MD5-checked):\n"
+                    + variants + "\n\ntorchvision (SHA-256 prefix of the name checked) and timm "
+                    "(checked by reading every layer):\n" + others,
         epilog="examples:\n  vggjit weights fetch\n  vggjit weights fetch --variant new\n"
+               "  vggjit weights fetch --source torchvision\n"
+               "  vggjit weights fetch --source timm --network vgg16\n"
                "  vggjit weights fetch --url http://mirror.example/imagenet-vgg-verydeep-19.mat")
+    fetch.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE,
+                       help=f"whose file (default: {DEFAULT_SOURCE})")
+    fetch.add_argument("--network", choices=NETWORKS, default="vgg19",
+                       help="vgg19 (default) or vgg16 (torchvision and timm)")
     fetch.add_argument("--variant", choices=sorted(URLS), default=DEFAULT_VARIANT,
-                       help=f"which file (default: {DEFAULT_VARIANT}, the lab's)")
+                       help=f"which MatConvNet file (default: {DEFAULT_VARIANT}, the lab's)")
     fetch.add_argument("--url", help="download from this address instead (a mirror); the "
-                                     "variant's MD5 is still checked")
-    fetch.add_argument("--md5", help="expected MD5 (default: the variant's official one)")
+                                     "published checksum is still checked")
+    fetch.add_argument("--md5", help="expected MD5 of a MatConvNet file (default: the variant's "
+                                     "official one)")
     fetch.add_argument("--output", metavar="PATH",
-                       help="where to put the file (default: "
-                            "$VGGJIT_HOME/imagenet-vgg-verydeep-19.mat)")
+                       help="where to put the file (default: $VGGJIT_HOME/<published name>)")
     fetch.add_argument("--force", action="store_true",
                        help="replace an existing file whose checksum differs")
     fetch.add_argument("--no-convert", action="store_true",
@@ -51,47 +69,73 @@ def register(subparsers) -> None:
 
     info = sub.add_parser(
         "info", help="show what a weight file holds", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Print the format found (older/newer MatConvNet or vggjit's own), the "
-                    "network, every layer's\nweight and bias shapes, the mean pixel, the "
-                    "classes and the file's MD5 (and whether it is\nan official download).")
+        description="Print the format found (MatConvNet, PyTorch, safetensors, ONNX, Keras or "
+                    "vggjit's own), the\nnetwork (VGG19 / VGG16, with or without its "
+                    "classifier), the preprocessing folded in,\nevery layer's weight and bias "
+                    "shapes, the mean pixel, the classes, the file's MD5\n(and whether it is "
+                    "an official download) and notes on what was assumed or left out.",
+        epilog="examples:\n  vggjit weights info\n  vggjit weights info vgg16-397923af.pth\n"
+               "  vggjit weights info model.onnx --preprocess caffe --json")
     info.add_argument("path", nargs="?", metavar="PATH",
                       help="weight file (default: the one vggjit would use)")
     info.add_argument("--json", action="store_true", help="print JSON")
+    add_preprocess_option(info)
     info.set_defaults(run=run_info)
 
     convert = sub.add_parser(
-        "convert", help="write the fast-loading copy of a .mat", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Convert a MatConvNet .mat to vggjit's native file (an uncompressed .npz "
-                    "that loads by\nmemory-mapping). Without --output it goes to the cache "
-                    "directory, where loading the .mat\nfinds it; with --output you get a "
-                    "standalone file to pass to --weights.")
-    convert.add_argument("path", metavar="PATH", help="the .mat file")
+        "convert", help="write the fast-loading copy of a weight file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert any weight file vggjit reads to its native file (an uncompressed "
+                    ".npz that loads by\nmemory-mapping; the preprocessing is folded in and "
+                    "recorded). Without --output it goes to\nthe cache directory, where loading "
+                    "the original finds it; with --output you get a\nstandalone file to pass "
+                    "to --weights.",
+        epilog="examples:\n  vggjit weights convert imagenet-vgg-verydeep-19.mat\n"
+               "  vggjit weights convert vgg19-dcbb9e9d.pth --output vgg19.npz\n"
+               "  vggjit weights convert model.onnx --preprocess caffe")
+    convert.add_argument("path", metavar="PATH", help="the weight file")
     convert.add_argument("--output", metavar="OUT", help="write a standalone .npz here")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_preprocess_option(convert)
     convert.set_defaults(run=run_convert)
 
 
 def run_fetch(args) -> int:
     from ..download import fetch_weights
+    from ..errors import InputError
+    from ..sources import fetch_source
     from ..weights import load_weights
 
-    path = fetch_weights(args.variant, url=args.url, md5=args.md5, output=args.output,
-                         overwrite=args.force, convert=False)
-    print(f"weights: {path} (MD5 verified)")
+    if args.source == "matconvnet":
+        if args.network != "vgg19":
+            raise InputError("MatConvNet publishes VGG19 only in this form; use --source "
+                             "torchvision or timm for VGG16")
+        path = fetch_weights(args.variant, url=args.url, md5=args.md5, output=args.output,
+                             overwrite=args.force, convert=False)
+        print(f"weights: {path} (MD5 verified)")
+    else:
+        if args.md5:
+            raise InputError("--md5 is for MatConvNet files; torchvision's are checked by "
+                             "SHA-256, timm's by reading them")
+        path = fetch_source(args.source, args.network, url=args.url, output=args.output,
+                            overwrite=args.force)
+        print(f"weights: {path} (verified)")
     if not args.no_convert:
         print("converting to the fast-loading cache (once) ...", flush=True)
         ws = load_weights(path)
-        print(f"cache: {ws.cache}" if ws.cache else "cache: not written (see the warning)")
+        print(f"cache: {ws.cache} ({ws.label})" if ws.cache
+              else "cache: not written (see the warning)")
     return 0
 
 
 def run_info(args) -> int:
     import json
 
+    from ..formats.preprocess import CONVENTIONS
     from ..weights import VERSION_NAMES, file_md5, find_weights, load_weights, official_variant
 
     path = find_weights(args.path)
-    ws = load_weights(path)
+    ws = load_weights(path, preprocess=args.preprocess)
     is_native = ws.cache is not None and ws.cache.resolve() == path.resolve()
     md5 = file_md5(path) if is_native else ws.md5  # a .mat's MD5 is recorded in its cache
     official = official_variant(ws.md5)  # of the .mat, or of the one a native file came from
@@ -106,6 +150,8 @@ def run_info(args) -> int:
             "converted_from": ws.version if is_native else None, "network": ws.name,
             "md5": md5, "source_md5": ws.md5, "official": official,
             "source": ws.source, "cache": str(ws.cache) if ws.cache else None,
+            "label": ws.label, "classifier": ws.has_classifier, "preprocess": ws.preprocess,
+            "preprocess_description": CONVENTIONS[ws.preprocess].description,
             "mean_pixel": [float(v) for v in ws.mean_pixel], "classes": len(ws.wnids),
             "layers": [{"name": n, "type": k, "weight": w, "bias": b} for n, k, w, b in shapes],
             "notes": ws.notes}, indent=2))
@@ -123,7 +169,10 @@ def run_info(args) -> int:
     if official and is_native:
         print(f"            the source was the official {official} download")
     total = sum(w.size + b.size for w, b in ws.params.values())
-    print(f"network:    {ws.name}, {len(ws.layers)} layers, {total:,} parameters")
+    print(f"network:    {ws.name}, {len(ws.layers)} layers, {total:,} parameters"
+          + ("" if ws.has_classifier else " (no classifier: style transfer only)"))
+    print(f"preprocess: {ws.preprocess}: {CONVENTIONS[ws.preprocess].description}"
+          + ("" if ws.preprocess == "matconvnet" else "; folded into conv1_1 and the mean pixel"))
     print(f"mean pixel: R {ws.mean_pixel[0]:.3f}  G {ws.mean_pixel[1]:.3f}  "
           f"B {ws.mean_pixel[2]:.3f}")
     if ws.wnids:
@@ -145,16 +194,19 @@ def run_info(args) -> int:
 def run_convert(args) -> int:
     from pathlib import Path
 
+    from ..errors import InputError
     from ..fileio import check_writable
     from ..weights import load_weights, write_native
 
     if args.output:
         out = check_writable(Path(args.output), overwrite=args.overwrite)
-        ws = load_weights(args.path, cache=False)
+        if Path(args.path).expanduser().resolve() == out.resolve():
+            raise InputError(f"{out}: the output would replace the input; choose another name")
+        ws = load_weights(args.path, cache=False, preprocess=args.preprocess)
         write_native(out, ws, source_stat=Path(args.path).stat(), overwrite=args.overwrite)
-        print(f"wrote {out} ({ws.name}); use it with --weights {out}")
+        print(f"wrote {out} ({ws.label}); use it with --weights {out}")
     else:
-        ws = load_weights(args.path)
-        print(f"cache: {ws.cache} ({ws.name})" if ws.cache
+        ws = load_weights(args.path, preprocess=args.preprocess)
+        print(f"cache: {ws.cache} ({ws.label})" if ws.cache
               else "cache: not written (see the warning)")
     return 0
