@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WeightFileError
-from .fileio import atomic_save, home_dir
+from .fileio import atomic_save, home_dir, input_file
 from .weights_urls import MD5S, URLS
 from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, param_shapes,
                       vgg_layers)
@@ -149,13 +149,8 @@ def find_weights(explicit=None) -> Path:
     for value, where in ((explicit, "given with --weights"),
                          (os.environ.get(ENV_WEIGHTS), f"from ${ENV_WEIGHTS}")):
         if value:
-            path = Path(value).expanduser()
-            if not path.exists():
-                raise WeightFileError(f"{path} ({where}): no such file. {_fetch_hint()}")
-            if path.is_dir():
-                raise WeightFileError(f"{path} ({where}) is a directory; give the weight file "
-                                      f"itself ({DEFAULT_NAME} or a converted .npz)")
-            return path
+            return input_file(Path(value).expanduser(), f"weight file ({DEFAULT_NAME} or a "
+                              f"converted .npz)", WeightFileError, where, _fetch_hint())
     path = default_weights_path()
     if path.is_file():
         return path
@@ -232,10 +227,8 @@ def _cache_hit(target: Path, source: Path, stat: os.stat_result) -> WeightSet | 
 
 
 def _sniff(path: Path) -> str:
-    if not path.exists():
-        raise WeightFileError(f"{path}: no such file. {_fetch_hint()}")
-    if path.is_dir():
-        raise WeightFileError(f"{path} is a directory, not a weight file")
+    # missing, a directory, a name too long, or a FIFO whose read would block forever
+    input_file(path, "weight file", WeightFileError, missing_hint=_fetch_hint())
     head = _head(path, 128)
     if not head:
         raise WeightFileError(f"{path}: the file is empty (an interrupted download?). "

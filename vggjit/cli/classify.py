@@ -83,6 +83,7 @@ def run(args) -> int:
     classes = net.layers[-2].cout
     if not 1 <= args.top_k <= classes:
         raise InputError(f"--top-k must be between 1 and {classes}, got {args.top_k}")
+    _check_batch_memory(net, min(args.batch_size, len(args.images)))
 
     from tqdm import tqdm
 
@@ -129,6 +130,34 @@ def run(args) -> int:
         print(f"vggjit classify: {failed} of {len(args.images)} image(s) could not be "
               f"classified", file=sys.stderr)
     return 1 if failed else 0
+
+
+def forward_bytes_per_image(layers, size: int = 224) -> int:
+    """Peak bytes one image adds to a forward pass: the largest layer's input, padded input
+    and output (float32) side by side, plus the preprocessed input itself."""
+    channels, side, peak = 3, size, 0
+    for layer in layers:
+        if layer.kind == "conv":
+            peak = max(peak, channels * ((side + 2) ** 2 + side ** 2) + layer.cout * side ** 2)
+            channels = layer.cout
+        elif layer.kind == "pool":
+            side //= 2
+        elif layer.kind == "fc":
+            peak = max(peak, channels * side ** 2 + layer.cout)
+            channels, side = layer.cout, 1
+    return 4 * (peak + 3 * size * size)
+
+
+def _check_batch_memory(net, batch: int) -> None:
+    """Refuse a batch whose activations cannot fit, naming the largest --batch-size that can."""
+    from ..memory import available_bytes, check_fits
+
+    per_image = forward_bytes_per_image(net.layers)
+    budget = available_bytes()
+    largest = max(0, budget // per_image) if budget is not None else batch
+    hint = (f"the largest --batch-size that fits is {largest}" if largest
+            else "not even one image fits; free some memory")
+    check_fits(batch * per_image, f"classifying a batch of {batch} image(s)", hint)
 
 
 def _format(image: str, top, as_json: bool) -> str:

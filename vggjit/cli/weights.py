@@ -145,10 +145,11 @@ def run_info(args) -> int:
 def run_convert(args) -> int:
     from pathlib import Path
 
-    from ..fileio import check_writable
+    from ..fileio import check_writable, refuse_input_as_output
     from ..weights import load_weights, write_native
 
     if args.output:
+        refuse_input_as_output(args.output, [args.path], "--output")
         out = check_writable(Path(args.output), overwrite=args.overwrite)
         ws = load_weights(args.path, cache=False)
         write_native(out, ws, source_stat=Path(args.path).stat(), overwrite=args.overwrite)
