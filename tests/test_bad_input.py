@@ -175,3 +175,47 @@ def test_quantize_refuses_outputs_that_are_inputs(capsys, weights, red, tmp_path
         del os.environ["VGGJIT_WEIGHTS"]
     assert code == 2 and "would destroy" in err
     assert not params.exists()
+
+
+# -- what the command line says about itself --------------------------------------------------
+def test_an_unknown_option_shows_the_sub_commands_usage(capsys):
+    for argv, usage in ((["classify", "x.png", "--bogus"], "usage: vggjit classify"),
+                        (["weights", "fetch", "--bogus"], "usage: vggjit weights fetch")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and usage in err and "--bogus" in err, err
+        assert "--top-k" in err if argv[0] == "classify" else "--variant" in err
+
+
+def test_a_driver_from_the_environment_says_so(capsys, monkeypatch, red, weights):
+    monkeypatch.setenv("VGGJIT_DRIVER", "nope")
+    assert main(["classify", str(red), "--weights", str(weights)]) == 2
+    assert "unknown driver 'nope' (from $VGGJIT_DRIVER)" in capsys.readouterr().err
+    assert main(["classify", str(red), "--weights", str(weights), "--driver", "nope"]) == 2
+    assert "VGGJIT_DRIVER" not in capsys.readouterr().err
+
+
+def test_a_slow_driver_warns_before_long_work(capsys, monkeypatch, red, weights):
+    from vggjit import get_driver
+    from vggjit.network import vgg_layers
+    from vggjit.workload import forward_flops, slow_work_note
+
+    vgg19 = forward_flops(vgg_layers())
+    assert 38e9 < vgg19 < 40e9                      # the published 19.6 G multiply-adds
+    note = slow_work_note(get_driver("naive"), vgg19, "one image")
+    assert note and "minutes" in note and "naive" in note
+    assert slow_work_note(get_driver("numba-cpu"), vgg19 * 1000, "a lot") is None
+    # the CLI says it once, before the work (a driver made to look slow; the naive one
+    # would take seconds on the fixture network even at 224x224)
+    monkeypatch.setattr(get_driver("example-numpy"), "flops_per_second", 1e3, raising=False)
+    code, _, err = classify(capsys, red, red, "--weights", weights)
+    assert code == 0 and err.count("warning: classifying 2 image(s) is about") == 1
+
+
+def test_the_dlp_without_quant_says_once_that_it_calibrates(capsys, red, weights):
+    code = main(["classify", str(red), str(red), "--weights", str(weights),
+                 "--driver", "cnml-dlp", "--top-k", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("calibrates int8 parameters") == 1

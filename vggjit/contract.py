@@ -86,6 +86,9 @@ class Driver:
 
     name: str = "driver"
     capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
+    #: Rough sustained speed on VGG convolutions, for a driver slow enough that users should
+    #: be warned before long work (vggjit/workload.py); None: fast enough not to say.
+    flops_per_second: float | None = None
 
     # -- convolution ------------------------------------------------------------------------
     def conv2d(self, x, w, b, stride: int = 1, pad: int = 0, *, relu: bool = False
