@@ -7,6 +7,7 @@ import os
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from matconvnet_fixture import colour_params, uniform_image, write_matconvnet
 
@@ -219,3 +220,50 @@ def test_the_dlp_without_quant_says_once_that_it_calibrates(capsys, red, weights
     err = capsys.readouterr().err
     assert code == 0, err
     assert err.count("calibrates int8 parameters") == 1
+
+
+# -- the native weight cache --------------------------------------------------------------------
+def _flip_a_weight_byte(path):
+    """Change one byte inside conv1_1's weights, then put the modification time back, as a
+    careful tamperer would (the change time still moves: only the kernel sets it)."""
+    from vggjit.weights import read_native
+
+    info = path.stat()
+    offset = read_native(path).params["conv1_1"][0]
+    data = bytearray(path.read_bytes())
+    start = data.find(np.asarray(offset).tobytes()[:64])
+    assert start > 0
+    data[start + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_a_tampered_native_file_is_refused_and_verify_says_why(capsys, weights, tmp_path):
+    from vggjit.errors import WeightFileError
+    from vggjit.weights import load_weights
+
+    native = tmp_path / "vgg.npz"
+    assert main(["weights", "convert", str(weights), "--output", str(native)]) == 0
+    assert main(["weights", "verify", str(native)]) == 0
+    assert "every member matches" in capsys.readouterr().out
+    load_weights(native)                                     # good as written
+    _flip_a_weight_byte(native)
+    with pytest.raises(WeightFileError, match="conv1_1.weight.npy fails its checksum"):
+        load_weights(native)
+    assert main(["weights", "verify", str(native)]) == 2
+    assert "modified after vggjit wrote it" in capsys.readouterr().err
+
+
+def test_a_tampered_cache_is_rebuilt_not_used(capsys, weights):
+    from vggjit.weights import cache_path_for, load_weights
+
+    first = load_weights(weights)                            # writes the cache
+    cache = cache_path_for(weights)
+    expected = np.asarray(first.params["conv1_1"][0]).copy()
+    del first
+    _flip_a_weight_byte(cache)
+    assert main(["weights", "verify", str(weights)]) == 2
+    assert "fails its checksum" in capsys.readouterr().err
+    again = load_weights(weights)                            # detected: parsed from the .mat
+    np.testing.assert_array_equal(again.params["conv1_1"][0], expected)
+    assert main(["weights", "verify", str(weights)]) == 0    # and the cache was rewritten

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import weightcheck
 from .errors import WeightFileError
 from .fileio import atomic_save, home_dir, input_file
 from .weights_urls import MD5S, URLS
@@ -563,7 +564,9 @@ def write_native(path, ws: WeightSet, *, source_stat: os.stat_result | None = No
     for name, (w, b) in ws.params.items():
         arrays.append((f"{name}.weight", np.asarray(w, np.float32)))
         arrays.append((f"{name}.bias", np.asarray(b, np.float32)))
-    return atomic_save(Path(path), lambda tmp: _write_zip(tmp, arrays), overwrite=overwrite)
+    written = atomic_save(Path(path), lambda tmp: _write_zip(tmp, arrays), overwrite=overwrite)
+    weightcheck.remember(written)  # the zip's CRC-32s are its checksum; it is good as written
+    return written
 
 
 def _write_zip(path, arrays) -> None:
@@ -611,9 +614,13 @@ def read_native_meta(path) -> dict:
 
 
 def read_native(path) -> WeightSet:
-    """Load a native file; arrays are copy-on-write memory maps of it (no copy, no parse)."""
+    """Load a native file; arrays are copy-on-write memory maps of it (no copy, no parse).
+
+    A file changed since its last good check is checked in full first (vggjit/weightcheck.py):
+    a damaged or tampered file raises WeightFileError instead of being used."""
     path = Path(path)
     meta = read_native_meta(path)
+    weightcheck.verify_once(path)
     try:
         arrays = _map_members(path)
     except WeightFileError:
