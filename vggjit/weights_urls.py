@@ -40,3 +40,7 @@ SOURCE_FILES = {
     ("timm", "vgg16"): ("https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors",
                         "vgg16.tv_in1k.safetensors", None),
 }
+
+#: The most a download may bring: the official files are about 510 MB; a mirror's copy is the
+#: same file (its MD5 is checked), so anything past twice that is not a VGG weight file.
+MAX_BYTES = 1 << 30
