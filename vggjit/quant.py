@@ -22,7 +22,7 @@ are seen as ties and rounded away from zero; values beyond the range saturate to
 
 Parameter files use the lab's ``.npz`` format (``vgg19_quant_param_new.npz``): keys ``input``
 and ``filter``, each a flat array ``[pos0, scale0, pos1, scale1, ...]`` with one pair per conv /
-fc layer in network order (19 for VGG19: 16 conv + 3 fc). vggjit also writes a ``layers`` key
+fc layer in network order (19 for VGG19: 16 conv + 3 fc; 16 for VGG16). vggjit also writes a ``layers`` key
 (the layer names) that readers of the lab format ignore; when present it is checked.
 """
 from __future__ import annotations
@@ -166,8 +166,8 @@ class QuantTable:
         if len(self.input) != len(layer_names):
             raise QuantFileError(
                 f"{where}: has {len(self.input)} (position, scale) pairs but the network has "
-                f"{len(layer_names)} conv/fc layers ({', '.join(layer_names)}); a VGG19 file "
-                f"has 19 (16 conv + 3 fc)")
+                f"{len(layer_names)} conv/fc layers ({', '.join(layer_names)}); VGG19 has 19 "
+                f"(16 conv + 3 fc), VGG16 16 (13 conv + 3 fc)")
         if self.layers is not None and tuple(self.layers) != tuple(layer_names):
             raise QuantFileError(f"{where}: made for layers {', '.join(self.layers)}, not for "
                                  f"this network's {', '.join(layer_names)}")
@@ -192,7 +192,7 @@ def _unpack(path: str, key: str, arr: np.ndarray) -> tuple[QuantParam, ...]:
         raise QuantFileError(f"{path}: {key!r} must hold numbers, got dtype {arr.dtype}")
     if arr.size == 0 or arr.size % 2:
         raise QuantFileError(f"{path}: {key!r} must hold (position, scale) pairs, i.e. an even "
-                             f"number of values (38 for VGG19), got {arr.size}")
+                             f"number of values (38 for VGG19, 32 for VGG16), got {arr.size}")
     if np.issubdtype(arr.dtype, np.integer):
         # the format is float32 pairs: an integer file is converted only where that is exact
         inexact = sorted({int(v) for v in arr.tolist() if int(np.float32(v)) != int(v)})
@@ -217,7 +217,7 @@ def _unpack(path: str, key: str, arr: np.ndarray) -> tuple[QuantParam, ...]:
 
 
 def load_quant(path, expected: int | None = None) -> QuantTable:
-    """Read a lab-format ``.npz``; ``expected``: the number of pairs required (19 for VGG19)."""
+    """Read a lab-format ``.npz``; ``expected``: the number of pairs required (19 for VGG19, 16 for VGG16)."""
     name = os.fspath(path)
     input_file(name, "quantisation parameter file", QuantFileError,
                missing_hint=f"Make one with `vggjit quantize --weights W IMAGES... -o "
@@ -239,7 +239,7 @@ def load_quant(path, expected: int | None = None) -> QuantTable:
                              f"{len(filt)}; both need one per conv/fc layer")
     if expected is not None and len(inp) != expected:
         raise QuantFileError(f"{name}: has {len(inp)} (position, scale) pairs per key, expected "
-                             f"{expected} (VGG19: 16 conv + 3 fc)")
+                             f"{expected} (VGG19: 16 conv + 3 fc; VGG16: 13 conv + 3 fc)")
     layers = None
     if "layers" in arrays:
         names = arrays["layers"]
