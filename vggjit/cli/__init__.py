@@ -15,7 +15,8 @@ from .. import __version__
 from ..errors import VggjitError
 
 #: Sub-command modules, in the order ``vggjit --help`` lists them.
-COMMANDS = ("demo", "classify", "stylize", "weights", "quantize", "drivers", "warmup", "bench")
+COMMANDS = ("demo", "classify", "stylize", "weights", "quantize", "drivers", "warmup", "bench",
+            "lab")
 
 DESCRIPTION = """\
 VGG19 image classification and Gatys neural style transfer on hand-written, JIT-compiled
