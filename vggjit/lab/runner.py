@@ -1,7 +1,7 @@
 """Run a course script as ``python SCRIPT`` would, with ``stu_upload`` served by vggjit.lab.
 
-The script runs in this process as ``__main__`` (runpy): ``sys.argv`` is the script's name and
-its arguments, the working directory and ``sys.path[0]`` are the script's directory (so its
+The script runs in this process as ``__main__`` (runpy): ``sys.argv`` is the script's file name
+and its arguments, the working directory and ``sys.path[0]`` are the script's directory (so its
 relative paths such as ``../imagenet-vgg-verydeep-19.mat`` mean what they mean in the lab).
 A meta-path finder placed first serves
 
@@ -164,7 +164,8 @@ def run_script(script, args=(), *, own=False, own_modules=(), driver: str | None
     sys.meta_path.insert(0, finder)
     os.chdir(directory)
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        # by its name, from its directory: sys.argv[0] is then what `python SCRIPT` gives
+        runpy.run_path(path.name, run_name="__main__")
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc.code)
@@ -205,7 +206,7 @@ def _print_exception(exc: BaseException, script: Path) -> None:
     sys.stdout.flush()
     tb = exc.__traceback__
     start = tb
-    while start is not None and Path(start.tb_frame.f_code.co_filename) != script:
+    while start is not None and Path(start.tb_frame.f_code.co_filename).resolve() != script:
         start = start.tb_next
     traceback.print_exception(type(exc), exc, start if start is not None else None,
                               file=sys.stderr)
