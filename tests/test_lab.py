@@ -258,3 +258,21 @@ def test_own_modules_mix_with_vggjits(tmp_path, capsys):
     assert status == 1 and "No module named 'stu_upload.layers_2'" in err
     status, out, err = _cli(capsys, "run", "--own-module", "layers_9", script)
     assert status == 2 and "not a course module" in err
+
+
+def test_the_real_pycnml_is_used_where_it_is_importable(tmp_path, capsys):
+    script = _script(tmp_path / "exp_3_2", (
+        "import pycnml\n"
+        "from stu_upload.vgg19_demo import VGG19\n"
+        "print(pycnml.WHOSE, VGG19().net.WHOSE)\n"))
+    (tmp_path / "exp_3_2" / "pycnml.py").write_text(  # found first, on sys.path[0]
+        "WHOSE = 'real'\n"
+        "class CnmlNet:\n"
+        "    WHOSE = 'real net'\n"
+        "    def __init__(self, cores):\n"
+        "        pass\n")
+    status, out, err = _cli(capsys, "run", script)
+    assert status == 0, err
+    assert out.split() == ["real", "real", "net"]
+    assert err.strip() == (f"vggjit lab: pycnml: Cambricon's library "
+                           f"({tmp_path / 'exp_3_2' / 'pycnml.py'})")

@@ -29,14 +29,14 @@ _announced = False
 _warm: set[int] = set()  # drivers whose kernels are loaded in this process
 
 
-def use_fast_driver(name: str | None) -> None:
-    """Run ``type=1`` layers (and the untyped ones) on driver ``name`` (None: the default).
-
-    Checked now, so a wrong name fails before any work starts."""
+def use_fast_driver(name: str | None) -> str | None:
+    """Run ``type=1`` layers (and the untyped ones) on driver ``name`` (None: the default);
+    returns the name used until now. Checked now, so a wrong name fails before any work."""
     global _fast_name
     if name is not None:
         get_driver(name)
-    _fast_name = name
+    previous, _fast_name = _fast_name, name
+    return previous
 
 
 def driver_for(type_: int):

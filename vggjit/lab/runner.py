@@ -150,7 +150,7 @@ def run_script(script, args=(), *, own=False, own_modules=(), driver: str | None
                              f"not exist")
     if own and not (directory / PACKAGE).is_dir():
         raise InputError(f"--own: there is no {PACKAGE}/ beside {path.name} ({directory})")
-    engine.use_fast_driver(driver)
+    previous_driver = engine.use_fast_driver(driver)
     list_drivers()  # discovery sees the machine as it is, before pycnml may be served
     finder = LabFinder(directory, True if own else frozenset(own_modules))
 
@@ -186,7 +186,7 @@ def run_script(script, args=(), *, own=False, own_modules=(), driver: str | None
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-        engine.use_fast_driver(None)
+        engine.use_fast_driver(previous_driver)
     return status
 
 
