@@ -276,3 +276,12 @@ def test_the_real_pycnml_is_used_where_it_is_importable(tmp_path, capsys):
     assert out.split() == ["real", "real", "net"]
     assert err.strip() == (f"vggjit lab: pycnml: Cambricon's library "
                            f"({tmp_path / 'exp_3_2' / 'pycnml.py'})")
+
+
+@pytest.mark.parametrize("argv", [["lab", "--help"], ["lab", "run", "--help"],
+                                  ["lab", "init", "--help"]])
+def test_help_teaches_with_examples(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "examples:" in out and "vggjit lab " in out.split("examples:")[1]
