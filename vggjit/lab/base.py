@@ -2,7 +2,8 @@
 
 A layer with parameters keeps them as the course does (``weight``, ``bias``, float64 or
 whatever ``load_param`` was given) and hands the driver a float32 copy in vggjit's layout,
-made once and remade whenever ``weight`` or ``bias`` is assigned (``load_param``,
+made by ``load_param`` (else on first use) and remade whenever ``weight`` or ``bias`` is
+assigned (``load_param``,
 ``init_param``, ``update_param``, ``layer.weight = ...``, ``layer.weight -= ...``). Writing into
 the array in place (``layer.weight[...] = ...``) is not seen: assign instead.
 """
@@ -91,6 +92,7 @@ class ParamLayer(Timed):
                 raise ShapeError(f"{type(self).__name__}.load_param: {what} has shape {got}, "
                                  f"expected {tuple(shape)}")
         self.weight, self.bias = weight, bias
+        self._params()  # the driver's copy now, not inside the first (timed) forward
 
     def get_gradient(self):
         """(d_weight, d_bias) of the last backward, in the parameters' layouts."""
