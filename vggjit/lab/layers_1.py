@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, VggjitError
 from .base import ParamLayer, Timed
 from .engine import as64, fast_driver
 
@@ -111,10 +111,10 @@ class SoftmaxLossLayer(Timed):
 
     def backward(self):
         started = time.perf_counter()
+        self._need_forward("backward", self.prob)
         if self.label_onehot is None:
-            self._need_forward("backward", None if self.prob is None else self.label_onehot)
-            raise InputError("SoftmaxLossLayer.backward: call get_loss(label) first; the "
-                             "gradient needs the labels")
+            raise VggjitError("SoftmaxLossLayer.backward: call get_loss(label) first; the "
+                              "gradient needs the labels")
         dx = (self.prob - self.label_onehot) / self.prob.shape[0]
         self._timed("backward", started)
         return dx
