@@ -101,6 +101,8 @@ def test_experiment_3_2_on_the_emulated_pycnml_equals_the_cnml_dlp_driver(lab, c
     status, out, err = _cli(capsys, *argv)
     assert status == 0, err
     assert err.count("vggjit lab: pycnml: vggjit's emulator") == 1
+    # the student's package beside the script is named when it is not the one that runs
+    assert ("vggjit lab: stu_upload: vggjit's (not " in err) == (whose == "vggjit")
     assert out.count("Classification result") == 2
     prob = np.load(lab / "exp_3_2" / "out_prob.npy")
     want = _dlp_reference(lab)

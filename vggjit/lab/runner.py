@@ -7,7 +7,8 @@ A meta-path finder placed first serves
 
 * ``stu_upload`` and ``stu_upload.<module>`` for the course's modules (vggjit.lab.MODULES):
   vggjit's, unless the student's own are asked for (all of them, or some of them: those come
-  from ``<script dir>/stu_upload/<module>.py`` and import vggjit's for the rest);
+  from ``<script dir>/stu_upload/<module>.py`` and import vggjit's for the rest). A student's
+  package beside the script that is not used is named on stderr (one line);
 * ``pycnml``, when no other finder can find the real library: the cnml-dlp driver's emulator
   (one line on stderr says which pycnml is used, when the script or its modules import it).
 
@@ -150,6 +151,9 @@ def run_script(script, args=(), *, own=False, own_modules=(), driver: str | None
                              f"not exist")
     if own and not (directory / PACKAGE).is_dir():
         raise InputError(f"--own: there is no {PACKAGE}/ beside {path.name} ({directory})")
+    if not own and not own_modules and (directory / PACKAGE).is_dir():
+        print(f"vggjit lab: stu_upload: vggjit's (not {directory / PACKAGE}; --own runs that)",
+              file=sys.stderr, flush=True)
     previous_driver = engine.use_fast_driver(driver)
     list_drivers()  # discovery sees the machine as it is, before pycnml may be served
     finder = LabFinder(directory, True if own else frozenset(own_modules))
