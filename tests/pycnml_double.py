@@ -2,12 +2,14 @@
 
 :func:`make_module` returns a module object to put in ``sys.modules["pycnml"]`` (with
 monkeypatch). It implements the part of the API that docs/equations.md, section 6 documents,
-records every call in order (``module.calls``: (object id, method, args)), and checks arguments
-the way the device would need them (types, layer kinds, list lengths). Its ``forward`` computes
-the network it was given in float64 from the loaded parameters, interpreted with the documented
-layouts (conv weights OIHW, fc weights [out, in], NCHW input, flatten in C, H, W order) and
-ignoring quantisation - so a layout, order or index mistake in vggjit shows up as a wrong
-answer.
+records every call in order (``module.calls``: (object id, method, args)), and checks arguments the way the
+device would need them (types, layer kinds, list lengths). Its ``forward`` computes the network
+it was given in float64 from the loaded parameters, interpreted with the documented layouts
+(conv weights OIHW, fc weights [out, in], NCHW input, and a flatten layer that hands on the
+values in H, W, C order as the MLU's NHWC tensors hold them) and ignoring quantisation - so a
+layout, order or index mistake in vggjit shows up as a wrong answer. Like the real library,
+``size()`` does not count the last layer until the first ``loadParams`` (the library appends
+its closing cast layer then).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class CnmlNet:
     def __init__(self, cores):
         self._record("CnmlNet", cores)
         self.layers = []  # [kind, name, args, params or None]
+        self.loading = False  # the first loadParams closes the net
         self.input_shape = None
         self.data = None
 
@@ -74,7 +77,7 @@ class CnmlNet:
         self._add("Softmax", name, axis)
 
     def size(self):
-        return len(self.layers)
+        return len(self.layers) - (0 if self.loading else 1)
 
     def getLayerName(self, i):
         return self.layers[i][1]
@@ -86,6 +89,7 @@ class CnmlNet:
         assert all(isinstance(v, float) for v in bias)
         assert isinstance(quant, QuantParam)
         self._record("loadParams", i, len(weight), len(bias), quant)
+        self.loading = True
         self.layers[i][3] = (np.array(weight, np.float64), np.array(bias, np.float64))
 
     def setInputData(self, data):
@@ -114,7 +118,7 @@ class CnmlNet:
                 a = a.max(axis=(3, 5))
             elif kind == "Flatten":
                 assert args[0][1] == a[0].size, f"flatten to {args[0]} of {a.shape}"
-                a = a.reshape(a.shape[0], -1)  # C, H, W order of an NCHW tensor
+                a = a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)  # NHWC on the device
             elif kind == "Mlp":
                 out, _ = args
                 w, b = params

@@ -92,12 +92,17 @@ def test_documented_call_sequence_layouts_offsets_and_quant_order(pycnml):
     assert loads == expected
     assert net.index["fc6"] == 15 and loads[5][0] == 16
 
-    # weights as given: OIHW and [out, in] flattened, float64, unchanged
+    # weights flattened as float64: conv OIHW and fc [out, in] unchanged, except that fc6's
+    # columns follow the device's flatten (pool5 in H, W, C order, not vggjit's C, H, W)
     device = net._graph.net
-    for index, name in ((0, "conv1_1"), (16, "fc6")):
+    for index, name in ((0, "conv1_1"), (18, "fc7")):
         w, b = net.weights[name]
         np.testing.assert_array_equal(device.layers[index][3][0], w.reshape(-1))
         np.testing.assert_array_equal(device.layers[index][3][1], b)
+    w6, b6 = net.weights["fc6"]
+    hwc = w6.reshape(16, 8, 7, 7).transpose(0, 2, 3, 1).reshape(-1)
+    np.testing.assert_array_equal(device.layers[16][3][0], hwc)
+    np.testing.assert_array_equal(device.layers[16][3][1], b6)
 
     assert calls[len(build) + len(loads):] == [("setInputData", (3 * 224 * 224,)),
                                                ("forward", ()), ("getOutputData", ())]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from vggjit.contract import FORWARD, GRAPH, DriverRecord, hookimpl
 
-from .device import NAME, default_backend, pycnml_present
+from .device import EMULATOR_STATE, NAME, default_backend, pycnml_present
 
-__all__ = ["NAME", "PRIORITY", "default_backend", "pycnml_present", "vggjit_drivers"]
+__all__ = ["EMULATOR_STATE", "NAME", "PRIORITY", "default_backend", "pycnml_present",
+           "vggjit_drivers"]
 
 PRIORITY = 10  # below numba-cpu (100), above naive (0): never the default where numba-cpu runs
 

@@ -10,6 +10,7 @@ uses the quantisation file when one was given.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 from vggjit.contract import FORWARD, GRAPH, Driver
@@ -17,6 +18,7 @@ from vggjit.errors import DriverUnavailableError, InputError
 from vggjit.quant import QuantTable, load_quant
 
 from . import emulator as emu
+from . import pycnml_emulator
 from .device import NAME, default_backend, pycnml_present
 
 BACKENDS = ("auto", "pycnml", "emulator")
@@ -71,6 +73,14 @@ class CnmlDlpDriver(Driver):
     def emulate(self, net) -> emu.EmulatedNet:
         """The emulator's graph for ``net`` whatever the backend (it can return any layer)."""
         return emu.EmulatedNet(net, self.quant)
+
+    def pycnml_module(self):
+        """The ``pycnml`` module for code written against Cambricon's API (the lab's
+        ``vgg19_demo.py``): the real library with the pycnml backend, else the emulator
+        (:mod:`.pycnml_emulator`, the same numbers as :meth:`build_graph`'s)."""
+        if self.backend == "pycnml":
+            return importlib.import_module("pycnml")
+        return pycnml_emulator
 
     # -- ops (emulator, dynamic calibration) ----------------------------------------------
     def _conv2d(self, x, w, b, stride, pad):

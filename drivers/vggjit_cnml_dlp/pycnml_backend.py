@@ -1,4 +1,5 @@
-"""Whole-network inference on a Cambricon MLU through ``pycnml`` (docs/equations.md, section 6).
+"""Whole-network inference on a Cambricon MLU through ``pycnml`` (docs/dlp.md; the call sequence:
+docs/equations.md, section 6).
 
 The call sequence the lab uses, reproduced exactly:
 
@@ -13,9 +14,17 @@ The call sequence the lab uses, reproduced exactly:
 
 ``i`` is the layer's index in the pycnml net, which has the flatten layer the weight file
 lacks: conv layers keep their weight-file index, fc layers are one further on. Weights go as
-flat float64 lists (conv OIHW, fc [out, in] with ``in`` in pool5's C, H, W order); the i-th
-(position, scale) pair of the file's ``input`` and ``filter`` belongs to the i-th conv/fc
-layer. Images go one at a time (the lab's batch of 1).
+flat float64 lists (conv OIHW, fc [out, in]); the i-th (position, scale) pair of the file's
+``input`` and ``filter`` belongs to the i-th conv/fc layer. Images go one at a time (the lab's
+batch of 1), NCHW.
+
+The MLU keeps tensors NHWC, so its flatten layer hands fc6 the pool5 values in H, W, C order;
+vggjit's fc6 weights are [out, in] with ``in`` in C, H, W order (NCHW flattened on the host), so
+fc6 is loaded with its columns permuted to H, W, C (:func:`device_fc_weight`).
+
+The library counts its layers without the cast layers it wraps around the network, and it
+appends the closing one at the first ``loadParams``: until then ``size()`` is one less than the
+number of layers created (``getLayerName`` already answers for every one of them).
 """
 from __future__ import annotations
 
@@ -23,6 +32,18 @@ import numpy as np
 
 from vggjit.errors import InputError, VggjitError
 from vggjit.quant import QuantFileError, param_layers
+
+
+def device_fc_weight(w: np.ndarray, channels: int) -> np.ndarray:
+    """fc6's weight [out, C*H*W] (columns in C, H, W order) -> [out, H*W*C], the order in which
+    the MLU's flatten layer hands it pool5 (NHWC)."""
+    out, features = w.shape
+    side = int(round((features // channels) ** 0.5))
+    if channels * side * side != features:
+        raise VggjitError(f"fc6 takes {features} features, not {channels} channels of a square "
+                          f"map; cannot lay it out for the device")
+    return np.ascontiguousarray(
+        np.asarray(w).reshape(out, channels, side, side).transpose(0, 2, 3, 1).reshape(out, -1))
 
 
 class PycnmlGraph:
@@ -80,6 +101,8 @@ class PycnmlGraph:
             w, b = net.weights[name]
             # Flat float64 lists (conv OIHW, fc [out, in]), one layer at a time: fc6 alone is
             # 103 M values, so each list is dropped before the next is made.
+            if name == first_fc.name:
+                w = device_fc_weight(w, channels)
             weight = np.asarray(w, np.float64).reshape(-1).tolist()
             bias = np.asarray(b, np.float64).reshape(-1).tolist()
             cnet.loadParams(i, weight, bias, self._qp(table.filter[k]))
@@ -94,9 +117,11 @@ class PycnmlGraph:
     @staticmethod
     def _check_layout(cnet, order):
         size = int(cnet.size())
-        found = [str(cnet.getLayerName(i)) for i in range(size)]
+        # before the first loadParams the library does not count its last layer (see above)
+        found = ([str(cnet.getLayerName(i)) for i in range(len(order))]
+                 if size in (len(order) - 1, len(order)) else [])
         if found != order:
-            raise VggjitError(f"pycnml built {size} layers {found} but vggjit created "
+            raise VggjitError(f"pycnml reports {size} layers {found} but vggjit created "
                               f"{len(order)}: {order}; refusing to load weights by index")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from ..errors import VggjitError
 from ..formats import PREPROCESS_CHOICES
 
 #: Sub-command modules, in the order ``vggjit --help`` lists them.
-COMMANDS = ("demo", "classify", "stylize", "weights", "quantize", "drivers", "warmup", "bench")
+COMMANDS = ("demo", "classify", "stylize", "weights", "quantize", "drivers", "warmup", "bench",
+            "lab")
 
 DESCRIPTION = """\
 VGG19 / VGG16 image classification and Gatys neural style transfer on hand-written, JIT-compiled
