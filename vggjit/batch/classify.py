@@ -1,0 +1,133 @@
+"""A batch classification from start to summary: inputs, resume, runner, results, progress.
+
+:func:`classify_batch` is what ``vggjit classify`` runs. The same inputs and options give the
+same records wherever they run: in-process (:mod:`vggjit.batch.local`), on a local Dask cluster
+or an existing one (:mod:`vggjit.batch.cluster`). With an output file the run resumes: inputs
+already recorded there are skipped, the rest are written as their tasks complete.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from itertools import chain
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import InputError
+from ..registry import get_driver
+from .cluster import Cluster, check_workers, connect, run_tasks, start_local
+from .inputs import Inputs, chunks, is_inside
+from .local import classify_in_process
+from .progress import Progress, Summary
+from .results import ResultStore, open_store
+from .tasks import ClassifySpec, check_worker, classify_paths, network_for
+
+
+@dataclass
+class Where:
+    """Where a run executes: in-process (the default), ``workers`` local Dask processes, or the
+    Dask ``scheduler`` at an address (``connect_timeout`` seconds to reach it)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+    connect_timeout: float | None = None
+
+    def __post_init__(self):
+        if self.workers is not None and self.scheduler:
+            raise InputError("give --workers (a local cluster) or --scheduler (an existing "
+                             "one), not both")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers is None and not self.scheduler
+
+    def open(self) -> Cluster:
+        if self.scheduler:
+            timeout = self.connect_timeout
+            return connect(self.scheduler, **({"timeout": timeout} if timeout else {}))
+        return start_local(self.workers)
+
+
+def resolve(spec: ClassifySpec) -> ClassifySpec:
+    """``spec`` with the driver named (the workers must not each pick their own default) and
+    checked, and the network loaded here (which converts a .mat once for every local worker,
+    and checks --top-k against the classes)."""
+    name = "cnml-dlp" if spec.quant else get_driver(spec.driver).name
+    spec = replace(spec, driver=name, weights=str(Path(spec.weights).expanduser()))
+    net = network_for(spec)
+    classes = net.layers[-2].cout
+    if not 1 <= spec.top_k <= classes:
+        raise InputError(f"--top-k must be between 1 and {classes}, got {spec.top_k}")
+    return spec
+
+
+def classify_batch(inputs: Inputs, spec: ClassifySpec, *, batch_size: int = 4,
+                   output=None, overwrite: bool = False, retry_failed: bool = False,
+                   where: Where = Where(), on_record: Callable[[dict, Progress], None] | None = None,
+                   log: Callable[[str], None] = print, progress: bool | None = None) -> Summary:
+    """Classify every input once; return the summary.
+
+    output: a results file (.jsonl, .csv, .parquet), resumed if it exists (replaced with
+    ``overwrite``); on_record(record, progress): called for every new record (to print it);
+    log: one-line messages (count, plan); progress: the bar (None: on a terminal).
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    total = inputs.count()  # also the early check of every directory, glob and manifest
+    if output is not None and is_inside(output, chain(inputs, inputs.manifests)):
+        raise InputError(f"{output} is one of the inputs; write the results elsewhere")
+    spec = resolve(spec)
+    store: ResultStore | None = (open_store(output, spec.top_k, overwrite=overwrite,
+                                            retry_failed=retry_failed) if output else None)
+    try:
+        done = store.done if store else set()
+        skipped = sum(1 for path in inputs if path in done) if done else 0
+        note = f", {skipped} already in {output}" if skipped else ""
+        log(f"{total} image(s){note}, {total - skipped} to classify")
+        cluster = None if where.in_process else where.open()
+        try:
+            if cluster is not None:
+                log(cluster.plan)
+                check_workers(cluster, check_worker, spec)
+            bar = Progress(total - skipped, enabled=progress, skipped=skipped)
+            try:
+                _run(inputs, done, spec, batch_size, cluster, store, bar, on_record)
+            finally:
+                summary = bar.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
+    finally:
+        if store is not None:
+            store.close()
+    return summary
+
+
+def _todo(inputs: Inputs, done: set) -> Iterator[str]:
+    return (path for path in inputs if path not in done)
+
+
+def _run(inputs, done, spec, batch_size, cluster, store, bar: Progress, on_record) -> None:
+    def take(records: list[dict]) -> None:
+        failed = 0
+        for record in records:
+            if store is not None:
+                store.add(record)
+            if on_record is not None:
+                on_record(record, bar)
+            failed += "error" in record
+        bar.add(done=len(records) - failed, failed=failed)
+
+    def lost(paths: list[str], message: str) -> None:
+        bar.summary.lost_paths.extend(paths)
+        bar.add(lost=len(paths))
+        bar.write(f"lost {len(paths)} image(s) ({paths[0]} ...): {message}", file=sys.stderr)
+
+    batches = chunks(_todo(inputs, done), batch_size)
+    if cluster is None:
+        classify_in_process(spec, batches, take)
+    else:
+        run_tasks(cluster, classify_paths, batches, lambda paths, records: take(records), lost,
+                  spec)
