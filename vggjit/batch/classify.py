@@ -105,27 +105,36 @@ def classify_batch(inputs: Inputs, spec: ClassifySpec, *, batch_size: int = 4,
     return summary
 
 
-def _todo(inputs: Inputs, done: set) -> Iterator[str]:
-    return (path for path in inputs if path not in done)
+def _todo(inputs: Inputs, done: set, batch_size: int) -> Iterator[list[str]]:
+    """The batches still to run. Batches are cut from *all* inputs, so a resumed run feeds the
+    network the same batches as an uninterrupted one and its records are bit-identical; a batch
+    that was only partly recorded runs whole and its recorded paths are dropped (by the caller)."""
+    for batch in chunks(inputs, batch_size):
+        if not all(path in done for path in batch):
+            yield batch
 
 
 def _run(inputs, done, spec, batch_size, cluster, store, bar: Progress, on_record) -> None:
     def take(records: list[dict]) -> None:
-        failed = 0
+        failed = taken = 0
         for record in records:
+            if record["path"] in done:  # recorded before an interrupt: keep the first
+                continue
             if store is not None:
-                store.add(record)
+                store.add(record)  # adds the path to ``done``
             if on_record is not None:
                 on_record(record, bar)
+            taken += 1
             failed += "error" in record
-        bar.add(done=len(records) - failed, failed=failed)
+        bar.add(done=taken - failed, failed=failed)
 
     def lost(paths: list[str], message: str) -> None:
+        paths = [p for p in paths if p not in done]
         bar.summary.lost_paths.extend(paths)
         bar.add(lost=len(paths))
         bar.write(f"lost {len(paths)} image(s) ({paths[0]} ...): {message}", file=sys.stderr)
 
-    batches = chunks(_todo(inputs, done), batch_size)
+    batches = _todo(inputs, done, batch_size)
     if cluster is None:
         classify_in_process(spec, batches, take)
     else:

@@ -82,7 +82,7 @@ def start_local(workers: int, cores: int | None = None) -> Cluster:
     threads = max(1, cores // workers)
     local = distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, env=thread_environment(threads))
+        dashboard_address=":0", env=thread_environment(threads))
     try:
         client = distributed.Client(local)
     except BaseException:

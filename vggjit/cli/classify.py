@@ -82,6 +82,8 @@ def register(subparsers) -> None:
     batch.add_argument("--scheduler", metavar="ADDRESS",
                        help="run on the Dask cluster whose scheduler is at ADDRESS "
                             "(tcp://HOST:8786); paths must be valid on the workers")
+    batch.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the scheduler (default: 10)")
 
 
 def run(args) -> int:
@@ -98,7 +100,8 @@ def run(args) -> int:
         raise InputError(f"--quant is for the cnml-dlp driver, not {args.driver!r}")
     if (args.overwrite or args.retry_failed) and not args.output:
         raise InputError("--overwrite and --retry-failed are about the results file: give -o")
-    where = Where(workers=args.workers, scheduler=args.scheduler)
+    where = Where(workers=args.workers, scheduler=args.scheduler,
+                  connect_timeout=args.connect_timeout)
     inputs = Inputs(args.images, args.manifest, unique=bool(args.output))
     # Cheap checks first, before anything slow: a bad driver name, then no weights.
     if not args.quant:
