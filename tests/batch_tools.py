@@ -45,3 +45,17 @@ def by_path(records: list[dict]) -> dict[str, dict]:
     table = {r["path"]: r for r in records}
     assert len(table) == len(records), "a path was recorded twice"
     return table
+
+
+def make_style_weights(directory: Path) -> Path:
+    """A tiny VGG-shaped weight file with every layer style transfer uses by default."""
+    from matconvnet_fixture import random_params
+    from style_tools import TINY_BLOCKS, TINY_CLASSIFIER
+
+    return write_matconvnet(directory / "tiny.mat",
+                            random_params(TINY_BLOCKS, TINY_CLASSIFIER),
+                            blocks=TINY_BLOCKS, classifier=TINY_CLASSIFIER)
+
+
+#: Style-transfer options that make a batch job take a fraction of a second.
+STYLE_OPTIONS = ["--size", "32", "-n", "2", "--optimizer", "adam", "--lr", "5"]

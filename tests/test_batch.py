@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from vggjit.batch.classify import Where, classify_batch
+from vggjit.batch.classify import classify_batch
+from vggjit.batch.cluster import Where
 from vggjit.batch.inputs import Inputs
 from vggjit.batch.results import open_store
 from vggjit.batch.tasks import ClassifySpec, classify_paths

@@ -11,18 +11,24 @@ import signal
 import socket
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("distributed")
 
-from vggjit.batch.classify import Where, classify_batch  # noqa: E402
+from vggjit.batch.classify import classify_batch
+from vggjit.batch.cluster import Where  # noqa: E402
 from vggjit.batch.cluster import check_workers, start_local  # noqa: E402
 from vggjit.batch.inputs import Inputs  # noqa: E402
+from vggjit.batch.stylize import stylize_batch  # noqa: E402
 from vggjit.batch.tasks import ClassifySpec, check_worker  # noqa: E402
 from vggjit.cli import main  # noqa: E402
 from vggjit.errors import VggjitError  # noqa: E402
+from vggjit.style import make_settings  # noqa: E402
 
-from batch_tools import DRIVER, by_path, make_images, make_weights, read_jsonl  # noqa: E402
+from batch_tools import (DRIVER, by_path, make_images, make_style_weights,  # noqa: E402
+                         make_weights, read_jsonl)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +133,20 @@ def test_unreachable_scheduler_is_a_clear_error(data, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_stylize_batch_on_the_cluster_matches_in_process(cluster, tmp_path):
+    weights = make_style_weights(tmp_path)
+    make_images(tmp_path / "contents", 3)
+    styles = [str(p) for p in make_images(tmp_path / "styles", 1)]
+    settings = make_settings(size=32, iterations=2, optimizer="adam", lr=5.0,
+                             weights=str(weights), driver=DRIVER)
+    contents = Inputs([str(tmp_path / "contents")])
+    quiet = dict(log=lambda line: None, progress=False)
+    local = stylize_batch(contents, styles, settings, tmp_path / "local", **quiet)
+    remote = stylize_batch(contents, styles, settings, tmp_path / "remote", cluster=cluster,
+                           **quiet)
+    assert local.done == remote.done == 3
+    for made in (tmp_path / "local").rglob("*.png"):
+        twin = tmp_path / "remote" / made.relative_to(tmp_path / "local")
+        np.testing.assert_array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(twin)))

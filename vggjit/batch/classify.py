@@ -8,46 +8,19 @@ already recorded there are skipped, the rest are written as their tasks complete
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import InputError
 from ..registry import get_driver
-from .cluster import Cluster, check_workers, connect, run_tasks, start_local
+from .cluster import Where, check_workers, run_tasks
 from .inputs import Inputs, chunks, is_inside
 from .local import classify_in_process
 from .progress import Progress, Summary
 from .results import ResultStore, open_store
 from .tasks import ClassifySpec, check_worker, classify_paths, network_for
-
-
-@dataclass
-class Where:
-    """Where a run executes: in-process (the default), ``workers`` local Dask processes, or the
-    Dask ``scheduler`` at an address (``connect_timeout`` seconds to reach it)."""
-
-    workers: int | None = None
-    scheduler: str | None = None
-    connect_timeout: float | None = None
-
-    def __post_init__(self):
-        if self.workers is not None and self.scheduler:
-            raise InputError("give --workers (a local cluster) or --scheduler (an existing "
-                             "one), not both")
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
-
-    @property
-    def in_process(self) -> bool:
-        return self.workers is None and not self.scheduler
-
-    def open(self) -> Cluster:
-        if self.scheduler:
-            timeout = self.connect_timeout
-            return connect(self.scheduler, **({"timeout": timeout} if timeout else {}))
-        return start_local(self.workers)
 
 
 def resolve(spec: ClassifySpec) -> ClassifySpec:

@@ -23,7 +23,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..errors import VggjitError
+from ..errors import InputError, VggjitError
 
 INSTALL_HINT = 'pip install "vggjit[cluster]"'
 #: How long to wait for a scheduler before saying it cannot be reached (seconds).
@@ -192,3 +192,30 @@ def run_tasks(cluster: Cluster, fn: Callable, items: Iterable, on_result: Callab
     finally:
         if pending:
             client.cancel([future for future, _ in pending.values()], force=True)
+
+
+@dataclass
+class Where:
+    """Where a run executes: in-process (the default), ``workers`` local Dask processes, or the
+    Dask ``scheduler`` at an address (``connect_timeout`` seconds to reach it)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+    connect_timeout: float | None = None
+
+    def __post_init__(self):
+        if self.workers is not None and self.scheduler:
+            raise InputError("give --workers (a local cluster) or --scheduler (an existing "
+                             "one), not both")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers is None and not self.scheduler
+
+    def open(self) -> Cluster:
+        if self.scheduler:
+            timeout = self.connect_timeout
+            return connect(self.scheduler, **({"timeout": timeout} if timeout else {}))
+        return start_local(self.workers)

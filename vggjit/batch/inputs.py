@@ -15,6 +15,7 @@ by name is kept whatever its extension (the run records it as failed if it is no
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -83,40 +84,47 @@ class Inputs:
         if not self.sources and not self.manifests:
             raise InputError("no images given: name files, directories, globs or --manifest")
 
-    def _expand(self, source: str) -> Iterable[str]:
+    def _expand(self, source: str) -> Iterable[tuple[str, str]]:
         if os.path.isdir(source):
             found = walk_images(source)
             first = next(found, None)
             if first is None:
                 raise InputError(f"{source}: no image files in the directory (looked for "
                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}, recursively)")
-            yield first
-            yield from found
+            for path in itertools.chain([first], found):
+                yield path, os.path.relpath(path, source)
         elif not os.path.exists(source) and _GLOB_CHARS & set(source):
             matches = sorted(glob.iglob(source, recursive=True))
-            files = [m for m in matches if os.path.isfile(m) and is_image_name(m)]
+            files = [(m, os.path.basename(m)) for m in matches
+                     if os.path.isfile(m) and is_image_name(m)]
             for directory in (m for m in matches if os.path.isdir(m)):
-                files.extend(walk_images(directory))
+                files.extend((p, os.path.relpath(p, directory)) for p in walk_images(directory))
             if not files:
                 raise InputError(f"{source}: the pattern matches no image files")
             yield from files
         else:
             # A plain name is kept even if missing: the run records "no such file" for it, as
             # `vggjit classify` always has, instead of refusing the whole batch.
-            yield source
+            yield source, os.path.basename(source)
 
-    def __iter__(self) -> Iterator[str]:
+    def labelled(self) -> Iterator[tuple[str, str]]:
+        """(path, label) pairs. The label names the path relative to the directory it was found
+        in (``sub/cat.jpg``), else it is the file name; batch outputs are named after it."""
         seen: set[str] = set()
-        for group in (*(self._expand(s) for s in self.sources),
-                      *(read_manifest(m) for m in self.manifests)):
-            for path in group:
+        manifests = (((p, os.path.basename(p)) for p in read_manifest(m))
+                     for m in self.manifests)
+        for group in (*(self._expand(s) for s in self.sources), *manifests):
+            for path, label in group:
                 if not self.unique:
-                    yield path
+                    yield path, label
                     continue
                 key = os.path.normpath(path)
                 if key not in seen:
                     seen.add(key)
-                    yield path
+                    yield path, label
+
+    def __iter__(self) -> Iterator[str]:
+        return (path for path, _ in self.labelled())
 
     def count(self) -> int:
         """How many paths iteration yields (a listing pass; no image is opened)."""

@@ -87,7 +87,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..batch.classify import Where, classify_batch
+    from ..batch.classify import classify_batch
+    from ..batch.cluster import Where
     from ..batch.inputs import Inputs
     from ..batch.tasks import ClassifySpec
     from ..errors import InputError
