@@ -60,21 +60,37 @@ def test_inputs_directories_globs_manifests(tmp_path):
             Inputs(sources, manifests).count()
 
 
+def ok(path: str) -> dict:
+    return {"path": path, "top": [{"rank": 1, "index": 0, "wnid": "n0", "description": "zero",
+                                   "probability": 1.0}]}
+
+
 def test_jsonl_store_resumes_and_drops_a_cut_line(tmp_path):
     path = tmp_path / "r.jsonl"
     with open_store(path, top_k=1) as store:
-        store.add({"path": "a.png", "top": []})
+        store.add(ok("a.png"))
         store.add({"path": "b.png", "error": "b.png: broken"})
     with open(path, "a") as handle:
         handle.write('{"path": "c.p')  # a kill in the middle of a line
     store = open_store(path, top_k=1)
     assert store.done == {"a.png", "b.png"} and store.resumed == 2
-    store.add({"path": "c.png", "top": []})
+    store.add(ok("c.png"))
     store.close()
     assert [r["path"] for r in read_jsonl(path)] == ["a.png", "b.png", "c.png"]
     with open_store(path, top_k=1, retry_failed=True) as store:
         assert store.done == {"a.png", "c.png"} and store.dropped_failed == 1
     assert [r["path"] for r in read_jsonl(path)] == ["a.png", "c.png"]
+
+
+def test_store_refuses_another_top_k_and_parquet_without_pyarrow(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    with open_store(path, top_k=1) as store:
+        store.add(ok("a.png"))
+    with pytest.raises(InputError, match="top 1 classes.*--top-k 1"):
+        open_store(path, top_k=5)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    with pytest.raises(VggjitError, match="pip install pyarrow"):
+        open_store(tmp_path / "r.parquet", top_k=1)
 
 
 def test_store_refuses_a_file_that_is_not_results(tmp_path):

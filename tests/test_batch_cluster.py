@@ -17,9 +17,8 @@ from PIL import Image
 
 pytest.importorskip("distributed")
 
-from vggjit.batch.classify import classify_batch
-from vggjit.batch.cluster import Where  # noqa: E402
-from vggjit.batch.cluster import check_workers, start_local  # noqa: E402
+from vggjit.batch.classify import classify_batch  # noqa: E402
+from vggjit.batch.cluster import Where, check_workers, machine_cores, start_local  # noqa: E402
 from vggjit.batch.inputs import Inputs  # noqa: E402
 from vggjit.batch.stylize import stylize_batch  # noqa: E402
 from vggjit.batch.tasks import ClassifySpec, check_worker  # noqa: E402
@@ -68,6 +67,11 @@ def test_same_records_as_in_process(data, cluster, tmp_path):
     assert by_path(read_jsonl(tmp_path / "r.jsonl")) == reference
     assert (summary.done, summary.failed, summary.lost) == (12, 1, 0)
     assert any("2 worker(s)" in line and "Numba/BLAS thread" in line for line in lines)
+    # the workers share the cores: each one's Numba and BLAS get cores // 2 threads
+    share = str(max(1, machine_cores() // 2))
+    threads = cluster.client.run(os.getenv, "NUMBA_NUM_THREADS")
+    assert list(threads.values()) == [share, share]
+    assert set(cluster.client.run(os.getenv, "OPENBLAS_NUM_THREADS").values()) == {share}
 
 
 def test_killed_worker_loses_nothing(data, cluster, tmp_path):

@@ -161,6 +161,10 @@ class JsonLinesStore(ResultStore):
             if not isinstance(record, dict) or "path" not in record or not (
                     "top" in record or "error" in record):
                 raise _not_results(self.path, n, "no path with top or error")
+            if "top" in record and len(record["top"]) != self.top_k:
+                raise InputError(f"{self.path} holds the top {len(record['top'])} classes per "
+                                 f"image (line {n}), this run asks for {self.top_k}; use "
+                                 f"--top-k {len(record['top'])}, another -o, or --overwrite")
             records.append(record)
         return records
 

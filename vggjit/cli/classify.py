@@ -40,7 +40,9 @@ output:
   --json one JSON object per line and image:
   {"path": ..., "top": [{"rank": 1, "index": 281, "wnid": "n02123045",
    "description": "tabby, tabby cat", "probability": 0.53}, ...]}
-  and {"path": ..., "error": ...} for an image that could not be read."""
+  and {"path": ..., "error": ...} for an image that could not be read.
+  With -o the same records go to the file (nothing on stdout); stderr shows the count up
+  front, a progress bar with images/s and the ETA, and a summary (done, failed, skipped, time)."""
 
 #: Show a progress bar (on a terminal) from this many images on.
 PROGRESS_FROM = 8
