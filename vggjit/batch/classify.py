@@ -20,25 +20,31 @@ from .inputs import Inputs, chunks, is_inside
 from .local import classify_in_process
 from .progress import Progress, Summary
 from .results import ResultStore, open_store
-from .tasks import ClassifySpec, check_worker, classify_paths, network_for
+from .tasks import ClassifySpec, check_top_k, check_worker, classify_paths, network_for
 
 
-def resolve(spec: ClassifySpec) -> ClassifySpec:
-    """``spec`` with the driver named (the workers must not each pick their own default) and
-    checked, and the network loaded here (which converts a .mat once for every local worker,
-    and checks --top-k against the classes)."""
-    name = "cnml-dlp" if spec.quant else get_driver(spec.driver).name
-    spec = replace(spec, driver=name, weights=str(Path(spec.weights).expanduser()))
-    net = network_for(spec)
-    classes = net.layers[-2].cout
-    if not 1 <= spec.top_k <= classes:
-        raise InputError(f"--top-k must be between 1 and {classes}, got {spec.top_k}")
+def resolve(spec: ClassifySpec, where: Where) -> ClassifySpec:
+    """``spec`` with the driver named, so that the workers do not each pick their own default,
+    and with the network loaded here when the weight file is here: that checks --top-k against
+    the classes and converts a .mat once for all local workers. On an existing cluster the
+    weights and the driver may exist only on the workers; they check them there."""
+    weights = str(Path(spec.weights).expanduser())
+    remote_only = where.scheduler and not Path(weights).is_file()
+    if spec.quant:
+        name = "cnml-dlp"
+    elif spec.driver and where.scheduler:
+        name = spec.driver
+    else:
+        name = get_driver(spec.driver).name
+    spec = replace(spec, driver=name, weights=weights)
+    if not remote_only:
+        check_top_k(network_for(spec), spec.top_k)
     return spec
 
 
 def classify_batch(inputs: Inputs, spec: ClassifySpec, *, batch_size: int = 4,
                    output=None, overwrite: bool = False, retry_failed: bool = False,
-                   where: Where = Where(), on_record: Callable[[dict, Progress], None] | None = None,
+                   where: Where | None = None, on_record: Callable[[dict, Progress], None] | None = None,
                    log: Callable[[str], None] = print, progress: bool | None = None) -> Summary:
     """Classify every input once; return the summary.
 
@@ -48,10 +54,11 @@ def classify_batch(inputs: Inputs, spec: ClassifySpec, *, batch_size: int = 4,
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    where = where or Where()
     total = inputs.count()  # also the early check of every directory, glob and manifest
     if output is not None and is_inside(output, chain(inputs, inputs.manifests)):
         raise InputError(f"{output} is one of the inputs; write the results elsewhere")
-    spec = resolve(spec)
+    spec = resolve(spec, where)
     store: ResultStore | None = (open_store(output, spec.top_k, overwrite=overwrite,
                                             retry_failed=retry_failed) if output else None)
     try:

@@ -54,6 +54,12 @@ def network_for(spec: ClassifySpec) -> Network:
         return _networks[key]
 
 
+def check_top_k(net: Network, top_k: int) -> None:
+    classes = net.layers[-2].cout
+    if not 1 <= top_k <= classes:
+        raise InputError(f"--top-k must be between 1 and {classes}, got {top_k}")
+
+
 def decode(paths: list[str], spec: ClassifySpec, mean_pixel
            ) -> tuple[list[str], np.ndarray | None, list[dict]]:
     """Read and preprocess ``paths``: (readable paths, their batch [N, 3, 224, 224] or None,
@@ -65,8 +71,9 @@ def decode(paths: list[str], spec: ClassifySpec, mean_pixel
             good.append(path)
         except InputError as exc:
             errors.append(error_record(path, str(exc)))
-        except (OSError, MemoryError, ValueError) as exc:  # a decoder bug must not end the run
-            errors.append(error_record(path, f"{path}: cannot read image ({exc})"))
+        except Exception as exc:  # a decoder's own failure must not end a long run
+            errors.append(error_record(path, f"{path}: cannot read image "
+                                             f"({type(exc).__name__}: {exc})"))
     return good, (np.concatenate(arrays) if arrays else None), errors
 
 
@@ -83,6 +90,7 @@ def classify_decoded(net: Network, good: list[str], batch: np.ndarray | None,
 def classify_paths(spec: ClassifySpec, paths: list[str]) -> list[dict]:
     """The task: one record per path, in order (an unreadable image gets an error record)."""
     net = network_for(spec)
+    check_top_k(net, spec.top_k)  # on a cluster the client may not have had the weights
     good, batch, errors = decode(paths, spec, net.mean_pixel)
     return classify_decoded(net, good, batch, errors, spec.top_k, paths)
 

@@ -106,11 +106,16 @@ def run(args) -> int:
     where = Where(workers=args.workers, scheduler=args.scheduler,
                   connect_timeout=args.connect_timeout)
     inputs = Inputs(args.images, args.manifest, unique=bool(args.output))
-    # Cheap checks first, before anything slow: a bad driver name, then no weights.
-    if not args.quant:
-        get_driver(args.driver)
-    spec = ClassifySpec(weights=str(find_weights(args.weights)), driver=args.driver,
-                        quant=args.quant, top_k=args.top_k, resize=args.resize)
+    # Cheap checks first, before anything slow: a bad driver name, then no weights. On an
+    # existing cluster the weights and the driver need only exist on the workers.
+    if args.scheduler and args.weights:
+        weights = args.weights
+    else:
+        if not args.quant and not (args.scheduler and args.driver):
+            get_driver(args.driver)
+        weights = str(find_weights(args.weights))
+    spec = ClassifySpec(weights=weights, driver=args.driver, quant=args.quant,
+                        top_k=args.top_k, resize=args.resize)
 
     many = bool(args.output) or not where.in_process or args.manifest
     if args.output:

@@ -274,6 +274,9 @@ def _run_batch(args) -> int:
     if not args.style_list:
         raise InputError("with --output-dir, name the styles with --style STYLE (every "
                          "positional argument is a content image, directory or glob)")
+    if args.style_blend:
+        raise InputError("--style-blend mixes several styles into one result; in a batch each "
+                         "--style gives results of its own")
     sources = [a for a in (args.content, *args.styles) if a]
     contents = Inputs(sources, args.manifest)
     where = Where(workers=args.workers, scheduler=args.scheduler,
