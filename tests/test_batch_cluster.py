@@ -154,3 +154,38 @@ def test_stylize_batch_on_the_cluster_matches_in_process(cluster, tmp_path):
     for made in (tmp_path / "local").rglob("*.png"):
         twin = tmp_path / "remote" / made.relative_to(tmp_path / "local")
         np.testing.assert_array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(twin)))
+
+
+def test_cli_relative_paths_reach_the_workers(data, cluster, tmp_path, monkeypatch, capsys):
+    root, spec, _, reference = data
+    monkeypatch.chdir(root)  # the workers started elsewhere: they get absolute paths
+    out = tmp_path / "r.jsonl"
+    code = main(["classify", "images", "--weights", spec.weights, "--driver", DRIVER,
+                 "--top-k", "3", "--batch-size", "2", "-o", str(out),
+                 "--scheduler", cluster.client.scheduler.address])
+    err = capsys.readouterr().err
+    assert code == 1 and "12 done, 1 failed" in err  # the one broken image
+    records = by_path(read_jsonl(out))
+    assert sorted(records) == sorted(os.path.relpath(p, root) for p in reference)
+    broken = records[os.path.join("images", "broken0.jpg")]
+    assert broken["error"].startswith("images/broken0.jpg: ")
+    first = records[os.path.join("images", "img001.png")]
+    assert first["top"] == reference[str(root / "images" / "img001.png")]["top"]
+
+
+def test_cli_local_cluster(data, tmp_path, capsys):
+    root, spec, images, reference = data
+    out = tmp_path / "r.jsonl"
+    code = main(["classify", str(images[1]), str(images[2]), "--weights", spec.weights,
+                 "--driver", DRIVER, "--top-k", "3", "--batch-size", "2", "-o", str(out),
+                 "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "local Dask cluster: 1 worker process(es)" in err and "2 done, 0 failed" in err
+    records = by_path(read_jsonl(out))
+    assert sorted(records) == sorted(str(p) for p in images[1:3])
+    for path, record in records.items():  # batched differently: compare up to rounding
+        expected = reference[path]["top"]
+        assert [e["index"] for e in record["top"]] == [e["index"] for e in expected]
+        assert [e["probability"] for e in record["top"]] == pytest.approx(
+            [e["probability"] for e in expected], abs=1e-5)

@@ -7,6 +7,7 @@ already recorded there are skipped, the rest are written as their tasks complete
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from itertools import chain
@@ -20,7 +21,7 @@ from .inputs import Inputs, chunks, is_inside
 from .local import classify_in_process
 from .progress import Progress, Summary
 from .results import ResultStore, open_store
-from .tasks import ClassifySpec, check_top_k, check_worker, classify_paths, network_for
+from .tasks import ClassifySpec, check_top_k, check_worker, classify_named, network_for
 
 
 def resolve(spec: ClassifySpec, where: Where) -> ClassifySpec:
@@ -28,8 +29,10 @@ def resolve(spec: ClassifySpec, where: Where) -> ClassifySpec:
     and with the network loaded here when the weight file is here: that checks --top-k against
     the classes and converts a .mat once for all local workers. On an existing cluster the
     weights and the driver may exist only on the workers; they check them there."""
-    weights = str(Path(spec.weights).expanduser())
-    remote_only = where.scheduler and not Path(weights).is_file()
+    weights = Path(spec.weights).expanduser()
+    remote_only = where.scheduler and not weights.is_file()
+    # a worker has a working directory of its own: give it absolute paths
+    weights = str(weights if remote_only else weights.absolute())
     if spec.quant:
         name = "cnml-dlp"
     elif spec.driver and where.scheduler:
@@ -118,5 +121,6 @@ def _run(inputs, done, spec, batch_size, cluster, store, bar: Progress, on_recor
     if cluster is None:
         classify_in_process(spec, batches, take)
     else:
-        run_tasks(cluster, classify_paths, batches, lambda paths, records: take(records), lost,
-                  spec)
+        named = ([(path, os.path.abspath(path)) for path in batch] for batch in batches)
+        run_tasks(cluster, classify_named, named, lambda batch, records: take(records),
+                  lambda batch, message: lost([name for name, _ in batch], message), spec)

@@ -140,6 +140,10 @@ def check_worker(settings: StyleSettings, styles: list[str]) -> str | None:
     return None
 
 
+def _absolute(job: StyleJob) -> StyleJob:
+    return replace(job, content=os.path.abspath(job.content), style=os.path.abspath(job.style))
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 def stylize_batch(contents: Inputs, styles: list[str], settings: StyleSettings, out_dir, *,
@@ -153,7 +157,7 @@ def stylize_batch(contents: Inputs, styles: list[str], settings: StyleSettings, 
     total = check_jobs(contents, styles, out_dir, suffix)
     # Named here, so that every worker uses the same driver and weight file as this process.
     weights = (settings.weights if settings.weights == "random"
-               else str(find_weights(settings.weights)))
+               else str(find_weights(settings.weights).absolute()))
     settings = replace(settings, save_every=0, print_every=0, weights=weights,
                        driver=get_driver(settings.driver, require={BACKWARD}).name)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -184,8 +188,11 @@ def stylize_batch(contents: Inputs, styles: list[str], settings: StyleSettings, 
             for job in jobs:
                 take(job, stylize_job(settings, job))
         else:
-            check_workers(cluster, check_worker, settings, styles)
-            run_tasks(cluster, stylize_job, jobs, take, lost, settings)
+            # a worker has a working directory of its own: give it absolute paths
+            absolute = [os.path.abspath(s) for s in styles]
+            check_workers(cluster, check_worker, settings, absolute)
+            run_tasks(cluster, stylize_job, (_absolute(job) for job in jobs), take, lost,
+                      settings)
     finally:
         summary = bar.close()
     return summary

@@ -95,6 +95,16 @@ def classify_paths(spec: ClassifySpec, paths: list[str]) -> list[dict]:
     return classify_decoded(net, good, batch, errors, spec.top_k, paths)
 
 
+def classify_named(spec: ClassifySpec, batch: list[tuple[str, str]]) -> list[dict]:
+    """The task on a worker: ``batch`` holds (name, absolute path) pairs; the images are read
+    from the absolute paths (a worker has a working directory of its own) and recorded under
+    the names the user gave."""
+    records = classify_paths(spec, [path for _, path in batch])
+    return [{**record, "path": name, **({"error": record["error"].replace(path, name, 1)}
+                                        if "error" in record else {})}
+            for (name, path), record in zip(batch, records)]
+
+
 def check_worker(spec: ClassifySpec) -> str | None:
     """Run on each worker before a run: None if the weights and the driver are usable there,
     else what is wrong (the worker's own words). Cheap: no weights are loaded."""
