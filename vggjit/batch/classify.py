@@ -69,7 +69,7 @@ def classify_batch(inputs: Inputs, spec: ClassifySpec, *, batch_size: int = 4,
         skipped = sum(1 for path in inputs if path in done) if done else 0
         note = f", {skipped} already in {output}" if skipped else ""
         log(f"{total} image(s){note}, {total - skipped} to classify")
-        cluster = None if where.in_process else where.open()
+        cluster = None if where.in_process or skipped == total else where.open()
         try:
             if cluster is not None:
                 log(cluster.plan)
