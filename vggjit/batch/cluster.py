@@ -85,6 +85,9 @@ def start_local(workers: int, cores: int | None = None) -> Cluster:
         dashboard_address=":0", env=thread_environment(threads))
     try:
         client = distributed.Client(local)
+        # Dask is importable here (require_dask above); the plugin module needs it at import.
+        from .worker_setup import IgnoreInterrupts
+        client.register_plugin(IgnoreInterrupts())
     except BaseException:
         local.close()
         raise
