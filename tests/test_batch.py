@@ -136,6 +136,14 @@ def test_parquet_store(tmp_path):
     rows = pq.read_table(path).to_pylist()
     assert [r["path"] for r in rows] == ["a.png", "b.png"]
     assert rows[0]["top"][0]["index"] == 2 and rows[1]["error"] == "b.png: broken"
+    # a run killed outright leaves its journal: the next run resumes from it
+    journal = tmp_path / "r.parquet.partial.jsonl"
+    journal.write_text(json.dumps({"path": "a.png", "error": "x"}) + "\n"
+                       + json.dumps({"path": "c.png", "error": "y"}) + "\n")
+    with open_store(path, top_k=1) as store:
+        assert store.done == {"a.png", "c.png"}
+    assert [r["path"] for r in pq.read_table(path).to_pylist()] == ["a.png", "c.png"]
+    assert not journal.exists()
 
 
 def test_in_process_records_every_input_once(data, tmp_path):

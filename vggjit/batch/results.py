@@ -148,21 +148,22 @@ class JsonLinesStore(ResultStore):
     """One JSON object per line."""
 
     def _existing(self) -> list[dict]:
-        if not self.path.exists():
-            return []
+        return self._read(self.path) if self.path.exists() else []
+
+    def _read(self, path: Path) -> list[dict]:
         records = []
-        for n, line in enumerate(_complete_text(self.path).splitlines(), start=1):
+        for n, line in enumerate(_complete_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
-                raise _not_results(self.path, n, "not JSON") from None
+                raise _not_results(path, n, "not JSON") from None
             if not isinstance(record, dict) or "path" not in record or not (
                     "top" in record or "error" in record):
-                raise _not_results(self.path, n, "no path with top or error")
+                raise _not_results(path, n, "no path with top or error")
             if "top" in record and len(record["top"]) != self.top_k:
-                raise InputError(f"{self.path} holds the top {len(record['top'])} classes per "
+                raise InputError(f"{path} holds the top {len(record['top'])} classes per "
                                  f"image (line {n}), this run asks for {self.top_k}; use "
                                  f"--top-k {len(record['top'])}, another -o, or --overwrite")
             records.append(record)
@@ -256,7 +257,7 @@ class ParquetStore(JsonLinesStore):
 
     def _existing(self) -> list[dict]:
         if self.journal.exists():  # a run that was killed: its journal has everything
-            return JsonLinesStore._existing_in(self, self.journal)
+            return self._read(self.journal)
         if not self.path.exists():
             return []
         try:
@@ -266,13 +267,6 @@ class ParquetStore(JsonLinesStore):
                              f"give another -o or pass --overwrite to replace it") from None
         return [{k: v for k, v in row.items() if v is not None} for row in rows]
 
-    def _existing_in(self, path: Path) -> list[dict]:
-        saved, self.path = self.path, path
-        try:
-            return JsonLinesStore._existing(self)
-        finally:
-            self.path = saved
-
     def _rewrite(self, records: list[dict]) -> None:
         with atomic_write(self.journal, "w") as handle:
             handle.write("".join(self._encode(r) for r in records))
@@ -281,7 +275,7 @@ class ParquetStore(JsonLinesStore):
         if self._handle.closed:
             return
         super().close()
-        records = self._existing_in(self.journal)
+        records = self._read(self.journal)
         table = self._pa.Table.from_pylist(
             [{"path": r["path"], "error": r.get("error"), "top": r.get("top")} for r in records],
             schema=self._schema())
