@@ -1,6 +1,6 @@
 """`python -m bench` / `vggjit bench`: run the benchmark suites, write JSON, markdown and charts.
 
-Each suite module (kernels, network, style, dlp) has ``run(quick: bool) -> dict`` returning
+Each suite module (kernels, network, style, dlp, batch) has ``run(quick: bool) -> dict`` returning
 its figures and a ``"markdown"`` table. The combined results go to
 ``bench/results/<date>-<host>.json`` and ``.md``, with PNG charts beside them.
 """
@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 from bench import charts  # noqa: E402
 from bench.common import RESULTS, machine  # noqa: E402
 
-SUITES = ("kernels", "network", "style", "dlp")
+SUITES = ("kernels", "network", "style", "dlp", "batch")
 
 
 def parse(argv=None) -> argparse.Namespace:

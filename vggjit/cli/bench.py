@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import subcommand
 
-SUITES = ("kernels", "network", "style", "dlp")
+SUITES = ("kernels", "network", "style", "dlp", "batch")
 
 
 def _bench_root() -> Path | None:
@@ -18,14 +18,15 @@ def _bench_root() -> Path | None:
 
 def register(subparsers) -> None:
     parser = subcommand(
-        subparsers, "bench", help="measure kernels, network, style transfer and the DLP emulator",
+        subparsers, "bench", help="measure kernels, network, style transfer, the DLP emulator and batches",
         description="Run the benchmark suites and write bench/results/<date>-<host>.json, a "
                     "markdown table and PNG charts.\nFigures are medians of several runs with "
                     "min and max; when PyTorch is importable it is measured\ninterleaved with "
                     "vggjit in the same run. Suites: kernels (the lab's speed-up test, every "
                     "VGG19 conv\nlayer against the sgemm ceiling), network (VGG19 forward latency "
                     "and throughput), style\n(seconds per step and peak memory at 256/512/1024), "
-                    "dlp (int8 emulator speed and accuracy).",
+                    "dlp (int8 emulator speed and accuracy),\nbatch (classify images/s in-process and on a "
+                    "2-worker local Dask cluster).",
         epilog="examples:\n  vggjit bench --quick            a few minutes, every suite\n"
                "  vggjit bench kernels network    two suites, full repetitions",
         run=run)

@@ -15,6 +15,13 @@ CMYK and 16-bit images are fine), resized, and the weight file's mean pixel is s
 and takes the centre 224x224; --resize stretch resizes the whole image to 224x224 as the lab
 does. An image that cannot be read is reported by name and skipped; the exit status is then 1.
 
+Many images: IMG may be a directory (its images, recursively), a glob ('photos/**/*.jpg',
+quoted) or a file; --manifest adds a list of paths. With -o results.jsonl (or .csv, .parquet)
+each image's record is written as soon as it is classified, and running the same command again
+resumes: images already in the file are skipped. --workers N runs on a local Dask cluster of N
+processes, --scheduler ADDRESS on an existing one (pip install "vggjit[cluster]"); the results
+are the same. See docs/scale-out.md.
+
 Weights: --weights PATH (MatConvNet .mat, PyTorch .pth, .safetensors, ONNX, Keras .h5 or a
 converted .npz), else $VGGJIT_WEIGHTS, else $VGGJIT_HOME/imagenet-vgg-verydeep-19.mat and the
 torch hub, Hugging Face and Keras caches; get them once with `vggjit weights fetch`. A file
@@ -29,13 +36,18 @@ examples:
   vggjit classify cat.jpg --weights vgg16-397923af.pth      (torchvision's VGG16)
   vggjit classify cat.jpg --weights vgg19.onnx --preprocess torchvision
   vggjit classify cat.jpg --driver cnml-dlp --quant params.npz   (int8, see `vggjit quantize`)
+  vggjit classify photos/ -o results.jsonl            (resumes if interrupted)
+  vggjit classify --manifest val.txt -o val.csv --workers 2 --batch-size 8
+  vggjit classify 'frames/*.png' -o out.jsonl --scheduler tcp://10.0.0.5:8786
 
 output:
   a table per image (rank, class index, WordNet id, probability, description), or with
   --json one JSON object per line and image:
   {"path": ..., "top": [{"rank": 1, "index": 281, "wnid": "n02123045",
    "description": "tabby, tabby cat", "probability": 0.53}, ...]}
-  and {"path": ..., "error": ...} for an image that could not be read."""
+  and {"path": ..., "error": ...} for an image that could not be read.
+  With -o the same records go to the file (nothing on stdout); stderr shows the count up
+  front, a progress bar with images/s and the ETA, and a summary (done, failed, skipped, time)."""
 
 #: Show a progress bar (on a terminal) from this many images on.
 PROGRESS_FROM = 8
@@ -44,7 +56,8 @@ PROGRESS_FROM = 8
 def register(subparsers) -> None:
     parser = subcommand(subparsers, "classify", help="ImageNet top-k classes of images",
                         description=DESCRIPTION, epilog=EPILOG, run=run)
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    parser.add_argument("images", nargs="*", metavar="IMG",
+                        help="image files, directories (recursive) or quoted globs")
     add_weights_option(parser)
     parser.add_argument("--top-k", type=int, default=5, metavar="K",
                         help="how many classes to show per image (default: 5)")
@@ -54,90 +67,103 @@ def register(subparsers) -> None:
     parser.add_argument("--quant", metavar="PARAMS.npz",
                         help="int8 quantisation parameters for the cnml-dlp driver (made by "
                              "`vggjit quantize`); implies --driver cnml-dlp")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="images per forward pass (default: 1; larger batches raise "
-                             "throughput and memory use)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="images per forward pass and per cluster task (default: 4; larger "
+                             "batches raise throughput and memory use)")
     parser.add_argument("--resize", choices=("crop", "stretch"), default="crop",
                         help="crop: shorter side 256, centre 224x224 (default); stretch: whole "
                              "image to 224x224")
+    batch = parser.add_argument_group("many images")
+    batch.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                       help="a text file of image paths, one per line (relative ones to the "
+                            "file's directory); may be repeated")
+    batch.add_argument("-o", "--output", metavar="RESULTS",
+                       help="write one record per image to RESULTS.jsonl, .csv or .parquet "
+                            "(pyarrow) as they complete; an existing file is resumed")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="start the results file afresh instead of resuming it")
+    batch.add_argument("--retry-failed", action="store_true",
+                       help="when resuming, classify again the images recorded with an error")
+    batch.add_argument("--workers", type=int, metavar="N",
+                       help="run on a local Dask cluster of N worker processes")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster whose scheduler is at ADDRESS "
+                            "(tcp://HOST:8786); paths must be valid on the workers")
+    batch.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the scheduler (default: 10)")
 
 
 def run(args) -> int:
-    import json
-
-    import numpy as np
-
+    from ..batch.classify import classify_batch
+    from ..batch.cluster import Where
+    from ..batch.inputs import Inputs
+    from ..batch.tasks import ClassifySpec, check_top_k, network_for
     from ..errors import InputError
-    from ..images import preprocess
-    from ..network import Network
-    from ..weights import find_weights, load_weights
+    from ..registry import get_driver
+    from ..weights import describe_network, find_weights
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    from ..registry import get_driver
-
     if args.quant and args.driver not in (None, "cnml-dlp"):
         raise InputError(f"--quant is for the cnml-dlp driver, not {args.driver!r}")
-    # Cheap checks first, before anything slow: a bad driver name, then no weights.
-    driver = (get_driver("cnml-dlp", quant=args.quant) if args.quant
-              else get_driver(args.driver))
-    ws = load_weights(find_weights(args.weights), preprocess=args.preprocess)
-    ws.require_classifier("classify")
-    net = Network.from_weights(ws, driver)
-    print(f"vggjit classify: {ws.label}", file=sys.stderr, flush=True)
-    if args.quant:  # a file made for another network: say so before any image is read
-        net.driver.quant.check_for([layer.name for layer in net.layers if layer.has_params])
-    classes = net.layers[-2].cout
-    if not 1 <= args.top_k <= classes:
-        raise InputError(f"--top-k must be between 1 and {classes}, got {args.top_k}")
-    _check_batch_memory(net, min(args.batch_size, len(args.images)))
-    _say_what_the_driver_will_do(net, len(args.images), bool(args.quant))
+    if (args.overwrite or args.retry_failed) and not args.output:
+        raise InputError("--overwrite and --retry-failed are about the results file: give -o")
+    where = Where(workers=args.workers, scheduler=args.scheduler,
+                  connect_timeout=args.connect_timeout)
+    inputs = Inputs(args.images, args.manifest, unique=bool(args.output))
+    # Cheap checks first, before anything slow: a bad driver name, then no weights. On an
+    # existing cluster the weights and the driver need only exist on the workers.
+    if args.scheduler and args.weights:
+        weights = args.weights
+    else:
+        if not args.quant and not (args.scheduler and args.driver):
+            get_driver(args.driver)
+        weights = str(find_weights(args.weights))
+    spec = ClassifySpec(weights=weights, driver=args.driver, quant=args.quant,
+                        top_k=args.top_k, resize=args.resize, preprocess=args.preprocess)
+    if where.in_process:
+        # Loaded once here and kept for the tasks: which network runs, whether a batch fits in
+        # memory and how long the driver will take are said before the first image is read.
+        net = network_for(spec)
+        print(f"vggjit classify: {describe_network(net)}", file=sys.stderr, flush=True)
+        check_top_k(net, args.top_k)
+        count = inputs.count()
+        _check_batch_memory(net, max(1, min(args.batch_size, count)))
+        _say_what_the_driver_will_do(net, count, bool(args.quant))
 
-    from tqdm import tqdm
+    many = bool(args.output) or not where.in_process or args.manifest
+    if args.output:
+        on_record = None  # the records go to the file; the terminal shows progress
+    else:
+        def on_record(record, progress) -> None:
+            if "error" in record:
+                progress.write(f"vggjit classify: {record['error']}", file=sys.stderr)
+            if args.json or "error" not in record:
+                progress.write(_format(record, args.json))
 
-    bar = tqdm(total=len(args.images), unit="image", file=sys.stderr, leave=False,
-               disable=True if len(args.images) < PROGRESS_FROM else None)
-    failed = 0
+    def log(line: str) -> None:
+        if many:
+            print(f"vggjit classify: {line}", file=sys.stderr, flush=True)
 
-    def emit(text: str) -> None:
-        bar.write(text, file=sys.stdout) if not bar.disable else print(text, flush=True)
-
-    def report(image: str, message: str) -> None:
-        nonlocal failed
-        failed += 1
-        bar.write(f"vggjit classify: {message}", file=sys.stderr)
-        if args.json:
-            emit(json.dumps({"path": image, "error": message}))
-
-    pending: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        x = np.concatenate([arr for _, arr in pending])
-        for (image, _), top in zip(pending, net.classify(x, top_k=args.top_k)):
-            emit(_format(image, top, args.json))
-        bar.update(len(pending))
-        pending.clear()
-
-    first = True
-    for image in args.images:
-        try:
-            pending.append((image, preprocess(image, resize=args.resize,
-                                              mean_pixel=net.mean_pixel)))
-        except InputError as exc:
-            report(image, str(exc))
-            bar.update(1)
-            continue
-        if len(pending) >= args.batch_size or first:
-            flush()  # the first image alone: its answer appears as soon as possible
-            first = False
-    flush()
-    bar.close()
-    if failed:
-        print(f"vggjit classify: {failed} of {len(args.images)} image(s) could not be "
+    try:
+        summary = classify_batch(
+            inputs, spec, batch_size=args.batch_size, output=args.output,
+            overwrite=args.overwrite, retry_failed=args.retry_failed, where=where,
+            on_record=on_record, log=log,
+            progress=None if (many or args.images and len(args.images) >= PROGRESS_FROM)
+            else False)
+    except KeyboardInterrupt:
+        if args.output:
+            print(f"vggjit classify: interrupted; the finished images are in {args.output}; "
+                  f"run the same command again to continue", file=sys.stderr)
+        raise
+    if many:
+        where_to = f" -> {args.output}" if args.output else ""
+        print(f"vggjit classify: {summary.line()}{where_to}", file=sys.stderr)
+    elif summary.failed:
+        print(f"vggjit classify: {summary.failed} of {summary.total} image(s) could not be "
               f"classified", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if summary.failed or summary.lost else 0
 
 
 def _check_batch_memory(net, batch: int) -> None:
@@ -168,15 +194,14 @@ def _say_what_the_driver_will_do(net, images: int, quantised: bool) -> None:
               file=sys.stderr)
 
 
-def _format(image: str, top, as_json: bool) -> str:
+def _format(record: dict, as_json: bool) -> str:
     import json
 
     if as_json:
-        return json.dumps({"path": image, "top": [
-            {"rank": rank, "index": index, "wnid": wnid, "description": description,
-             "probability": round(probability, 6)}
-            for rank, index, wnid, description, probability in top]})
-    lines = [f"{image}", f"  {'rank':>4}  {'class':>5}  {'wnid':10} {'prob':>7}  description"]
-    for rank, index, wnid, description, probability in top:
-        lines.append(f"  {rank:>4}  {index:>5}  {wnid:10} {probability:7.4f}  {description}")
+        return json.dumps(record)
+    lines = [f"{record['path']}",
+             f"  {'rank':>4}  {'class':>5}  {'wnid':10} {'prob':>7}  description"]
+    for entry in record["top"]:
+        lines.append(f"  {entry['rank']:>4}  {entry['index']:>5}  {entry['wnid']:10} "
+                     f"{entry['probability']:7.4f}  {entry['description']}")
     return "\n".join(lines)

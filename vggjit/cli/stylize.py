@@ -30,6 +30,13 @@ a checkpoint to OUT.ckpt.npz; `vggjit stylize --resume OUT.ckpt.npz` continues t
 exactly where it stopped. A loss that becomes NaN or explodes stops the run with a message naming the step,
 and the last good image is kept in OUT.
 
+Many images: with --output-dir DIR every positional argument is a content image, a directory
+(its images, recursively) or a quoted glob, and --style (repeatable) names the styles; each
+content is painted in each style (one style computation serves all contents) and written to
+DIR/<content>.<style>.png as soon as it is done. Rerunning the command skips the results that
+exist, so an interrupted batch resumes. --workers N or --scheduler ADDRESS run the batch on Dask
+(pip install "vggjit[cluster]"); see docs/scale-out.md.
+
 See docs/style-transfer.md for the loss, every option and a gallery."""
 
 EPILOG = """\
@@ -41,6 +48,8 @@ examples:
   vggjit stylize photo.jpg starry.jpg --size 1024 --scales 3 -n 200 -o big.png
   vggjit stylize --resume out.ckpt.npz
   vggjit stylize --resume out.ckpt.npz --iterations 1000     (continue further)
+  vggjit stylize frames/ --style starry.jpg --style wave.jpg --output-dir painted/ -n 200
+  vggjit stylize 'album/*.jpg' --style starry.jpg --output-dir out/ --workers 2
 
 weights:
   --weights random uses He-normal random weights (no download): the result then shows texture
@@ -87,6 +96,23 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=("lab",), help="a named set of options (see below)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (never done without it)")
+    g = p.add_argument_group("many images")
+    g.add_argument("--output-dir", metavar="DIR",
+                   help="batch mode: every positional is a content image, directory or glob; "
+                        "results go to DIR/<content>.<style>.png; existing ones are skipped")
+    g.add_argument("--style", dest="style_list", action="append", default=[], metavar="STYLE",
+                   help="a style image of the batch (repeat for several: each gives its own "
+                        "results)")
+    g.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                   help="a text file of content image paths, one per line")
+    g.add_argument("--format", dest="output_format", choices=("png", "jpg"), default="png",
+                   help="file type of the batch results (default: png)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="run the batch on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the batch on the Dask cluster whose scheduler is at ADDRESS")
+    g.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the scheduler (default: 10)")
     p.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue an interrupted run from its OUT.ckpt.npz (its settings, "
                         "images and optimiser state; -o, --iterations, --driver may change)")
@@ -168,6 +194,11 @@ def _options(args) -> dict:
 def run(args) -> int:
     from ..errors import InputError
 
+    if args.output_dir or args.style_list:
+        return _run_batch(args)
+    if args.manifest or args.workers or args.scheduler:
+        raise InputError("--manifest, --workers and --scheduler are for batches: give "
+                         "--output-dir DIR and the styles with --style")
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in RUN_OPTIONS if getattr(args, k) is not None]
         if args.content or args.styles or given:
@@ -237,6 +268,57 @@ def _run(args):
     print(f"vggjit stylize: {w}x{h} px, {settings.optimizer} x {settings.iterations}{scales}, "
           f"{describe_network(net)}, driver {net.driver.name}", flush=True)
     return session.run()
+
+
+def _run_batch(args) -> int:
+    import sys
+
+    from ..batch.cluster import Where
+    from ..batch.inputs import Inputs
+    from ..batch.stylize import stylize_batch
+    from ..errors import InputError
+    from ..style import make_settings
+
+    if not args.output_dir:
+        raise InputError("--style is for batches: give --output-dir DIR too (or use the "
+                         "single form `vggjit stylize CONTENT STYLE -o OUT.png`)")
+    if args.output or args.resume:
+        raise InputError("--output-dir writes a batch; -o and --resume are for one image")
+    if not args.style_list:
+        raise InputError("with --output-dir, name the styles with --style STYLE (every "
+                         "positional argument is a content image, directory or glob)")
+    if args.style_blend:
+        raise InputError("--style-blend mixes several styles into one result; in a batch each "
+                         "--style gives results of its own")
+    sources = [a for a in (args.content, *args.styles) if a]
+    contents = Inputs(sources, args.manifest)
+    where = Where(workers=args.workers, scheduler=args.scheduler,
+                  connect_timeout=args.connect_timeout)
+    options = _options(args)
+    options["save_every"] = options["print_every"] = 0
+    settings = make_settings(args.preset, **options)
+
+    def log(line: str) -> None:
+        print(f"vggjit stylize: {line}", file=sys.stderr, flush=True)
+
+    cluster = None if where.in_process else where.open()
+    try:
+        if cluster is not None:
+            log(cluster.plan)
+        with sigterm_as_interrupt():
+            try:
+                summary = stylize_batch(contents, args.style_list, settings, args.output_dir,
+                                        suffix=f".{args.output_format}",
+                                        overwrite=args.overwrite, cluster=cluster, log=log)
+            except KeyboardInterrupt:
+                log(f"interrupted; the finished results are in {args.output_dir}; run the "
+                    f"same command again to make the rest")
+                raise
+    finally:
+        if cluster is not None:
+            cluster.close()
+    log(f"{summary.line()} -> {args.output_dir}")
+    return 1 if summary.failed or summary.lost else 0
 
 
 def _report(result) -> int:
