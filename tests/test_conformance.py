@@ -15,6 +15,7 @@ from conftest import available_drivers
 
 from vggjit import get_driver
 from vggjit.contract import BACKWARD
+from vggjit.errors import InputError
 
 REFERENCE = "naive"
 DRIVERS = available_drivers()
@@ -241,7 +242,7 @@ def test_gram_matches_naive(name, shape):
     assert got.shape == (shape[0], shape[1], shape[1])
 
 
-# -- bad input: the same ValueError from every driver ------------------------------------------
+# -- bad input: the same InputError (a ValueError) from every driver ------------------------------------------
 BAD_CALLS = {
     "conv kernel larger than padded input": (
         lambda d: d.conv2d(np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2, 5, 5), np.float32),
@@ -270,7 +271,58 @@ BAD_CALLS = {
                            np.zeros(3, np.float32)), "features"),
     "softmax wrong ndim": (lambda d: d.softmax(np.zeros((2, 3, 4), np.float32)), "2-D"),
     "gram wrong ndim": (lambda d: d.gram(np.zeros((2, 3), np.float32)), "4-D"),
+    # numbers Python itself would reject with TypeError, OverflowError or ZeroDivisionError
+    "conv kernel size 0": (
+        lambda d: d.conv2d(_f32(1, 2, 4, 4), _f32(3, 2, 0, 0), _f32(3), 1, 0), "empty"),
+    "gram of an empty batch": (lambda d: d.gram(_f32(0, 3, 4, 4)), "empty"),
+    "relu of an empty array": (lambda d: d.relu(_f32(2, 0)), "empty"),
+    "linear with no features": (lambda d: d.linear(_f32(2, 0), _f32(3, 0), _f32(3)), "empty"),
+    "conv pad None": (lambda d: d.conv2d(*_conv_args(), 1, None), "pad"),
+    "conv stride inf": (lambda d: d.conv2d(*_conv_args(), float("inf"), 1), "stride"),
+    "conv pad NaN": (lambda d: d.conv2d(*_conv_args(), 1, float("nan")), "pad"),
+    "conv stride 2**63": (lambda d: d.conv2d(*_conv_args(), 2**63, 1), "stride"),
+    "conv pad 2**62": (lambda d: d.conv2d(*_conv_args(), 1, 2**62), "pad"),
+    "conv pad 2.5": (lambda d: d.conv2d(*_conv_args(), 1, 2.5), "pad"),
+    "conv stride True": (lambda d: d.conv2d(*_conv_args(), True, 1), "stride"),
+    "pool size string": (lambda d: d.max_pool2d(_f32(1, 1, 4, 4), "2", 2), "pool size"),
+    "pool stride inf": (lambda d: d.avg_pool2d(_f32(1, 1, 4, 4), 2, float("inf")), "stride"),
+    # shapes whose output no machine holds: refused before any allocation
+    "conv output beyond memory": (
+        lambda d: d.conv2d(*_conv_args(), 1, 2**20), "memory"),
 }
+
+
+def _f32(*shape) -> np.ndarray:
+    return np.zeros(shape, np.float32)
+
+
+def _conv_args():
+    return _f32(1, 2, 4, 4), _f32(3, 2, 3, 3), _f32(3)
+
+
+def _corrupt_switches(switches):
+    """The driver's own switches with one arg-max position made negative, whatever their
+    format (an integer array, or a tuple that holds one); None if there is no such array."""
+    parts = switches if isinstance(switches, tuple) else (switches,)
+    for position, part in enumerate(parts):
+        if isinstance(part, np.ndarray) and np.issubdtype(part.dtype, np.integer):
+            bad = part.copy()
+            bad.flat[0] = -1
+            if not isinstance(switches, tuple):
+                return bad
+            return type(switches)(*parts[:position], bad, *parts[position + 1:]) \
+                if hasattr(switches, "_fields") else (*parts[:position], bad,
+                                                      *parts[position + 1:])
+    return None
+
+
+def _negative_switch(d):
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    y, switches = d.max_pool2d(x, 2, 2)
+    bad = _corrupt_switches(switches)
+    if bad is None:
+        pytest.skip(f"{d.name}'s switches hold no integer array to corrupt")
+    d.max_pool2d_backward(np.ones_like(y), bad, x.shape)
 BAD_BACKWARD_CALLS = {
     "conv backward dy shape": (
         lambda d: d.conv2d_backward(np.zeros((1, 4, 7, 8), np.float32),
@@ -284,6 +336,17 @@ BAD_BACKWARD_CALLS = {
                                     np.zeros((1, 3, 8, 8), np.float32),
                                     np.zeros((4, 3, 3, 3), np.float32), 1, 1,
                                     relu_out=np.zeros((1, 4, 8, 7), np.float32)), "must match"),
+    "max-pool backward negative switch": (_negative_switch, "switch"),
+    "max-pool backward x_shape None": (
+        lambda d: d.max_pool2d_backward(_f32(1, 1, 2, 2), None, None), "x_shape"),
+    "avg-pool backward x_shape with a zero": (
+        lambda d: d.avg_pool2d_backward(_f32(1, 1, 2, 2), (1, 1, 0, 4)), "x_shape"),
+    "max-pool backward x_shape beyond memory": (
+        lambda d: d.max_pool2d_backward(_f32(1, 1, 2, 2), None, (1, 1, 2**30, 2**30)),
+        "memory"),
+    "conv backward empty dy": (
+        lambda d: d.conv2d_backward(_f32(0, 3, 4, 4), _f32(0, 2, 4, 4), _f32(3, 2, 3, 3),
+                                    1, 1), "empty"),
 }
 
 
@@ -294,8 +357,17 @@ def test_bad_input_raises_value_error_naming_the_problem(name, case):
     call, words = {**BAD_CALLS, **BAD_BACKWARD_CALLS}[case]
     if case in BAD_BACKWARD_CALLS and BACKWARD not in driver.capabilities:
         pytest.skip("driver has no backward pass")
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(InputError, match=words):
         call(driver)
+
+
+@pytest.mark.parametrize("name", DRIVERS)
+def test_relu_keeps_nan_and_infinities(name):
+    # the contract's NaN policy (vggjit/checks.py): NaN stays NaN, -inf -> 0, +inf stays
+    x = np.array([[np.nan, -np.inf, np.inf, -1.0, 2.0]], np.float32)
+    got = np.asarray(_driver(name).relu(x), np.float64)
+    assert np.isnan(got[0, 0]), f"{name}: relu(NaN) = {got[0, 0]}"
+    np.testing.assert_array_equal(got[0, 1:], [0.0, np.inf, 0.0, 2.0])
 
 
 def test_every_bundled_and_example_driver_is_under_test():

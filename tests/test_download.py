@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from vggjit.cli import main
 from vggjit.download import download, fetch_weights
-from vggjit.errors import OutputExistsError, VggjitError, WeightFileError
+from vggjit.errors import InputError, OutputExistsError, VggjitError, WeightFileError
 from vggjit.weights import cache_path_for, load_weights
 
 from matconvnet_fixture import random_params, write_matconvnet
@@ -27,6 +28,8 @@ class Server:
         self.cut_after: list[int] = []  # per request, in order: send only this many bytes
         self.honour_range = True
         self.requests: list[str | None] = []  # the Range header of each request
+        self.endless = False      # stream zeros with no Content-Length until the client leaves
+        self.announce: int | None = None  # a Content-Length to claim instead of the real one
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -36,6 +39,15 @@ class Server:
                     return
                 wanted = self.headers.get("Range")
                 server.requests.append(wanted)
+                if server.endless:
+                    self.send_response(200)
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        while True:
+                            self.wfile.write(bytes(65536))
+                    except OSError:   # the client hung up: what the test wants
+                        return
                 start = 0
                 if wanted and server.honour_range:
                     start = int(wanted.split("=")[1].rstrip("-"))
@@ -52,7 +64,7 @@ class Server:
                 else:
                     self.send_response(200)
                 body = server.content[start:]
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(server.announce or len(body)))
                 self.end_headers()
                 if server.cut_after:
                     body = body[:server.cut_after.pop(0)]
@@ -199,3 +211,60 @@ def test_fetch_converts_and_the_cli_reports(server, tmp_path, monkeypatch, capsy
     code = main(["weights", "fetch", "--url", server.url])  # the official MD5 will not match
     assert code == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# -- bounds ------------------------------------------------------------------------------------
+def test_an_endless_stream_is_cut_off_at_the_limit(server, tmp_path):
+    server.endless = True
+    with pytest.raises(VggjitError, match="sent more than 195.3 KiB.*cut off"):
+        get(server, tmp_path / "w.mat", max_bytes=200_000)
+    assert list(tmp_path.iterdir()) == []          # neither a target nor a .part
+
+
+def test_an_announced_size_past_the_limit_is_refused_before_the_body(server, tmp_path):
+    server.announce = 10**12
+    with pytest.raises(VggjitError, match=r"announces 931.3 GiB, more than the 1.0 GiB"):
+        get(server, tmp_path / "w.mat")             # the default limit: 1 GiB
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arguments_are_checked_before_any_transfer(server, tmp_path, capsys):
+    for md5 in ("zzz", "0" * 31, "g" * 32):
+        with pytest.raises(InputError, match="32 hexadecimal digits"):
+            get(server, tmp_path / "w.mat", md5=md5)
+    assert main(["weights", "fetch", "--url", server.url, "--md5", "zzz", "--output",
+                 str(tmp_path / "w.mat")]) == 2
+    assert "is not an MD5 digest" in capsys.readouterr().err
+    with pytest.raises(InputError, match="not an address vggjit downloads from"):
+        fetch_weights(url="ftp://example.invalid/w.mat", output=tmp_path / "w.mat")
+    with pytest.raises(InputError, match="is a device"):
+        fetch_weights(url="file:///dev/zero", output=tmp_path / "w.mat")
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_url_is_copied_within_the_limit(tmp_path):
+    source = tmp_path / "src.mat"
+    source.write_bytes(PAYLOAD)
+    target = tmp_path / "out" / "w.mat"
+    download(source.as_uri(), target, MD5, progress=False)
+    assert target.read_bytes() == PAYLOAD
+
+
+def test_an_unreachable_host_says_so_without_resuming(tmp_path, capsys, monkeypatch):
+    dead = Server(b"")
+    url = dead.url
+    dead.close()
+    with pytest.raises(VggjitError) as err:
+        download(url, tmp_path / "w.mat", MD5, progress=False, retries=1, retry_wait=0)
+    message = str(err.value) + capsys.readouterr().err
+    assert "cannot connect" in message and "Nothing was received" in message
+    assert "resum" not in message and ".part" not in message
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(VggjitError, match=r"cannot reach weights.example: its name does not "
+                                          r"resolve .*nothing was downloaded"):
+        download("http://weights.example/w.mat", tmp_path / "w.mat", MD5, progress=False,
+                 retry_wait=0)
+    assert "retry" not in capsys.readouterr().err   # no retries for a name that won't resolve

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vggjit import get_driver
+from vggjit import InputError, get_driver
 
 EPS = 1e-2
 
@@ -99,3 +99,16 @@ def test_max_pool_ties_go_to_the_first_maximum(naive):
     y, switches = naive.max_pool2d(x, 2, 2)
     dx = naive.max_pool2d_backward(np.ones_like(y), switches, x.shape)
     np.testing.assert_array_equal(dx[0, 0], [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_max_pool_backward_rejects_switches_outside_their_window(naive):
+    # a switch inside the plane but in another window would route a gradient to a pixel that
+    # never produced that output: the oracle must refuse it, not add it up
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    y, switches = naive.max_pool2d(x, 2, 2)
+    moved = switches.index.copy()
+    moved[0, 0, 0, 0] = moved[0, 0, 1, 1]        # the bottom-right window's position
+    with pytest.raises(InputError, match="outside their 2x2 window"):
+        naive.max_pool2d_backward(np.ones_like(y), switches._replace(index=moved), x.shape)
+    with pytest.raises(InputError, match="what this driver's max_pool2d returned"):
+        naive.max_pool2d_backward(np.ones_like(y), switches.index, x.shape)

@@ -162,6 +162,9 @@ def _pairs(n=19, scale=1.5):
     ({"input": np.array([40, 1.0] * 19), "filter": _pairs()}, r"\[-32, 32\]"),
     ({"input": np.zeros((19, 3)), "filter": _pairs()}, "flat array"),
     ({"input": np.array(["a", "b"]), "filter": _pairs()}, "numbers"),
+    # an integer file converts only where float32 keeps the value: never a silent truncation
+    ({"input": np.array([0, 2**24 + 1] * 19, np.int64), "filter": _pairs()},
+     r"int64 values that float32 cannot represent exactly \(16777217\)"),
 ])
 def test_malformed_files_are_clear_errors_naming_the_file(tmp_path, arrays, words):
     path = _write(tmp_path / "bad.npz", **arrays)
@@ -203,3 +206,10 @@ def test_layer_names_are_checked_when_recorded(tmp_path):
         table.check_for(["conv1_1", "conv1_2", "fc6"])
     with pytest.raises(QuantFileError, match=r"\.npz"):
         save_quant(tmp_path / "wrong.txt", named)
+
+
+def test_an_exact_integer_file_is_converted(tmp_path):
+    path = _write(tmp_path / "ints.npz", input=np.array([1, 3] * 19, np.int64),
+                  filter=np.array([-2, 5] * 19, np.int32))
+    table = load_quant(path)
+    assert table.input[0] == QuantParam(1, 3.0) and table.filter[-1] == QuantParam(-2, 5.0)

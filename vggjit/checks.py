@@ -15,6 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .memory import check_fits
+
+#: Largest stride, padding or window size an op accepts: every kernel indexes with int32-safe
+#: arithmetic, and anything larger could only describe an array no machine holds.
+MAX_INDEX = 2**31 - 1
 
 
 def as_float32(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -30,19 +35,56 @@ def as_float32(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
     if arr.ndim not in wanted:
         names = " or ".join(f"{d}-D" for d in wanted)
         raise InputError(f"{name} must be {names}, got shape {arr.shape}")
+    if arr.size == 0:
+        # the same answer from every driver, rather than whatever each kernel's loop bounds,
+        # divisions by the batch size or BLAS calls with a zero dimension would do
+        raise InputError(f"{name} is empty (shape {arr.shape}): every axis must have at "
+                         f"least one element")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _integer(name: str, value, minimum: int, wording: str) -> int:
+    """``value`` as an int in ``minimum .. MAX_INDEX``; InputError for anything else (None,
+    strings, inf, NaN, 2.5, 2**63)."""
+    if isinstance(value, (bool, np.bool_)):  # True is an int to Python, not a stride
+        raise InputError(f"{name} must be a {wording} integer, got {value!r}")
+    try:
+        as_int = int(value)
+        exact = as_int == value
+    except (TypeError, ValueError, OverflowError):
+        exact = False
+    if not exact or isinstance(value, (str, bytes)) or not minimum <= as_int <= MAX_INDEX:
+        raise InputError(f"{name} must be a {wording} integer no larger than {MAX_INDEX}, "
+                         f"got {value!r}")
+    return as_int
+
+
 def positive_int(name: str, value) -> int:
-    if int(value) != value or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return _integer(name, value, 1, "positive")
 
 
 def nonnegative_int(name: str, value) -> int:
-    if int(value) != value or value < 0:
-        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+    return _integer(name, value, 0, "non-negative")
+
+
+def shape_tuple(name: str, shape, ndim: int) -> tuple[int, ...]:
+    """A shape argument (``x_shape`` of a backward op) as ``ndim`` positive ints."""
+    try:
+        entries = tuple(shape)
+    except TypeError:
+        raise InputError(f"{name} must be a tuple of {ndim} positive integers, "
+                         f"got {shape!r}") from None
+    if len(entries) != ndim:
+        raise InputError(f"{name} must have {ndim} entries, got {entries}")
+    return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(entries))
+
+
+def fits_in_memory(op: str, *shapes: tuple[int, ...], itemsize: int = 4) -> None:
+    """Refuse an op whose new arrays (``shapes``: outputs and padded copies) exceed the memory
+    budget. The estimate is float32 (what the contract returns); Python ints keep the product
+    exact for any declared shape, however absurd."""
+    nbytes = sum(itemsize * int(np.prod(shape, dtype=object)) for shape in shapes)
+    check_fits(nbytes, f"{op} on these shapes ({', '.join(str(tuple(s)) for s in shapes)})")
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -65,7 +107,9 @@ def conv_shapes(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> tuple[in
     if h + 2 * pad < kh or wd + 2 * pad < kw:
         raise InputError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
                          f"{h + 2 * pad}x{wd + 2 * pad} (x shape {x.shape}, pad {pad})")
-    return output_size(h, kh, stride, pad), output_size(wd, kw, stride, pad)
+    hout, wout = output_size(h, kh, stride, pad), output_size(wd, kw, stride, pad)
+    fits_in_memory("conv2d", (n, cout, hout, wout), (n, cin, h + 2 * pad, wd + 2 * pad))
+    return hout, wout
 
 
 def conv_bias(b, cout: int, w_shape) -> np.ndarray:
@@ -87,7 +131,9 @@ def pool_shapes(x: np.ndarray, size: int, stride: int) -> tuple[int, int]:
     if size > h or size > w:
         raise InputError(f"pooling window {size}x{size} is larger than the input "
                          f"{h}x{w} (x shape {x.shape})")
-    return output_size(h, size, stride, 0), output_size(w, size, stride, 0)
+    hout, wout = output_size(h, size, stride, 0), output_size(w, size, stride, 0)
+    fits_in_memory("pooling", x.shape[:2] + (hout, wout))
+    return hout, wout
 
 
 def linear_shapes(x: np.ndarray, w: np.ndarray) -> None:

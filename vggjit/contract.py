@@ -86,6 +86,9 @@ class Driver:
 
     name: str = "driver"
     capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
+    #: Rough sustained speed on VGG convolutions, for a driver slow enough that users should
+    #: be warned before long work (vggjit/workload.py); None: fast enough not to say.
+    flops_per_second: float | None = None
 
     # -- convolution ------------------------------------------------------------------------
     def conv2d(self, x, w, b, stride: int = 1, pad: int = 0, *, relu: bool = False
@@ -159,8 +162,9 @@ class Driver:
     def max_pool2d_backward(self, dy, switches, x_shape) -> np.ndarray:
         self.require(BACKWARD, "max_pool2d_backward")
         dy = checks.as_float32("max_pool2d_backward dy", dy, 4)
-        x_shape = tuple(int(s) for s in x_shape)
-        if len(x_shape) != 4 or x_shape[:2] != dy.shape[:2]:
+        x_shape = checks.shape_tuple("max_pool2d_backward x_shape", x_shape, 4)
+        checks.fits_in_memory("max_pool2d_backward", x_shape)
+        if x_shape[:2] != dy.shape[:2] or x_shape[2] < dy.shape[2] or x_shape[3] < dy.shape[3]:
             raise InputError(f"max_pool2d_backward: dy shape {dy.shape} does not fit the input "
                              f"shape {x_shape}")
         return self._max_pool2d_backward(dy, switches, x_shape)
@@ -175,11 +179,10 @@ class Driver:
     def avg_pool2d_backward(self, dy, x_shape, size: int = 2, stride: int = 2) -> np.ndarray:
         self.require(BACKWARD, "avg_pool2d_backward")
         dy = checks.as_float32("avg_pool2d_backward dy", dy, 4)
-        x_shape = tuple(int(s) for s in x_shape)
+        x_shape = checks.shape_tuple("avg_pool2d_backward x_shape", x_shape, 4)
         size = checks.positive_int("pool size", size)
         stride = checks.positive_int("pool stride", stride)
-        if len(x_shape) != 4:
-            raise InputError(f"avg_pool2d_backward: x_shape must have 4 entries, got {x_shape}")
+        checks.fits_in_memory("avg_pool2d_backward", x_shape)
         probe = np.empty((1, 1) + x_shape[2:], np.float32)
         hout, wout = checks.pool_shapes(probe, size, stride)
         checks.expect_shape("avg_pool2d_backward dy", dy, x_shape[:2] + (hout, wout),

@@ -8,39 +8,70 @@ atomically.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
-from .fileio import atomic_save
+from .fileio import atomic_save, input_file, shown
 from .network import MEAN_PIXEL
 
 #: Standard evaluation transform: shorter side to 256, then a centre crop of 224.
 EVAL_RESIZE, EVAL_CROP = 256, 224
 
+#: Largest image read (8 bytes a pixel while decoding and converting: 1 GiB). Pillow's own
+#: limit is similar, but it raises an error type of its own, or only warns below twice its limit.
+MAX_PIXELS = 2**27
+
+#: Largest ratio of the longer to the shorter side that the aspect-keeping resizes accept: the
+#: centre crop of a 40000x1 strip would first scale it to 10,240,000x256 pixels.
+MAX_ASPECT = 32
+
 
 def load_image(source) -> Image.Image:
-    """Open a path (or take a PIL image) and return it as RGB, EXIF orientation applied."""
+    """Open a path (or take a PIL image) and return it as RGB, EXIF orientation applied.
+
+    A path must be a regular file (a FIFO or device would block or never end) of at most
+    :data:`MAX_PIXELS` pixels, checked from the header before any pixel is decoded: a
+    decompression bomb (a tiny file declaring 30000x30000) is a bad image like any other.
+    """
     if isinstance(source, Image.Image):
         image, name = source, "image"
     else:
         name = os.fspath(source)
+        input_file(name, "image file")
         try:
-            with Image.open(name) as opened:
-                opened.load()
-                image = (ImageOps.exif_transpose(opened) if _has_orientation(opened)
-                         else opened.copy())
+            with warnings.catch_warnings():
+                # our own limit below decides; Pillow's warning would only repeat it
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(name) as opened:
+                    _check_pixels(name, opened.size)
+                    opened.load()
+                    image = (ImageOps.exif_transpose(opened) if _has_orientation(opened)
+                             else opened.copy())
+        except Image.DecompressionBombError:
+            raise InputError(f"{shown(name)}: declares more pixels than vggjit reads "
+                             f"({MAX_PIXELS:,}); a decompression bomb or a damaged header"
+                             ) from None
         except FileNotFoundError:
-            raise InputError(f"{name}: no such file") from None
+            raise InputError(f"{shown(name)}: no such file") from None
         except IsADirectoryError:
-            raise InputError(f"{name}: is a directory, not an image") from None
+            raise InputError(f"{shown(name)}: is a directory, not an image") from None
         except UnidentifiedImageError:
-            raise InputError(f"{name}: not an image file Pillow can read") from None
+            raise InputError(f"{shown(name)}: not an image file Pillow can read") from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"{name}: cannot read image ({exc})") from None
+            raise InputError(f"{shown(name)}: cannot read image ({exc})") from None
     return _to_rgb(image, name)
+
+
+def _check_pixels(name: str, size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{shown(name)}: the header declares {width}x{height} = "
+                         f"{width * height:,} pixels, more than vggjit reads ({MAX_PIXELS:,}); "
+                         f"a decompression bomb or a damaged file")
 
 
 def _has_orientation(image: Image.Image) -> bool:
@@ -86,6 +117,8 @@ def resize_image(image: Image.Image, resize: str | None = "crop", size=EVAL_CROP
     if resize == "stretch":
         h, w = (size, size) if isinstance(size, int) else size
         return image.resize((w, h), Image.Resampling.BILINEAR)
+    if resize in ("longer", "crop"):
+        _check_aspect(image.size, resize)
     if resize == "longer":
         scale = size / max(image.size)
         w, h = (max(1, round(d * scale)) for d in image.size)
@@ -100,6 +133,16 @@ def resize_image(image: Image.Image, resize: str | None = "crop", size=EVAL_CROP
     raise InputError(f"resize must be 'crop', 'stretch', 'longer' or None, got {resize!r}")
 
 
+def _check_aspect(size: tuple[int, int], resize: str) -> None:
+    longer, shorter = max(size), min(size)
+    if longer > MAX_ASPECT * shorter:
+        raise InputError(f"a {size[0]}x{size[1]} image is more than {MAX_ASPECT} times as "
+                         f"{'wide' if size[0] > size[1] else 'tall'} as it is "
+                         f"{'tall' if size[0] > size[1] else 'wide'}; --resize {resize} keeps "
+                         f"the aspect ratio and cannot use it (crop it first, or use "
+                         f"--resize stretch where offered)")
+
+
 def to_array(image: Image.Image, mean_pixel=MEAN_PIXEL) -> np.ndarray:
     """RGB PIL image -> [1, 3, H, W] float32, mean pixel subtracted."""
     rgb = np.asarray(image, dtype=np.float32)
@@ -110,7 +153,14 @@ def to_array(image: Image.Image, mean_pixel=MEAN_PIXEL) -> np.ndarray:
 def preprocess(source, resize: str | None = "crop", size=EVAL_CROP,
                mean_pixel=MEAN_PIXEL) -> np.ndarray:
     """A path or PIL image -> network input [1, 3, H, W] float32 (see :func:`resize_image`)."""
-    return to_array(resize_image(load_image(source), resize, size), mean_pixel)
+    image = load_image(source)
+    try:
+        image = resize_image(image, resize, size)
+    except InputError as exc:
+        if isinstance(source, Image.Image):
+            raise
+        raise InputError(f"{shown(source)}: {exc}") from None
+    return to_array(image, mean_pixel)
 
 
 def deprocess(x, mean_pixel=MEAN_PIXEL) -> Image.Image:

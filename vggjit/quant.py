@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import WeightFileError
+from .fileio import input_file
 
 POSITION_MIN, POSITION_MAX = -32, 32
 QMIN, QMAX = -128, 127
@@ -191,6 +192,13 @@ def _unpack(path: str, key: str, arr: np.ndarray) -> tuple[QuantParam, ...]:
     if arr.size == 0 or arr.size % 2:
         raise QuantFileError(f"{path}: {key!r} must hold (position, scale) pairs, i.e. an even "
                              f"number of values (38 for VGG19), got {arr.size}")
+    if np.issubdtype(arr.dtype, np.integer):
+        # the format is float32 pairs: an integer file is converted only where that is exact
+        inexact = sorted({int(v) for v in arr.tolist() if int(np.float32(v)) != int(v)})
+        if inexact:
+            raise QuantFileError(f"{path}: {key!r} holds {arr.dtype} values that float32 "
+                                 f"cannot represent exactly ({', '.join(map(str, inexact[:3]))}"
+                                 f"); write the (position, scale) pairs as float32")
     arr = arr.astype(np.float64)
     params = []
     for i in range(arr.size // 2):
@@ -210,9 +218,9 @@ def _unpack(path: str, key: str, arr: np.ndarray) -> tuple[QuantParam, ...]:
 def load_quant(path, expected: int | None = None) -> QuantTable:
     """Read a lab-format ``.npz``; ``expected``: the number of pairs required (19 for VGG19)."""
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise QuantFileError(f"{name}: no such quantisation parameter file (make one with "
-                             f"`vggjit quantize --weights W IMAGES... -o {Path(name).name}`)")
+    input_file(name, "quantisation parameter file", QuantFileError,
+               missing_hint=f"Make one with `vggjit quantize --weights W IMAGES... -o "
+                            f"{Path(name).name}`")
     try:
         with np.load(name, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

@@ -128,6 +128,8 @@ def get_driver(name: str | None = None, *, require: Iterable[str] = (), **option
     """
     records = list_drivers()
     require = frozenset(require)
+    # where the name came from, for the error messages: the user may not remember setting it
+    origin = "" if name else f" (from ${ENV_DRIVER})"
     name = name or os.environ.get(ENV_DRIVER) or None
     if name is None:
         candidates = [r for r in records if r.available and require <= r.capabilities]
@@ -139,13 +141,13 @@ def get_driver(name: str | None = None, *, require: Iterable[str] = (), **option
     else:
         matches = [r for r in records if r.name == name]
         if not matches:
-            raise DriverNotFoundError(f"unknown driver {name!r}; valid names: "
+            raise DriverNotFoundError(f"unknown driver {name!r}{origin}; valid names: "
                                       f"{', '.join(r.name for r in records) or 'none installed'}")
         if len(matches) > 1:
             raise DuplicateDriverError(matches[0].unavailable_reason)
         record = matches[0]
         if not record.available:
-            raise DriverUnavailableError(f"driver {name!r} is not available here: "
+            raise DriverUnavailableError(f"driver {name!r}{origin} is not available here: "
                                          f"{record.unavailable_reason}")
         missing = require - record.capabilities
         if missing:

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import weightcheck
 from .errors import WeightFileError
-from .fileio import atomic_save, home_dir
+from .fileio import atomic_save, home_dir, input_file
 from .weights_urls import MD5S, URLS
 from .network import (CLASSIFIER, MEAN_PIXEL, VGG16_BLOCKS, VGG19_BLOCKS, Layer, param_shapes,
                       vgg_layers)
@@ -150,13 +151,8 @@ def find_weights(explicit=None) -> Path:
     for value, where in ((explicit, "given with --weights"),
                          (os.environ.get(ENV_WEIGHTS), f"from ${ENV_WEIGHTS}")):
         if value:
-            path = Path(value).expanduser()
-            if not path.exists():
-                raise WeightFileError(f"{path} ({where}): no such file. {_fetch_hint()}")
-            if path.is_dir():
-                raise WeightFileError(f"{path} ({where}) is a directory; give the weight file "
-                                      f"itself ({DEFAULT_NAME} or a converted .npz)")
-            return path
+            return input_file(Path(value).expanduser(), f"weight file ({DEFAULT_NAME} or a "
+                              f"converted .npz)", WeightFileError, where, _fetch_hint())
     path = default_weights_path()
     if path.is_file():
         return path
@@ -233,10 +229,8 @@ def _cache_hit(target: Path, source: Path, stat: os.stat_result) -> WeightSet | 
 
 
 def _sniff(path: Path) -> str:
-    if not path.exists():
-        raise WeightFileError(f"{path}: no such file. {_fetch_hint()}")
-    if path.is_dir():
-        raise WeightFileError(f"{path} is a directory, not a weight file")
+    # missing, a directory, a name too long, or a FIFO whose read would block forever
+    input_file(path, "weight file", WeightFileError, missing_hint=_fetch_hint())
     head = _head(path, 128)
     if not head:
         raise WeightFileError(f"{path}: the file is empty (an interrupted download?). "
@@ -571,7 +565,9 @@ def write_native(path, ws: WeightSet, *, source_stat: os.stat_result | None = No
     for name, (w, b) in ws.params.items():
         arrays.append((f"{name}.weight", np.asarray(w, np.float32)))
         arrays.append((f"{name}.bias", np.asarray(b, np.float32)))
-    return atomic_save(Path(path), lambda tmp: _write_zip(tmp, arrays), overwrite=overwrite)
+    written = atomic_save(Path(path), lambda tmp: _write_zip(tmp, arrays), overwrite=overwrite)
+    weightcheck.remember(written)  # the zip's CRC-32s are its checksum; it is good as written
+    return written
 
 
 def _write_zip(path, arrays) -> None:
@@ -619,9 +615,13 @@ def read_native_meta(path) -> dict:
 
 
 def read_native(path) -> WeightSet:
-    """Load a native file; arrays are copy-on-write memory maps of it (no copy, no parse)."""
+    """Load a native file; arrays are copy-on-write memory maps of it (no copy, no parse).
+
+    A file changed since its last good check is checked in full first (vggjit/weightcheck.py):
+    a damaged or tampered file raises WeightFileError instead of being used."""
     path = Path(path)
     meta = read_native_meta(path)
+    weightcheck.verify_once(path)
     try:
         arrays = _map_members(path)
     except WeightFileError:

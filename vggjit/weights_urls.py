@@ -17,3 +17,7 @@ DESCRIPTIONS = {
     "beta16": "older MatConvNet format (layers, classes, normalization), the lab's file",
     "new": "newer MatConvNet format (layers, meta)",
 }
+
+#: The most a download may bring: the official files are about 510 MB; a mirror's copy is the
+#: same file (its MD5 is checked), so anything past twice that is not a VGG weight file.
+MAX_BYTES = 1 << 30

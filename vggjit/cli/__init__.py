@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would blame the top-level parser and show its usage; the mistake belongs
+        # to the sub-command the user typed, whose usage lists the options that do exist
+        _innermost_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
@@ -56,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vggjit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, argv: list[str]
+                      ) -> argparse.ArgumentParser:
+    """The parser of the deepest sub-command named in ``argv`` (``vggjit weights fetch``)."""
+    for word in argv:
+        choices = next((action.choices for action in parser._actions
+                        if isinstance(action, argparse._SubParsersAction)), None)
+        if choices is None:
+            break
+        if word in choices:
+            parser = choices[word]
+    return parser
 
 
 def add_driver_option(parser: argparse.ArgumentParser) -> None:

@@ -83,6 +83,8 @@ def run(args) -> int:
     classes = net.layers[-2].cout
     if not 1 <= args.top_k <= classes:
         raise InputError(f"--top-k must be between 1 and {classes}, got {args.top_k}")
+    _check_batch_memory(net, min(args.batch_size, len(args.images)))
+    _say_what_the_driver_will_do(net, len(args.images), bool(args.quant))
 
     from tqdm import tqdm
 
@@ -129,6 +131,34 @@ def run(args) -> int:
         print(f"vggjit classify: {failed} of {len(args.images)} image(s) could not be "
               f"classified", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_batch_memory(net, batch: int) -> None:
+    """Refuse a batch whose activations cannot fit, naming the largest --batch-size that can."""
+    from ..memory import available_bytes, check_fits
+    from ..workload import forward_bytes_per_image
+
+    per_image = forward_bytes_per_image(net.layers)
+    budget = available_bytes()
+    largest = max(0, budget // per_image) if budget is not None else batch
+    hint = (f"the largest --batch-size that fits is {largest}" if largest
+            else "not even one image fits; free some memory")
+    check_fits(batch * per_image, f"classifying a batch of {batch} image(s)", hint)
+
+
+def _say_what_the_driver_will_do(net, images: int, quantised: bool) -> None:
+    """Once, before the work: a slow driver's time estimate; a DLP without --quant."""
+    from ..workload import forward_flops, slow_work_note
+
+    note = slow_work_note(net.driver, images * forward_flops(net.layers),
+                          f"classifying {images} image(s)")
+    if note:
+        print(f"vggjit classify: warning: {note}", file=sys.stderr)
+    if net.driver.name == "cnml-dlp" and not quantised:
+        print("vggjit classify: note: cnml-dlp without --quant calibrates int8 parameters from "
+              "each image's own values as it runs (dynamic calibration); for fixed parameters, "
+              "as the device uses, make a file with `vggjit quantize` and pass --quant",
+              file=sys.stderr)
 
 
 def _format(image: str, top, as_json: bool) -> str:

@@ -60,7 +60,7 @@ def run(args) -> int:
 
     from .. import quant
     from ..errors import InputError
-    from ..fileio import atomic_write, check_writable
+    from ..fileio import atomic_write, check_writable, input_file, refuse_input_as_output
     from ..images import preprocess
     from ..network import Network
     from ..registry import get_driver
@@ -74,22 +74,29 @@ def run(args) -> int:
                          "file with --quant PARAMS.npz --report)")
     if args.quant and not args.report:
         raise InputError("--quant only makes sense with --report (nothing else to do)")
+    # what the command reads; a weight file found through $VGGJIT_WEIGHTS is checked below
+    inputs = [*args.images, args.quant, args.weights]
     if args.output:
         if not args.output.endswith(".npz"):
             raise InputError(f"{args.output}: the parameter file must end in .npz")
+        refuse_input_as_output(args.output, inputs, "-o")
         check_writable(args.output, overwrite=args.overwrite)
     if args.json:
+        refuse_input_as_output(args.json, inputs, "--json")
         check_writable(args.json, overwrite=True)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise InputError(f"no such image file: {', '.join(missing)}")
+    for image in args.images:  # missing, a FIFO, a directory, a name too long: refused now
+        input_file(image, "image file")
     table = quant.load_quant(args.quant) if args.quant else None
 
     driver = quant.float_driver(args.driver)
     if driver.name == "naive":
         print("vggjit quantize: note: using the naive reference driver (numba-cpu is not "
               "available): expect minutes per image", file=sys.stderr)
-    net = Network.from_file(find_weights(args.weights), driver=driver)
+    weights = find_weights(args.weights)
+    for output, option in ((args.output, "-o"), (args.json, "--json")):
+        if output:
+            refuse_input_as_output(output, [weights], option)
+    net = Network.from_file(weights, driver=driver)
     names = [layer.name for layer in quant.param_layers(net)]
     if table is not None:
         table.check_for(names)

@@ -11,6 +11,7 @@ VGG19's ImageNet weights come from MatConvNet's imagenet-vgg-verydeep-19.mat (ab
   vggjit weights fetch            download it (resumable, MD5-checked) into the cache directory
   vggjit weights info [PATH]      what a weight file holds: format, layers and shapes, mean pixel
   vggjit weights convert PATH     write vggjit's fast-loading copy of a .mat
+  vggjit weights verify [PATH]    check a file against its checksums (and a .mat's cache)
 
 Where vggjit looks for the file: --weights PATH, then $VGGJIT_WEIGHTS, then
 $VGGJIT_HOME/imagenet-vgg-verydeep-19.mat ($VGGJIT_HOME defaults to ~/.cache/vggjit).
@@ -69,6 +70,20 @@ def register(subparsers) -> None:
     convert.add_argument("--output", metavar="OUT", help="write a standalone .npz here")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     convert.set_defaults(run=run_convert)
+
+    verify = sub.add_parser(
+        "verify", help="check a weight file (and its cache) against its checksums",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a weight file in full and check it. A vggjit native .npz: every "
+                    "member against the\nCRC-32 recorded when it was written (loading does "
+                    "this too, whenever the file changed\nsince its last check). A .mat: its "
+                    "MD5 against the official downloads, then its cache in\n"
+                    "$VGGJIT_HOME/converted/ if there is one. Exit status 2 if anything "
+                    "fails.",
+        epilog="examples:\n  vggjit weights verify\n  vggjit weights verify vgg19.npz")
+    verify.add_argument("path", nargs="?", metavar="PATH",
+                        help="weight file (default: the one vggjit would use)")
+    verify.set_defaults(run=run_verify)
 
 
 def run_fetch(args) -> int:
@@ -145,10 +160,11 @@ def run_info(args) -> int:
 def run_convert(args) -> int:
     from pathlib import Path
 
-    from ..fileio import check_writable
+    from ..fileio import check_writable, refuse_input_as_output
     from ..weights import load_weights, write_native
 
     if args.output:
+        refuse_input_as_output(args.output, [args.path], "--output")
         out = check_writable(Path(args.output), overwrite=args.overwrite)
         ws = load_weights(args.path, cache=False)
         write_native(out, ws, source_stat=Path(args.path).stat(), overwrite=args.overwrite)
@@ -157,4 +173,31 @@ def run_convert(args) -> int:
         ws = load_weights(args.path)
         print(f"cache: {ws.cache} ({ws.name})" if ws.cache
               else "cache: not written (see the warning)")
+    return 0
+
+
+def run_verify(args) -> int:
+    from .. import weightcheck
+    from ..weights import cache_path_for, file_md5, find_weights, official_variant
+
+    path = find_weights(args.path)
+    with open(path, "rb") as handle:
+        native = handle.read(4) == b"PK\x03\x04"
+    if native:
+        checked = weightcheck.verify(path)
+        weightcheck.remember(path)
+        print(f"{path}: vggjit native file; every member matches its recorded CRC-32 "
+              f"({checked / 2**20:.1f} MiB checked)")
+        return 0
+    md5 = file_md5(path)
+    variant = official_variant(md5)
+    print(f"{path}: MD5 {md5}: " + (f"the official {variant} download" if variant
+                                    else "not an official download (no known MD5)"))
+    cache = cache_path_for(path)
+    if cache.is_file():
+        weightcheck.verify(cache)
+        weightcheck.remember(cache)
+        print(f"cache {cache}: every member matches its recorded CRC-32")
+    else:
+        print("cache: none yet (the first load writes it)")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vggjit import BACKWARD, FORWARD, Driver, DriverRecord, hookimpl
+from vggjit import BACKWARD, FORWARD, Driver, DriverRecord, InputError, hookimpl
 
 
 def _windows(x: np.ndarray, k: int, stride: int, pad: int = 0) -> np.ndarray:
@@ -64,6 +64,11 @@ class NumpyDriver(Driver):
 
     def _max_pool2d_backward(self, dy, switches, x_shape):
         argmax, size, stride = switches
+        if argmax.shape != dy.shape or argmax.min() < 0 or argmax.max() >= size * size:
+            # a gradient routed nowhere would be silently lost: refuse foreign switches
+            raise InputError(f"max_pool2d_backward: switches of shape {argmax.shape} with "
+                             f"window positions outside 0..{size * size - 1} do not come from "
+                             f"this driver's max_pool2d for dy {dy.shape}")
         dx = np.zeros(x_shape, np.float32)
         hout, wout = dy.shape[2:]
         for i in range(size):
