@@ -267,3 +267,16 @@ def test_demo_and_stylize_use_a_weight_file_when_there_is_one(files, tmp_path, c
     assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "d.png"), "--size",
                  "32", "-n", "2", "--weights", str(weights), "--driver", "cnml-dlp"]) == 2
     assert "backward" in capsys.readouterr().err
+
+
+def test_a_slow_driver_is_announced_once_before_the_first_step(files, tmp_path, capsys,
+                                                               monkeypatch):
+    net = tiny_net()
+    monkeypatch.setattr(net.driver, "flops_per_second", 1e3, raising=False)
+    monkeypatch.setattr(transfer_mod, "build_network", lambda settings, driver=None: net)
+    content, style = files
+    rc = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), *TINY,
+               "-n", "2", "--optimizer", "adam"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: this run (2 steps) is about") == 1 and "a faster driver" in err

@@ -302,7 +302,8 @@ def _checkpoint(tmp_path, **changes) -> tuple:
     history = [{"step": n, "loss": 1.0, "terms": {"content:relu4_1": 1.0}} for n in (1, 2)]
     path = tmp_path / "c.ckpt.npz"
     write_checkpoint(path, Checkpoint(settings, x, 2, history, [(content, [style])], 0,
-                                      {"t": np.array(2), "m": x, "v": x}, "c.png", ["s.png"],
+                                      {"t": np.array(2), "m": x, "v": x},
+                                      str(tmp_path / "content.png"), [str(tmp_path / "s.png")],
                                       tmp_path / "c.png"))
     if changes:
         with np.load(path) as data:
@@ -320,6 +321,15 @@ def test_a_valid_checkpoint_passes_every_check(idle, tmp_path):
     path = _checkpoint(tmp_path)
     with pytest.raises(AssertionError, match="work started"):   # only the work itself fails
         resume(path, net=idle)
+
+
+def test_resume_never_writes_over_the_runs_original_images(idle, tmp_path):
+    path = _checkpoint(tmp_path)
+    original = tmp_path / "content.png"
+    original.write_bytes(b"the user's photo")
+    with pytest.raises(InputError, match="content.png is the input"):
+        resume(path, net=idle, output=original, overwrite=True)
+    assert original.read_bytes() == b"the user's photo"
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -1,6 +1,7 @@
-"""The peak memory of a planned style-transfer run, estimated from the layer table and the
-sizes before any work, and the refusal when it exceeds the budget (:mod:`vggjit.memory`),
-naming the largest size that fits.
+"""What a planned style-transfer run will cost, estimated from the layer table and the sizes
+before any work: its peak memory, with the refusal when that exceeds the budget
+(:mod:`vggjit.memory`) naming the largest size that fits, and its arithmetic (for the warning
+that a slow driver will take long, :func:`vggjit.workload.slow_work_note`).
 
 What a run holds at its peak (float32 activations, float64 optimiser vectors; n = 3 H W the
 image's values at the scale being worked on):
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 from ..memory import available_bytes, check_fits
 from ..optimizers import LBFGS
-from ..workload import forward_bytes_per_image
+from ..workload import forward_bytes_per_image, forward_flops
 
 #: The driver's tile buffer (numba-cpu's default bound is 128 MiB) and other working space.
 DRIVER_SPACE = 128 * 2**20
@@ -116,6 +117,15 @@ def estimate(shape: RunShape) -> int:
         peak = max(peak, step + optimizer, style + previous + 8 * 3 * h * w)
         previous = optimizer
     return fixed + images + peak
+
+
+def run_flops(shape: RunShape, iterations: int) -> float:
+    """Arithmetic of the whole run: per step and scale one forward pass to the deepest loss
+    layer and its backward pass (about twice the forward), L-BFGS's line search adding about a
+    fifth more evaluations on average."""
+    upto = _upto(shape.layers, shape.loss_layers)
+    per_eval = sum(3 * forward_flops(upto, h, w) for h, w in shape.scale_hws)
+    return per_eval * iterations * (1.2 if shape.optimizer == "lbfgs" else 1.0)
 
 
 def largest_fitting(fits, low: float, high: float) -> float | None:

@@ -131,7 +131,7 @@ class Session:
                       output=output if output is not None else checkpoint.output,
                       overwrite=overwrite, progress=progress, log=log,
                       names=(checkpoint.content_name, transfer.style_names), coarse=coarse,
-                      inputs=[source])
+                      inputs=[source, checkpoint.content_name, *(checkpoint.style_names or [])])
         session.select_scale(checkpoint.scale_index)
         session.run_files.adopt(checkpoint.scale_index, checkpoint.step,
                                 checkpoint.settings.iterations)
