@@ -67,6 +67,7 @@ def test_a_decompression_bomb_is_reported_and_skipped(capsys, tmp_path, weights,
     assert code == 1 and "Traceback" not in err
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["path"] == str(bomb) and "decompression bomb" in records[0]["error"]
+    assert "cannot read image" not in records[0]["error"]     # our message, not wrapped
     assert "top" in records[1]
 
 

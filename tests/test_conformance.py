@@ -302,17 +302,16 @@ def _conv_args():
 
 def _corrupt_switches(switches):
     """The driver's own switches with one arg-max position made negative, whatever their
-    format (an integer array, or a tuple that holds one); None if there is no such array."""
-    parts = switches if isinstance(switches, tuple) else (switches,)
+    format (an integer array, or a tuple or named tuple that holds one); None if there is no
+    such array."""
+    parts = list(switches) if isinstance(switches, tuple) else [switches]
     for position, part in enumerate(parts):
         if isinstance(part, np.ndarray) and np.issubdtype(part.dtype, np.integer):
-            bad = part.copy()
-            bad.flat[0] = -1
+            parts[position] = part.copy()
+            parts[position].flat[0] = -1
             if not isinstance(switches, tuple):
-                return bad
-            return type(switches)(*parts[:position], bad, *parts[position + 1:]) \
-                if hasattr(switches, "_fields") else (*parts[:position], bad,
-                                                      *parts[position + 1:])
+                return parts[0]
+            return type(switches)(*parts) if hasattr(switches, "_fields") else tuple(parts)
     return None
 
 

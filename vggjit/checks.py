@@ -12,10 +12,13 @@ value.
 """
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from .errors import InputError
-from .memory import check_fits
+from .memory import ALWAYS_FITS, ENV_LIMIT, check_fits
 
 #: Largest stride, padding or window size an op accepts: every kernel indexes with int32-safe
 #: arithmetic, and anything larger could only describe an array no machine holds.
@@ -83,8 +86,10 @@ def fits_in_memory(op: str, *shapes: tuple[int, ...], itemsize: int = 4) -> None
     """Refuse an op whose new arrays (``shapes``: outputs and padded copies) exceed the memory
     budget. The estimate is float32 (what the contract returns); Python ints keep the product
     exact for any declared shape, however absurd."""
-    nbytes = sum(itemsize * int(np.prod(shape, dtype=object)) for shape in shapes)
-    check_fits(nbytes, f"{op} on these shapes ({', '.join(str(tuple(s)) for s in shapes)})")
+    nbytes = itemsize * sum(map(math.prod, shapes))  # Python ints: exact for any shape
+    if nbytes >= ALWAYS_FITS or os.environ.get(ENV_LIMIT):  # the message only when needed
+        check_fits(nbytes, f"{op} on these shapes "
+                           f"({', '.join(str(tuple(s)) for s in shapes)})")
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:

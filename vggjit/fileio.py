@@ -75,14 +75,18 @@ def input_file(path: str | os.PathLike, what: str = "file",
     if info is None:
         raise error(f"{label}: no such file{'. ' + missing_hint if missing_hint else ''}")
     if stat.S_ISDIR(info.st_mode):
-        raise error(f"{label}: is a directory, not a {what}")
+        raise error(f"{label}: is a directory, not {_a(what)}")
     if not stat.S_ISREG(info.st_mode):
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
                 "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
-        raise error(f"{label}: is {kind}, not a regular {what}; vggjit reads only regular "
-                    f"files (a pipe or device could block or never end)")
+        raise error(f"{label}: is {kind}, not {_a(what)}; vggjit reads only regular files "
+                    f"(a pipe or device could block or never end)")
     return Path(path)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -51,6 +51,8 @@ def load_image(source) -> Image.Image:
                     opened.load()
                     image = (ImageOps.exif_transpose(opened) if _has_orientation(opened)
                              else opened.copy())
+        except InputError:
+            raise
         except Image.DecompressionBombError:
             raise InputError(f"{shown(name)}: declares more pixels than vggjit reads "
                              f"({MAX_PIXELS:,}); a decompression bomb or a damaged header"

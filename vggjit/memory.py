@@ -71,7 +71,7 @@ def check_fits(nbytes: int, what: str, hint: str = "") -> None:
     budget = available_bytes()
     if budget is None or nbytes <= budget:
         return
-    source = (f"${ENV_LIMIT}" if os.environ.get(ENV_LIMIT) and budget == parse_size(
-        os.environ[ENV_LIMIT]) else "available")
+    limit = os.environ.get(ENV_LIMIT)
+    source = f"${ENV_LIMIT}" if limit and budget == parse_size(limit) else "available"
     raise InputError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the "
                      f"{format_bytes(budget)} {source}{'; ' + hint if hint else ''}")

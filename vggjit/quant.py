@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import WeightFileError
+from .errors import InputError, WeightFileError
 from .fileio import input_file
 
 POSITION_MIN, POSITION_MAX = -32, 32
@@ -142,7 +142,8 @@ def absmax(x) -> float:
         return 0.0
     m = float(max(np.max(x), -np.min(x)))
     if math.isnan(m):
-        raise ValueError("cannot calibrate a tensor that contains NaN")
+        raise InputError("cannot calibrate int8 parameters for a tensor that contains NaN "
+                         "(int8 has no NaN to hold it)")
     return m
 
 

@@ -28,7 +28,9 @@ EPILOG = """\
 environment:
   VGGJIT_DRIVER   driver used when --driver is not given (see `vggjit drivers`)
   VGGJIT_WEIGHTS  weight file used when --weights is not given
-  VGGJIT_HOME     cache directory for weights and converted files (default ~/.cache/vggjit)"""
+  VGGJIT_HOME     cache directory for weights and converted files (default ~/.cache/vggjit)
+  VGGJIT_MEMORY_LIMIT  most memory a command may plan to use (4G, 500M; default: what the
+                  machine has available); larger work is refused before it starts"""
 
 
 def build_parser() -> argparse.ArgumentParser:
