@@ -446,3 +446,23 @@ def test_session_close_gives_the_lock_back(net, images, tmp_path):
     assert isinstance(session, Session) and (tmp_path / ".o.png.lock").exists()
     session.close()
     assert not (tmp_path / ".o.png.lock").exists()
+
+
+def test_a_batch_multiplies_what_each_image_holds():
+    one, four = _vgg19_shape(512), RunShape(**{**_vgg19_shape(512).__dict__, "batch": 4})
+    per_image = estimate(one) - estimate(RunShape(**{**one.__dict__, "scale_hws": ((1, 1),),
+                                                   "scale_style_hws": (((512, 512),),)}))
+    assert estimate(four) - estimate(one) >= 3 * per_image * 0.9
+
+
+def test_resume_to_another_output_does_not_take_its_files_as_its_own(net, images, tmp_path,
+                                                                     monkeypatch):
+    content, style = images
+    with monkeypatch.context() as patch:
+        Interrupt(patch, 3)
+        stylize(content, style, net=net, optimizer="adam", iterations=4, save_every=2,
+                output=tmp_path / "r.png", **SMALL)
+    (tmp_path / "other_0004.png").write_bytes(b"the user's own file")
+    with pytest.raises(OutputExistsError, match="other_0004.png already exists"):
+        resume(tmp_path / "r.ckpt.npz", net=net, output=tmp_path / "other.png")
+    assert (tmp_path / "other_0004.png").read_bytes() == b"the user's own file"

@@ -44,14 +44,16 @@ ADAM_VECTORS = 8
 
 @dataclass(frozen=True)
 class RunShape:
-    """What the estimate needs: the network's layer table, the loss layers, the optimiser, and
-    per scale the (height, width) of the image and of each style image."""
+    """What the estimate needs: the network's layer table, the loss layers, the optimiser, per
+    scale the (height, width) of the image and of each style image, and how many images are
+    optimised together (each with its own activations and optimiser vectors)."""
 
     layers: tuple
     loss_layers: tuple
     optimizer: str
     scale_hws: tuple
     scale_style_hws: tuple
+    batch: int = 1
 
 
 def _upto(layers, names) -> list:
@@ -107,12 +109,12 @@ def estimate(shape: RunShape) -> int:
     upto = _upto(shape.layers, shape.loss_layers)
     conv_weights = _conv_weights_bytes(upto)
     fixed = 3 * conv_weights + DRIVER_SPACE
-    images = sum(3 * h * w for h, w in shape.scale_hws) + sum(
+    images = shape.batch * sum(3 * h * w for h, w in shape.scale_hws) + sum(
         3 * h * w for hws in shape.scale_style_hws for h, w in hws)
     peak, previous = 0, 0
     for (h, w), style_hws in zip(shape.scale_hws, shape.scale_style_hws):
-        step = _step_bytes(upto, shape.loss_layers, h, w)
-        optimizer = _optimizer_bytes(shape.optimizer, h, w)
+        step = shape.batch * _step_bytes(upto, shape.loss_layers, h, w)
+        optimizer = shape.batch * _optimizer_bytes(shape.optimizer, h, w)
         style = _style_bytes(upto, shape.loss_layers, style_hws)
         peak = max(peak, step + optimizer, style + previous + 8 * 3 * h * w)
         previous = optimizer
@@ -124,7 +126,7 @@ def run_flops(shape: RunShape, iterations: int) -> float:
     layer and its backward pass (about twice the forward), L-BFGS's line search adding about a
     fifth more evaluations on average."""
     upto = _upto(shape.layers, shape.loss_layers)
-    per_eval = sum(3 * forward_flops(upto, h, w) for h, w in shape.scale_hws)
+    per_eval = shape.batch * sum(3 * forward_flops(upto, h, w) for h, w in shape.scale_hws)
     return per_eval * iterations * (1.2 if shape.optimizer == "lbfgs" else 1.0)
 
 

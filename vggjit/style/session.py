@@ -124,8 +124,9 @@ class Session:
                         log: Callable[[str], None] | None = None) -> "Session":
         """The session ``checkpoint`` (read from file ``source``) holds, ready to continue:
         image, step, history and optimiser state as saved. ``transfer`` holds the settings to
-        go on with; ``output`` (default: the checkpoint's) may hold the interrupted run's files,
-        which the continuation replaces."""
+        go on with; ``output`` (default: the checkpoint's) is where it writes: at the
+        checkpoint's own output the interrupted run's files are replaced, at another one
+        existing files need ``overwrite`` as in a new run."""
         *coarse, (content_rgb, style_rgbs) = checkpoint.scale_images
         session = cls(transfer, content_rgb, style_rgbs,
                       output=output if output is not None else checkpoint.output,
@@ -133,8 +134,11 @@ class Session:
                       names=(checkpoint.content_name, transfer.style_names), coarse=coarse,
                       inputs=[source, checkpoint.content_name, *(checkpoint.style_names or [])])
         session.select_scale(checkpoint.scale_index)
-        session.run_files.adopt(checkpoint.scale_index, checkpoint.step,
-                                checkpoint.settings.iterations)
+        own = checkpoint.output is not None and session.run_files.output is not None and (
+            session.run_files.output.resolve() == Path(checkpoint.output).resolve())
+        if own:   # another -o holds no file of the interrupted run
+            session.run_files.adopt(checkpoint.scale_index, checkpoint.step,
+                                    checkpoint.settings.iterations)
         session._check_outputs(checkpoint.step)
         with session._released_on_error():
             session.prepare()
