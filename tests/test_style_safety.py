@@ -466,3 +466,10 @@ def test_resume_to_another_output_does_not_take_its_files_as_its_own(net, images
     with pytest.raises(OutputExistsError, match="other_0004.png already exists"):
         resume(tmp_path / "r.ckpt.npz", net=net, output=tmp_path / "other.png")
     assert (tmp_path / "other_0004.png").read_bytes() == b"the user's own file"
+
+
+def test_a_resumed_run_beyond_the_budget_is_refused_before_any_work(idle, tmp_path, monkeypatch):
+    path = _checkpoint(tmp_path)
+    monkeypatch.setenv("VGGJIT_MEMORY_LIMIT", "1M")
+    with pytest.raises(InputError, match="c.ckpt.npz are fixed; free some memory"):
+        resume(path, net=idle)

@@ -137,10 +137,12 @@ class StyleTransfer:
                 "scale_hws": scale_hws, "scale_style_hws": scale_style_hws,
                 "init_image": init_image, "content_name": name}
 
-    def check_memory(self, net, out_hw: tuple[int, int], style_sizes: list) -> None:
+    def check_memory(self, net, out_hw: tuple[int, int], style_sizes: list,
+                     resumed: str | None = None) -> None:
         """Refuse (InputError, before any work) a run whose estimated peak memory exceeds the
         budget (:mod:`vggjit.style.budget`), naming the largest --size (or --style-scale, when
-        the style images are what does not fit) that would fit. style_sizes: PIL (w, h)."""
+        the style images are what does not fit) that would fit; ``resumed``: the checkpoint
+        of a resumed run, whose sizes cannot change. style_sizes: PIL (w, h)."""
         settings = self.settings
 
         def shape(hw, style_scale) -> RunShape:
@@ -155,6 +157,9 @@ class StyleTransfer:
             return tuple(max(1, round(d * ratio)) for d in out_hw)
 
         def hint(budget: int) -> str:
+            if resumed is not None:
+                return (f"the sizes of {resumed} are fixed; free some memory or resume on a "
+                        f"machine with more")
             fits = lambda run: estimate(run) <= budget  # noqa: E731
             if settings.style_scale > 1 and fits(shape(out_hw, 1.0)):
                 best = largest_fitting(lambda v: fits(shape(out_hw, v)), 1.0,
@@ -256,7 +261,7 @@ def resume(checkpoint, *, net=None, iterations: int | None = None, output=None,
                        [rgb.shape[:2] for rgb in style_rgbs], f"{checkpoint}: ")
     content_rgb, style_rgbs = saved.scale_images[-1]
     transfer.check_memory(layers_net, content_rgb.shape[:2],
-                          [(rgb.shape[1], rgb.shape[0]) for rgb in style_rgbs])
+                          [(rgb.shape[1], rgb.shape[0]) for rgb in style_rgbs], str(checkpoint))
     session = Session.from_checkpoint(transfer, saved, checkpoint, output=output,
                                       overwrite=overwrite, progress=progress, log=log)
     if start_only:
