@@ -160,7 +160,9 @@ class StyleTransfer:
             if resumed is not None:
                 return (f"the sizes of {resumed} are fixed; free some memory or resume on a "
                         f"machine with more")
-            fits = lambda run: estimate(run) <= budget  # noqa: E731
+            def fits(run: RunShape) -> bool:
+                return estimate(run) <= budget
+
             if settings.style_scale > 1 and fits(shape(out_hw, 1.0)):
                 best = largest_fitting(lambda v: fits(shape(out_hw, v)), 1.0,
                                        settings.style_scale)
