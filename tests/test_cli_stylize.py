@@ -109,15 +109,22 @@ def test_lab_preset_with_overrides(tiny, files, tmp_path):
      "pixels, too small for layer 'relu5_1': it needs at least 16 pixels on each side (use 1 "
      "scale (no coarse-to-fine) here"),
     (["{content}"], "at least one STYLE"),
-    (["--resume", "{missing}"], "no such checkpoint"),
+    (["--resume", "{missing}"], "nope.png (the checkpoint): no such file"),
+    (["{content}", "{style}", "-o", "{style}", "--overwrite"], "is the input"),
+    (["{content}", "{style}", "-o", "{out_psd}"], "Pillow cannot write .psd images"),
+    (["{content}", "{style}", "--size", "100000", "-n", "1"], "the largest --size that fits"),
+    (["{content}", "{style}", "--size", "64", "--style-scale", "1000"],
+     "the largest --style-scale that fits is about"),
 ])
 def test_bad_inputs_are_clear_errors_before_any_work(no_work, files, tmp_path, capsys, argv,
-                                                     message):
+                                                     message, monkeypatch):
+    monkeypatch.setenv("VGGJIT_MEMORY_LIMIT", "4G")
     content, style = files
+    style_bytes = style.read_bytes()
     blocker = tmp_path / "plain-file"
     blocker.write_text("x")
     names = {"content": content, "style": style, "missing": tmp_path / "nope.png",
-             "blocked": blocker / "out.png"}
+             "blocked": blocker / "out.png", "out_psd": tmp_path / "out.psd"}
     args = [a.format(**names) for a in argv]
     if "-o" not in args and "--resume" not in args:
         args += ["-o", str(tmp_path / "out.png")]
@@ -128,7 +135,7 @@ def test_bad_inputs_are_clear_errors_before_any_work(no_work, files, tmp_path, c
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("vggjit stylize: error:") and err.count("\n") == 1
-    assert not (tmp_path / "out.png").exists()
+    assert not (tmp_path / "out.png").exists() and style.read_bytes() == style_bytes
 
 
 def test_existing_output_needs_overwrite(tiny, files, tmp_path, capsys):
@@ -260,3 +267,16 @@ def test_demo_and_stylize_use_a_weight_file_when_there_is_one(files, tmp_path, c
     assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "d.png"), "--size",
                  "32", "-n", "2", "--weights", str(weights), "--driver", "cnml-dlp"]) == 2
     assert "backward" in capsys.readouterr().err
+
+
+def test_a_slow_driver_is_announced_once_before_the_first_step(files, tmp_path, capsys,
+                                                               monkeypatch):
+    net = tiny_net()
+    monkeypatch.setattr(net.driver, "flops_per_second", 1e3, raising=False)
+    monkeypatch.setattr(transfer_mod, "build_network", lambda settings, driver=None: net)
+    content, style = files
+    rc = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), *TINY,
+               "-n", "2", "--optimizer", "adam"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: this run (2 steps) is about") == 1 and "a faster driver" in err

@@ -14,8 +14,11 @@ the content image's at the content layers and its Gram matrices match the style 
 style layers. Several style images are blended (--style-blend).
 
 Before the first step every input is checked: the images are read, the layer names and the
-image sizes are checked against the network, and every file the run will write must be
-writable and (without --overwrite) must not exist yet.
+image sizes are checked against the network, the run's peak memory is estimated and a run
+that cannot fit is refused (naming the largest --size that fits), the result's format must be
+one Pillow can write, every file the run will write must be writable, must not be an input
+(not even with --overwrite) and (without --overwrite) must not exist yet. While it runs,
+.OUT.lock keeps a second run with the same -o from starting.
 
 While it runs: a progress bar with the loss and speed; per-layer losses every --print-every
 steps; intermediate images OUT_0100.png every --save-every steps (with a checkpoint). At the end:
@@ -27,8 +30,10 @@ intermediate images are then OUT_s<scale>_0100.png.
 
 Ctrl-C or SIGTERM stops at once and keeps the last completed step: its image goes to OUT and
 a checkpoint to OUT.ckpt.npz; `vggjit stylize --resume OUT.ckpt.npz` continues the run
-exactly where it stopped. A loss that becomes NaN or explodes stops the run with a message naming the step,
-and the last good image is kept in OUT.
+exactly where it stopped (even after a hard kill: the intermediate images and the checkpoint
+always form a pair). A loss that becomes NaN or explodes stops the run with a message naming
+the step, and the last good image is kept in OUT. If OUT cannot be written at the end, the
+result is kept in OUT.unsaved.png (the message says where) with its log and checkpoint.
 
 Many images: with --output-dir DIR every positional argument is a content image, a directory
 (its images, recursively) or a quoted glob, and --style (repeatable) names the styles; each
@@ -267,7 +272,25 @@ def _run(args):
               f"{session.content_rgb.shape[0]} px" if session.scales > 1 else "")
     print(f"vggjit stylize: {w}x{h} px, {settings.optimizer} x {settings.iterations}{scales}, "
           f"{describe_network(net)}, driver {net.driver.name}", flush=True)
+    _warn_if_slow(session)
     return session.run()
+
+
+def _warn_if_slow(session) -> None:
+    """Once, before the first step: a driver whose declared speed makes this run long."""
+    import sys
+
+    from ..style.budget import RunShape, run_flops
+    from ..workload import slow_work_note
+
+    s, net = session.settings, session.transfer.net
+    shape = RunShape(net.layers, (*s.content_layers, *s.style_layers), s.optimizer,
+                     tuple(c.shape[:2] for c, _ in session.scale_images),
+                     tuple(tuple(r.shape[:2] for r in st) for _, st in session.scale_images))
+    note = slow_work_note(net.driver, run_flops(shape, s.iterations),
+                          f"this run ({s.iterations} steps)")
+    if note:
+        print(f"vggjit stylize: warning: {note}", file=sys.stderr, flush=True)
 
 
 def _run_batch(args) -> int:

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_save
+from ..fileio import atomic_save, shown
+from .checkpoint_check import CheckpointFields, check_fields
+from .npz_reader import read_npz
 from .settings import StyleSettings
 
 CHECKPOINT_FORMAT = 1
@@ -31,7 +33,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_SUFFIX = ".ckpt.npz"
 #: The key of the current scale's index (the name predates "scale"; the file format keeps it).
 SCALE_KEY = "stage"
-_REQUIRED = {"format", "x", "step", "content", "settings", "history"}
 
 
 @dataclass
@@ -80,50 +81,31 @@ def write_checkpoint(path, checkpoint: Checkpoint) -> Path:
 
 
 def load_checkpoint(path) -> dict:
-    """The arrays of a checkpoint file, checked to be one this vggjit reads (no pickles)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such checkpoint file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable vggjit checkpoint ({exc})") from None
-    missing = _REQUIRED - set(arrays)
-    if missing:
-        raise InputError(f"{path}: not a vggjit style checkpoint (missing {', '.join(sorted(missing))})")
-    if int(arrays["format"]) != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: checkpoint format {int(arrays['format'])}, this vggjit reads "
-                         f"format {CHECKPOINT_FORMAT}")
+    """The arrays of a checkpoint file, checked to be one this vggjit reads: an archive of
+    plain arrays (headers read before anything is allocated, no pickles; see
+    :mod:`vggjit.style.npz_reader`) of this format. The fields are checked by
+    :func:`read_checkpoint`."""
+    arrays = read_npz(path, "checkpoint")
+    if "format" not in arrays:
+        raise InputError(f"{shown(path)}: not a vggjit style checkpoint (no field 'format')")
+    fmt = arrays["format"]
+    if fmt.shape != () or fmt.dtype.kind not in "iu" or int(fmt) != CHECKPOINT_FORMAT:
+        raise InputError(f"{shown(path)}: field 'format' is {fmt!r}, this vggjit reads "
+                         f"checkpoint format {CHECKPOINT_FORMAT}")
     return arrays
 
 
 def read_checkpoint(checkpoint) -> Checkpoint:
-    """The :class:`Checkpoint` in file ``checkpoint``; its settings are the run's as saved
-    (unchecked: a resume may change some first)."""
+    """The :class:`Checkpoint` in file ``checkpoint``, every field checked first
+    (:mod:`vggjit.style.checkpoint_check`); its settings are the run's as saved (a resume may
+    change some)."""
     arrays = load_checkpoint(checkpoint)
-    settings = StyleSettings.from_dict(json.loads(str(arrays["settings"])))
-    facts = _facts(arrays)
-    styles = [arrays[f"style_{i}"] for i in range(sum(k.startswith("style_") for k in arrays))]
-    scales = int(settings.scales)
-    scale_index = int(arrays[SCALE_KEY]) if SCALE_KEY in arrays else 0
-    scale_images = []
-    for k in range(scales - 1):
-        keys = [f"scale{k}_content"] + [f"scale{k}_style_{i}" for i in range(len(styles))]
-        missing = [key for key in keys if key not in arrays]
-        if missing:
-            raise InputError(f"{checkpoint}: a {scales}-scale run's checkpoint without the images "
-                             f"of scale {k + 1} (missing {', '.join(missing)})")
-        scale_images.append((arrays[keys[0]], [arrays[key] for key in keys[1:]]))
-    scale_images.append((arrays["content"], styles))
-    if not 0 <= scale_index < scales:
-        raise InputError(f"{checkpoint}: the checkpoint is at scale {scale_index + 1}, but the run "
-                         f"has {scales} scale(s)")
-    return Checkpoint(settings, np.array(arrays["x"], np.float64), int(arrays["step"]),
-                      json.loads(str(arrays["history"])), scale_images, scale_index,
+    fields = check_fields(checkpoint, arrays)
+    return Checkpoint(fields["settings"], np.array(fields["x"], np.float64), fields["step"],
+                      fields["history"], fields["scale_images"], fields["scale_index"],
                       {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")},
-                      facts.get("content", "<checkpoint>"), facts.get("styles"),
-                      checkpoint_output(checkpoint, arrays))
+                      fields["facts"].get("content", "<checkpoint>"),
+                      fields["facts"].get("styles"), checkpoint_output(checkpoint, arrays))
 
 
 def checkpoint_output(checkpoint, arrays: dict | None = None) -> Path:
@@ -133,8 +115,5 @@ def checkpoint_output(checkpoint, arrays: dict | None = None) -> Path:
     name = path.name
     stem = name[:-len(CHECKPOINT_SUFFIX)] if name.endswith(CHECKPOINT_SUFFIX) else path.stem
     arrays = load_checkpoint(path) if arrays is None else arrays
-    return path.with_name(stem + _facts(arrays).get("suffix", ".png"))
-
-
-def _facts(arrays: dict) -> dict:
-    return json.loads(str(arrays["facts"])) if "facts" in arrays else {}
+    facts = CheckpointFields(path, arrays).facts(sum(k.startswith("style_") for k in arrays))
+    return path.with_name(stem + facts.get("suffix", ".png"))

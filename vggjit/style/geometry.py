@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..images import MAX_ASPECT
 from ..losses import check_layers, feature_geometry, min_size
 from .settings import StyleSettings
 
@@ -41,6 +42,22 @@ def style_size(image_size: tuple[int, int], out: tuple[int, int],
     w, h = image_size
     scale = max(out) * settings.style_scale / max(w, h)
     return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def check_aspect(image_size: tuple[int, int], what: str, settings: StyleSettings) -> None:
+    """Refuse an image more than MAX_ASPECT times as wide as tall (or the reverse) where its
+    aspect ratio is kept: the resize would make the other side enormous (a 40000x1 strip at
+    --height 256 is 10,240,000 pixels wide) or vanish. A content image with both --height and
+    --width, and a style image then, are stretched instead and need no cap."""
+    if settings.height is not None and settings.width is not None:
+        return
+    w, h = image_size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise InputError(f"{what} is {w}x{h} pixels, more than {MAX_ASPECT} times as "
+                         f"{'wide' if w > h else 'tall'} as it is {'tall' if w > h else 'wide'}; "
+                         f"resized with its aspect ratio kept, one side would be enormous or "
+                         f"vanish (crop it first, or give both --height and --width to stretch "
+                         f"it)")
 
 
 def scale_size(out_hw: tuple[int, int], scales: int, k: int) -> tuple[int, int]:

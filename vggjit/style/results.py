@@ -1,4 +1,5 @@
-"""What a style-transfer run returns (:class:`StyleResult`) and raises when its loss diverges."""
+"""What a style-transfer run returns (:class:`StyleResult`) and raises when its loss diverges
+or its result cannot be written."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,6 +12,15 @@ from ..errors import VggjitError
 
 class LossDivergedError(VggjitError):
     """The loss became NaN/Inf or exploded; ``result`` holds the last good image."""
+
+    def __init__(self, message: str, result: "StyleResult | None" = None):
+        super().__init__(message)
+        self.result = result
+
+
+class ResultNotSavedError(VggjitError):
+    """The run finished but its result could not be written where asked; ``result`` holds it,
+    ``result.files["kept"]`` where it was kept instead."""
 
     def __init__(self, message: str, result: "StyleResult | None" = None):
         super().__init__(message)

@@ -8,6 +8,7 @@ upsampled (bicubic). Intermediate images are ``out_s<k>_0100.png``; only the las
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -24,7 +25,7 @@ from ..optimizers import Converged, make_optimizer
 from .checkpoint import Checkpoint, write_checkpoint
 from .colour import luminance_image, recolor
 from .geometry import upsample
-from .results import LossDivergedError, StyleResult
+from .results import LossDivergedError, ResultNotSavedError, StyleResult
 from .run_files import RunFiles
 
 #: A loss this many times the run's first loss counts as exploding (for an optimiser without a
@@ -44,22 +45,23 @@ class Session:
     transfer: the :class:`vggjit.style.StyleTransfer` (network, settings, style Grams);
     content_rgb, style_rgbs: the content and style images ([H, W, 3] uint8) at the output size;
     coarse: (content_rgb, style_rgbs) of every coarser scale of a coarse-to-fine run, the
-    coarsest first. The session starts at the first scale; ``step`` counts the steps of the
-    current scale (``scale_index``, 0-based; users see scale ``scale_index + 1``).
+    coarsest first; inputs: the files the run reads (never written over). The session starts at
+    the first scale; ``step`` counts the steps of the current scale (``scale_index``, 0-based;
+    users see scale ``scale_index + 1``).
     :meth:`begin` (a new run) or :meth:`from_checkpoint` (a resumed one) makes it ready to run.
     """
 
     def __init__(self, transfer, content_rgb: np.ndarray,
                  style_rgbs: list[np.ndarray], *, output=None, overwrite: bool = False,
                  progress: bool = False, log: Callable[[str], None] | None = None,
-                 names=("", ()), coarse=()):
+                 names=("", ()), coarse=(), inputs=()):
         self.transfer = transfer
         self.settings = transfer.settings
         self.scale_images = [*((c, list(st)) for c, st in coarse),
                              (content_rgb, list(style_rgbs))]
         self.scale_index = 0
         self.content_rgb, self.style_rgbs = self.scale_images[0]
-        self.run_files = RunFiles(output, len(self.scale_images), overwrite)
+        self.run_files = RunFiles(output, len(self.scale_images), overwrite, inputs)
         self.progress, self.log = progress, log
         self.content_name, self.style_names = names[0], list(names[1])
         self.step = 0
@@ -99,7 +101,8 @@ class Session:
         scale's size, when the init is an image)."""
         s = self.settings
         self._check_outputs(0)
-        self.prepare()
+        with self._released_on_error():
+            self.prepare()
         rng = np.random.default_rng(s.seed)
         base = self.content_input.astype(np.float64)
         if s.init == "content":
@@ -121,24 +124,57 @@ class Session:
                         log: Callable[[str], None] | None = None) -> "Session":
         """The session ``checkpoint`` (read from file ``source``) holds, ready to continue:
         image, step, history and optimiser state as saved. ``transfer`` holds the settings to
-        go on with; ``output`` (default: the checkpoint's) may hold the interrupted run's files,
-        which the continuation replaces."""
+        go on with; ``output`` (default: the checkpoint's) is where it writes: at the
+        checkpoint's own output the interrupted run's files are replaced, at another one
+        existing files need ``overwrite`` as in a new run."""
         *coarse, (content_rgb, style_rgbs) = checkpoint.scale_images
         session = cls(transfer, content_rgb, style_rgbs,
                       output=output if output is not None else checkpoint.output,
                       overwrite=overwrite, progress=progress, log=log,
-                      names=(checkpoint.content_name, transfer.style_names), coarse=coarse)
+                      names=(checkpoint.content_name, transfer.style_names), coarse=coarse,
+                      inputs=[source, checkpoint.content_name, *(checkpoint.style_names or [])])
         session.select_scale(checkpoint.scale_index)
-        session.run_files.adopt(checkpoint.scale_index, checkpoint.step)
+        own = checkpoint.output is not None and session.run_files.output is not None and (
+            session.run_files.output.resolve() == Path(checkpoint.output).resolve())
+        if own:   # another -o holds no file of the interrupted run
+            session.run_files.adopt(checkpoint.scale_index, checkpoint.step,
+                                    checkpoint.settings.iterations)
         session._check_outputs(checkpoint.step)
-        session.prepare()
-        session.x = checkpoint.x
-        session.step, session.history = checkpoint.step, checkpoint.history
-        session.resumed_from = str(source)
-        done = session.scale_history()  # the current scale's: an earlier one's terms don't apply
-        session.optimizer.load_state_dict(checkpoint.optimizer_state,
-                                          done[-1]["terms"] if done else None)
+        with session._released_on_error():
+            session.prepare()
+            session.x = checkpoint.x
+            session.step, session.history = checkpoint.step, checkpoint.history
+            session.resumed_from = str(source)
+            # the current scale's history: an earlier scale's terms don't apply
+            done = session.scale_history()
+            session.optimizer.load_state_dict(checkpoint.optimizer_state,
+                                              done[-1]["terms"] if done else None)
+            session._restore_step_image()
         return session
+
+    def _restore_step_image(self) -> None:
+        """The intermediate image of the checkpoint's step, when it is due and missing (a hard
+        kill after the checkpoint was written and before its image was put in place): written
+        from the checkpoint, so that image and checkpoint are again a pair."""
+        files, every = self.run_files, self.settings.save_every
+        if files.output is None or not every or not self.step or self.step % every:
+            return
+        path = files.step_path(self.step, self.scale_index)
+        if not path.exists():
+            files.save_image(self.image(), "steps", path)
+
+    @contextlib.contextmanager
+    def _released_on_error(self):
+        """Give the output's lock back if preparing the run fails."""
+        try:
+            yield
+        except BaseException:
+            self.run_files.release()
+            raise
+
+    def close(self) -> None:
+        """Give up a session that will not be run: releases the output's lock."""
+        self.run_files.release()
 
     def _check_outputs(self, from_step: int) -> None:
         self.run_files.check(self.scale_index, from_step, self.settings.iterations,
@@ -249,17 +285,20 @@ class Session:
         if total != self.settings.iterations:
             self.settings = dataclasses.replace(self.settings, iterations=total)
         started = time.perf_counter()
-        while True:
-            stopped, message = self._run_scale(total)
-            if stopped in ("interrupted", "diverged") or self.scale_index == self.scales - 1:
-                break
-            if stopped == "converged":  # a coarse scale that cannot improve: refine the next
-                self._say(f"{self._scale_name()}: {message}; going on to the next scale")
-            try:
-                self._next_scale()
-            except KeyboardInterrupt:
-                stopped, message = "interrupted", self._interrupted_message()
-                break
+        if self.run_files.lock is not None:
+            self.run_files.lock.acquire()  # again, when an earlier run() has finished
+        with self._released_on_error():
+            while True:
+                stopped, message = self._run_scale(total)
+                if stopped in ("interrupted", "diverged") or self.scale_index == self.scales - 1:
+                    break
+                if stopped == "converged":  # a coarse scale that cannot improve: refine the next
+                    self._say(f"{self._scale_name()}: {message}; going on to the next scale")
+                try:
+                    self._next_scale()
+                except KeyboardInterrupt:
+                    stopped, message = "interrupted", self._interrupted_message()
+                    break
         return self._finish(stopped, message, time.perf_counter() - started)
 
     def _interrupted_message(self) -> str:
@@ -351,9 +390,17 @@ class Session:
                 self.log(line)
         files = self.run_files
         if files.output is not None and s.save_every and entry["step"] % s.save_every == 0:
+            # The image goes in place only after its step's checkpoint: a hard kill in between
+            # leaves a checkpoint that resume continues from (and re-writes the image of), never
+            # an image newer than the checkpoint.
             path = files.step_path(entry["step"], self.scale_index)
-            files.save_image(self.image(), "steps", path)  # at the current scale's size
-            self.save_checkpoint()
+            staged = files.stage_image(self.image(), path)  # at the current scale's size
+            try:
+                self.save_checkpoint()
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            files.commit(staged, path, "steps")
 
     # -- results ----------------------------------------------------------------------------
     def facts(self) -> dict:
@@ -382,20 +429,54 @@ class Session:
     def _finish(self, stopped, message: str, seconds: float) -> StyleResult:
         result = self.result(stopped, message)
         files = self.run_files
-        if files.output is not None:
-            files.save_image(result.image, "image")
-            if stopped == "interrupted":
-                self.save_checkpoint()
-            else:
-                files.drop_checkpoint()
-            files.write_log(result, seconds, self.final_loss)
-            if self.history:
-                files.write_curve(self.history)
-            result.files = dict(files.written)
+        try:
+            if files.output is not None:
+                self._write_files(result, stopped, seconds)
+        finally:
+            files.release()
         if stopped == "diverged":
             where = f"; the last good image is in {files.written['image']}" if files.output else ""
             raise LossDivergedError(message + where, result)
         return result
+
+    def _write_files(self, result: StyleResult, stopped, seconds: float) -> None:
+        """The result, then the checkpoint (an unfinished run) or its removal, the log and the
+        loss curve. When the result cannot be written (a full disk, a file that appeared at
+        OUT meanwhile), nothing is lost: it is kept as a PNG elsewhere, the checkpoint and log
+        are written all the same, and ResultNotSavedError says where everything is."""
+        files = self.run_files
+        try:
+            files.save_image(result.image, "image")
+        except OSError as exc:
+            raise self._keep_everything(result, seconds, exc) from None
+        if stopped == "interrupted":
+            self.save_checkpoint()
+        else:
+            files.drop_checkpoint()
+        files.write_log(result, seconds, self.final_loss)
+        if self.history:
+            files.write_curve(self.history)
+        result.files = dict(files.written)
+
+    def _keep_everything(self, result: StyleResult, seconds: float, exc: OSError
+                         ) -> ResultNotSavedError:
+        files = self.run_files
+        kept = files.keep_elsewhere(result.image)
+        saved = []
+        for role, write in (("checkpoint", self.save_checkpoint),
+                            ("log", lambda: files.write_log(result, seconds, self.final_loss))):
+            try:
+                write()
+                saved.append(f"the {role} {files.written[role]}")
+            except OSError as failure:
+                saved.append(f"no {role} ({failure.strerror or failure})")
+        result.files = dict(files.written, kept=str(kept))
+        why = exc.strerror or str(exc)
+        again = (f"; `vggjit stylize --resume {files.written['checkpoint']} -o OTHER.png` "
+                 f"writes it again" if "checkpoint" in files.written else "")
+        return ResultNotSavedError(f"could not write the result to {files.output} ({why}); it "
+                                   f"is kept in {kept}; saved {' and '.join(saved)}{again}",
+                                   result)
 
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:

@@ -21,9 +21,11 @@ from ..losses import style_targets
 from ..network import VGG19, Network, vgg_layers
 from ..registry import get_driver
 from ..weights import find_weights
+from .budget import RunShape, check_run_fits, estimate, largest_fitting
 from .checkpoint import read_checkpoint
 from .colour import luminance_image
-from .geometry import check_geometry, check_scales, output_hw, scale_size, style_size
+from .geometry import (check_aspect, check_geometry, check_scales, output_hw, scale_size,
+                       style_size)
 from .results import StyleResult
 from .session import Session
 from .settings import INITS, StyleSettings, make_settings
@@ -85,6 +87,7 @@ class StyleTransfer:
         if not styles:
             raise InputError("at least one style image is needed")
         self.style_names = [_source_name(s) for s in styles]
+        self.style_sources = styles
         self.styles = [_as_image(s) for s in styles]
         blend = self.settings.style_blend
         if blend is None:
@@ -108,6 +111,10 @@ class StyleTransfer:
         """Load the content, work out every size and check it against the layers (no network
         weights needed): the cheap checks that must pass before any work starts."""
         image = _as_image(content)
+        name = _source_name(content)
+        check_aspect(image.size, f"the content image {name}", self.settings)
+        for i, (style, style_name) in enumerate(zip(self.styles, self.style_names)):
+            check_aspect(style.size, f"style image {i + 1} ({style_name})", self.settings)
         out_hw = output_hw(image.size, self.settings)
         style_hws = [style_size(s.size, out_hw, self.settings) for s in self.styles]
         net = self._net if self._net is not None else weightless_network()
@@ -115,6 +122,7 @@ class StyleTransfer:
         scales = int(self.settings.scales)
         if scales > 1:
             check_scales(net, self.settings, out_hw, [s.size for s in self.styles])
+        self.check_memory(net, out_hw, [s.size for s in self.styles])
         # Every scale's images are resized from the originals, exactly as a one-scale run at
         # that scale's size would resize them.
         scale_hws = [scale_size(out_hw, scales, k) for k in range(scales)]
@@ -127,7 +135,51 @@ class StyleTransfer:
             init_image = None
         return {"content": image, "out_hw": out_hw, "style_hws": style_hws,
                 "scale_hws": scale_hws, "scale_style_hws": scale_style_hws,
-                "init_image": init_image, "content_name": _source_name(content)}
+                "init_image": init_image, "content_name": name}
+
+    def check_memory(self, net, out_hw: tuple[int, int], style_sizes: list,
+                     resumed: str | None = None) -> None:
+        """Refuse (InputError, before any work) a run whose estimated peak memory exceeds the
+        budget (:mod:`vggjit.style.budget`), naming the largest --size (or --style-scale, when
+        the style images are what does not fit) that would fit; ``resumed``: the checkpoint
+        of a resumed run, whose sizes cannot change. style_sizes: PIL (w, h)."""
+        settings = self.settings
+
+        def shape(hw, style_scale) -> RunShape:
+            run = dataclasses.replace(settings, style_scale=style_scale)
+            hws = [scale_size(hw, run.scales, k) for k in range(run.scales)]
+            return RunShape(net.layers, (*run.content_layers, *run.style_layers), run.optimizer,
+                            tuple(hws), tuple(tuple(style_size(size, h, run) for size in
+                                                    style_sizes) for h in hws))
+
+        def resized(longer: float) -> tuple[int, int]:
+            ratio = longer / max(out_hw)
+            return tuple(max(1, round(d * ratio)) for d in out_hw)
+
+        def hint(budget: int) -> str:
+            if resumed is not None:
+                return (f"the sizes of {resumed} are fixed; free some memory or resume on a "
+                        f"machine with more")
+            def fits(run: RunShape) -> bool:
+                return estimate(run) <= budget
+
+            if settings.style_scale > 1 and fits(shape(out_hw, 1.0)):
+                best = largest_fitting(lambda v: fits(shape(out_hw, v)), 1.0,
+                                       settings.style_scale)
+                return f"the largest --style-scale that fits is about {best:.3g}"
+            best = largest_fitting(lambda v: fits(shape(resized(v), settings.style_scale)),
+                                   1.0, max(out_hw))
+            if best is None:
+                return "not even the smallest image fits; free some memory"
+            h, w = resized(best)
+            if settings.height is not None and settings.width is not None:
+                return f"the largest output that fits is about {h}x{w} (--height {h} --width {w})"
+            return f"the largest --size that fits is about {max(h, w)}"
+
+        h, w = out_hw
+        scales = f" in {settings.scales} scales" if settings.scales > 1 else ""
+        check_run_fits(shape(out_hw, settings.style_scale),
+                       f"a {w}x{h} style transfer{scales} ({settings.optimizer})", hint)
 
     def start(self, content, *, output=None, overwrite: bool = False,
               progress: bool = False, log: Callable[[str], None] | None = None) -> "Session":
@@ -140,7 +192,9 @@ class StyleTransfer:
                   for hw, style_hws in zip(plan["scale_hws"][:-1], plan["scale_style_hws"][:-1])]
         session = Session(self, content_rgb, style_rgbs, output=output, overwrite=overwrite,
                           progress=progress, log=log, names=(plan["content_name"],
-                                                             self.style_names), coarse=coarse)
+                                                             self.style_names), coarse=coarse,
+                          inputs=[content, *self.style_sources,
+                                  *([self.settings.init] if plan["init_image"] else [])])
         # The start image is made at the first (coarsest) scale's size.
         init_rgb = (_resize(plan["init_image"], plan["scale_hws"][0])
                     if plan["init_image"] is not None else None)
@@ -202,6 +256,14 @@ def resume(checkpoint, *, net=None, iterations: int | None = None, output=None,
     transfer = StyleTransfer(saved.scale_images[-1][1], net=net, settings=settings)
     if saved.style_names is not None:
         transfer.style_names = saved.style_names
+    # The checkpoint's images against the layers and the memory budget, before any work.
+    layers_net = net if net is not None else weightless_network()
+    for content_rgb, style_rgbs in saved.scale_images:
+        check_geometry(layers_net, settings, content_rgb.shape[:2],
+                       [rgb.shape[:2] for rgb in style_rgbs], f"{checkpoint}: ")
+    content_rgb, style_rgbs = saved.scale_images[-1]
+    transfer.check_memory(layers_net, content_rgb.shape[:2],
+                          [(rgb.shape[1], rgb.shape[0]) for rgb in style_rgbs], str(checkpoint))
     session = Session.from_checkpoint(transfer, saved, checkpoint, output=output,
                                       overwrite=overwrite, progress=progress, log=log)
     if start_only:
