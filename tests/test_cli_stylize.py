@@ -70,13 +70,15 @@ def test_several_styles_blend_and_options_reach_the_settings(tiny, files, tmp_pa
                "-n", "2", "--style-blend", "3,1", "--style-layers", "relu1_1,relu3_1",
                "--style-layer-weights", "1,2", "--alpha", "2", "--beta", "30", "--tv-weight",
                "0.5", "--pooling", "avg", "--init", "random", "--seed", "4",
-               "--preserve-colors", "--normalize", "--style-scale", "0.75", "--save-every", "0"])
+               "--preserve-colors", "--no-normalize", "--style-scale", "0.75", "--save-every",
+               "0"])
     assert rc == 0
     s = json.loads((tmp_path / "blend.log.json").read_text())["settings"]
     assert s["blend"] == [0.75, 0.25] and s["style_layers"] == ["relu1_1", "relu3_1"]
     assert (s["alpha"], s["beta"], s["tv_weight"], s["pooling"], s["init"], s["seed"]) == (
         2.0, 30.0, 0.5, "avg", "random", 4)
-    assert s["preserve_colors"] and s["normalize"] and s["style_layer_weights"] == [1.0, 2.0]
+    assert s["preserve_colors"] and s["style_layer_weights"] == [1.0, 2.0]
+    assert s["normalize"] is False  # on by default; --no-normalize turns it off
     assert tiny[0].pooling == "avg"
 
 
