@@ -198,7 +198,8 @@ def test_normalize_divides_each_weight_by_its_targets_mean_square():
 #: product and sum exact in float64, so the invariance below holds bit for bit, not to a
 #: tolerance. They stand for the factors between VGGs trained by different tools (MatConvNet,
 #: torchvision, Keras; a torchvision conv1_1 works on inputs 1/58 the size of Caffe's).
-LAYER_SCALES = {"conv1_1": 2.0 ** -6, "conv2_1": 2.0 ** 3, "conv3_1": 2.0 ** -2, "conv4_2": 2.0 ** 7}
+LAYER_SCALES = {"conv1_1": 2.0 ** -6, "conv2_1": 2.0 ** 3, "conv3_1": 2.0 ** -2,
+                "conv4_2": 2.0 ** 7}
 
 
 def _with_biases_and_scales(pooling, scales):
@@ -240,17 +241,13 @@ def test_default_objective_is_invariant_to_the_scale_of_each_layer(problem, pool
     # The factors reach the loss layers: relu3_1's features are 2^-5 x, relu4_2's 2^2 x.
     f, g = plain.forward(x, ("relu3_1",))["relu3_1"], scaled.forward(x, ("relu3_1",))["relu3_1"]
     np.testing.assert_array_equal(g, f * 2.0 ** -5)
-    ours, theirs = _objective(plain, content, style, defaults)(x), \
-        _objective(scaled, content, style, defaults)(x)
-    assert ours.terms.keys() == theirs.terms.keys() and "tv" in ours.terms
-    for key, value in ours.terms.items():
-        assert theirs.terms[key] == pytest.approx(value, rel=1e-12), key
-    assert theirs.loss == pytest.approx(ours.loss, rel=1e-12)
-    np.testing.assert_allclose(theirs.grad, ours.grad, rtol=1e-12,
-                               atol=1e-12 * np.abs(ours.grad).max())
+    ours = _objective(plain, content, style, defaults)(x)
+    theirs = _objective(scaled, content, style, defaults)(x)
+    assert "tv" in ours.terms and theirs.terms == ours.terms and theirs.loss == ours.loss
+    np.testing.assert_array_equal(theirs.grad, ours.grad)
     lab = make_settings("lab")
-    ours, theirs = _objective(plain, content, style, lab)(x), _objective(scaled, content, style,
-                                                                           lab)(x)
+    ours = _objective(plain, content, style, lab)(x)
+    theirs = _objective(scaled, content, style, lab)(x)
     assert not theirs.loss == pytest.approx(ours.loss, rel=1e-3)
 
 

@@ -22,8 +22,8 @@ class StyleSettings:
     equal weights summing to 1, the lab's mean). Loss: ``alpha`` (content), ``beta`` (style),
     ``tv_weight`` (total variation), ``normalize`` (divide each layer's weight by the mean
     square of its target, so every term is a relative error: the defaults then hold for any
-    VGG's scale, see docs/style-transfer.md). Optimiser: ``optimizer`` ("lbfgs" or "adam"), ``lr`` (Adam),
-    ``iterations``. Start: ``init`` ("content", "noise" = content*(1-noise) +
+    VGG's scale, see docs/style-transfer.md). Optimiser: ``optimizer`` ("lbfgs" or "adam"),
+    ``lr`` (Adam), ``iterations``. Start: ``init`` ("content", "noise" = content*(1-noise) +
     uniform(-20, 20)*noise, "random" = uniform(-20, 20) around the mean pixel, or an image path),
     ``noise``, ``seed``. Size: ``size`` (longer side) or ``height`` / ``width`` (both: exact;
     one: aspect kept); ``scales`` (coarse-to-fine: S scales, scale k at the output size / 2^(S-k),
