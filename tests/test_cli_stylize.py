@@ -12,6 +12,7 @@ from PIL import Image
 from style_tools import picture, tiny_net
 from vggjit.cli import main
 from vggjit.losses import StyleObjective
+from vggjit.style import make_settings
 from vggjit.style import transfer as transfer_mod
 
 TINY = ["--content-layers", "relu4_1", "--size", "32", "--weights", "random"]
@@ -69,13 +70,15 @@ def test_several_styles_blend_and_options_reach_the_settings(tiny, files, tmp_pa
                "-n", "2", "--style-blend", "3,1", "--style-layers", "relu1_1,relu3_1",
                "--style-layer-weights", "1,2", "--alpha", "2", "--beta", "30", "--tv-weight",
                "0.5", "--pooling", "avg", "--init", "random", "--seed", "4",
-               "--preserve-colors", "--normalize", "--style-scale", "0.75", "--save-every", "0"])
+               "--preserve-colors", "--no-normalize", "--style-scale", "0.75", "--save-every",
+               "0"])
     assert rc == 0
     s = json.loads((tmp_path / "blend.log.json").read_text())["settings"]
     assert s["blend"] == [0.75, 0.25] and s["style_layers"] == ["relu1_1", "relu3_1"]
     assert (s["alpha"], s["beta"], s["tv_weight"], s["pooling"], s["init"], s["seed"]) == (
         2.0, 30.0, 0.5, "avg", "random", 4)
-    assert s["preserve_colors"] and s["normalize"] and s["style_layer_weights"] == [1.0, 2.0]
+    assert s["preserve_colors"] and s["style_layer_weights"] == [1.0, 2.0]
+    assert s["normalize"] is False  # on by default; --no-normalize turns it off
     assert tiny[0].pooling == "avg"
 
 
@@ -242,6 +245,8 @@ def test_demo_runs_end_to_end_with_random_weights(tiny, tmp_path, capsys):
         assert (out / name).exists(), name
     settings = tiny[0]
     assert settings.normalize and settings.pooling == "avg" and settings.weights == "random"
+    # Its own loss, whatever the defaults: the look of the gallery's random-weight pictures.
+    assert (settings.alpha, settings.beta, settings.tv_weight) == (1.0, 500.0, 0.0)
     # A second run refuses to replace the first one's files unless asked to.
     assert main(["demo", "--output", str(out), "--size", "40", "-n", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -259,7 +264,11 @@ def test_demo_and_stylize_use_a_weight_file_when_there_is_one(files, tmp_path, c
     printed = capsys.readouterr().out
     assert "random" not in printed and str(out / "result.png") in printed
     s = json.loads((out / "result.log.json").read_text())["settings"]
-    assert not s["random_weights"] and not s["normalize"] and s["pooling"] == "max"
+    assert not s["random_weights"] and s["pooling"] == "max"
+    # With real weights the demo runs the defaults (not the random network's beta 500, no TV).
+    defaults = make_settings()
+    assert (s["alpha"], s["beta"], s["tv_weight"], s["normalize"]) == (
+        defaults.alpha, defaults.beta, defaults.tv_weight, defaults.normalize)
     assert s["driver"] != "cnml-dlp"  # the default driver for style transfer can go backward
     content, style = files
     assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "w.png"), "--size",

@@ -10,6 +10,8 @@ from vggjit import get_driver
 from vggjit.errors import InputError
 from vggjit.losses import (StyleObjective, content_loss, content_targets, feature_geometry,
                            layer_weights, min_size, style_loss, style_targets, tv_loss)
+from vggjit.network import Network
+from vggjit.style import make_settings
 
 
 def direct_gram(x):
@@ -188,6 +190,65 @@ def test_normalize_divides_each_weight_by_its_targets_mean_square():
     hw = 10 * 10  # relu2_1 of a 20x20 image
     assert obj.weights["style:relu2_1"] == pytest.approx(
         7.0 * 3.0 / np.mean((grams["relu2_1"].astype(np.float64) / hw) ** 2))
+
+
+# -- the defaults hold for any VGG's scale --------------------------------------------------------
+#: Per-layer factors on the convolutions' weights: every activation after conv k is multiplied by
+#: the product of the factors up to k (biases get that product). Powers of two keep every
+#: product and sum exact in float64, so the invariance below holds bit for bit, not to a
+#: tolerance. They stand for the factors between VGGs trained by different tools (MatConvNet,
+#: torchvision, Keras; a torchvision conv1_1 works on inputs 1/58 the size of Caffe's).
+LAYER_SCALES = {"conv1_1": 2.0 ** -6, "conv2_1": 2.0 ** 3, "conv3_1": 2.0 ** -2,
+                "conv4_2": 2.0 ** 7}
+
+
+def _with_biases_and_scales(pooling, scales):
+    """The tiny float64 network with non-zero biases, its conv layers scaled by ``scales``."""
+    net = tiny_net(Float64Driver(), pooling)
+    rng = np.random.default_rng(11)
+    weights, running = {}, 1.0
+    for layer in net.layers:
+        if layer.kind not in ("conv", "fc"):
+            continue
+        w, b = net.weights[layer.name]
+        b = rng.uniform(-0.5, 0.5, b.shape) if layer.kind == "conv" else np.asarray(b)
+        factor = scales.get(layer.name, 1.0) if layer.kind == "conv" else 1.0
+        running *= factor
+        weights[layer.name] = (np.asarray(w, np.float64) * factor, b * running)
+    return Network(net.layers, weights, driver=Float64Driver(), pooling=pooling)
+
+
+def _objective(net, content, style, settings):
+    h, w = content.shape[2:]
+    grams = style_targets(net, [style], [1.0], settings.style_layers, h, w)
+    return StyleObjective(net, content,
+                          layer_weights(settings.content_layers, None, "content"),
+                          layer_weights(settings.style_layers, None, "style"), grams,
+                          alpha=settings.alpha, beta=settings.beta,
+                          tv_weight=settings.tv_weight, normalize=settings.normalize)
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_default_objective_is_invariant_to_the_scale_of_each_layer(problem, pooling):
+    """The defaults (normalised terms, total variation in pixel units) give the same loss,
+    terms and gradient whatever scale each layer's activations have, so one alpha, beta and
+    tv weight serve VGG16 and VGG19 from every source. The lab's unnormalised loss does not."""
+    content, style, x = problem
+    defaults = make_settings()
+    assert defaults.normalize and defaults.tv_weight > 0
+    plain = _with_biases_and_scales(pooling, {})
+    scaled = _with_biases_and_scales(pooling, LAYER_SCALES)
+    # The factors reach the loss layers: relu3_1's features are 2^-5 x, relu4_2's 2^2 x.
+    f, g = plain.forward(x, ("relu3_1",))["relu3_1"], scaled.forward(x, ("relu3_1",))["relu3_1"]
+    np.testing.assert_array_equal(g, f * 2.0 ** -5)
+    ours = _objective(plain, content, style, defaults)(x)
+    theirs = _objective(scaled, content, style, defaults)(x)
+    assert "tv" in ours.terms and theirs.terms == ours.terms and theirs.loss == ours.loss
+    np.testing.assert_array_equal(theirs.grad, ours.grad)
+    lab = make_settings("lab")
+    ours = _objective(plain, content, style, lab)(x)
+    theirs = _objective(scaled, content, style, lab)(x)
+    assert not theirs.loss == pytest.approx(ours.loss, rel=1e-3)
 
 
 def test_style_targets_rescale_other_sizes_and_blend():

@@ -31,7 +31,10 @@ def images():
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_loss_decreases_over_20_steps(net, images, optimizer):
     content, style = images
-    result = stylize(content, style, net=net, optimizer=optimizer, iterations=20, **SMALL)
+    # The default loss is normalised: on this tiny random network its style terms are relative
+    # errors that 5-unit Adam steps overshoot (151 -> 1415 in 4 steps); 1-unit steps descend.
+    options = {**SMALL, "lr": 1.0} if optimizer == "adam" else SMALL
+    result = stylize(content, style, net=net, optimizer=optimizer, iterations=20, **options)
     losses = [e["loss"] for e in result.history]
     assert result.steps == 20 and len(losses) == 20 and result.stopped is None
     assert losses[-1] < 0.5 * losses[0]
@@ -153,8 +156,8 @@ def test_outputs_intermediates_log_and_curve(net, images, tmp_path):
     assert Image.open(tmp_path / "sub" / "result.loss.png").format == "PNG"
     log = json.loads((tmp_path / "sub" / "result.log.json").read_text())
     assert [e["step"] for e in log["history"]] == [1, 2, 3, 4]
-    assert set(log["history"][0]["terms"]) == {"content:relu4_1", *(
-        f"style:relu{b}_1" for b in range(1, 6))}
+    assert set(log["history"][0]["terms"]) == {"content:relu4_1", "tv", *(
+        f"style:relu{b}_1" for b in range(1, 6))}  # the default tv weight is not 0
     assert log["settings"]["network"].startswith("random") and result.files["image"] == str(out)
     # Existing files are never replaced without overwrite, and the check comes first.
     with pytest.raises(OutputExistsError, match="result.png"):

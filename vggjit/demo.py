@@ -8,11 +8,12 @@ downloaded or bundled; they are the project's own work, free to use):
 * :func:`style_image`: a colourful swirl texture (colour bands wound around a few vortices,
   with brush-like streaks), computed with numpy from a fixed palette and a seeded generator.
 
-With the ImageNet VGG19 weights present the demo runs the usual loss (alpha 1, beta 500, max
-pooling). Without them it uses random He-normal weights, which carry no knowledge of objects:
-the result shows texture transfer only. Random networks' layers differ in scale by orders of
-magnitude, so the demo then divides each loss layer's weight by the mean square of its target
-(``normalize``) and uses average pooling.
+With ImageNet weights present the demo runs style transfer's defaults (normalised terms, beta
+50, total variation, max pooling). Without them it uses random He-normal weights, which carry
+no knowledge of objects: the result shows texture transfer only. The demo then keeps a loss of
+its own, whatever the defaults: normalised terms (random networks' layers differ in scale by
+orders of magnitude), alpha 1, beta 500, no total variation, and average pooling; the random-
+weight pictures of docs/style-transfer.md are made with it.
 """
 from __future__ import annotations
 

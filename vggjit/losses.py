@@ -20,7 +20,10 @@ stops at the deepest loss layer and one backward pass seeded at every loss layer
 ``normalize``: each loss layer's weight is divided by the mean square of its own target, in the
 units its loss measures it: the features Y for content, the Gram per position A/(HW) for style.
 Each term then is a relative squared error, ``1/2 |X-Y|^2/|Y|^2`` and ``1/4 |G-A|^2/|A|^2``, so
-layers whose activations differ in scale by orders of magnitude (random networks) weigh alike.
+layers whose activations differ in scale by orders of magnitude (random networks; VGGs trained
+by different tools) weigh alike, and one alpha and beta serve every network: style transfer's
+default (docs/style-transfer.md). The TV term needs no such scale: it is measured on the image,
+in pixel units, the same for every network.
 """
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ examples:
   vggjit stylize photo.jpg starry.jpg -o out.png
   vggjit stylize photo.jpg starry.jpg --preset lab -o lab.png
   vggjit stylize photo.jpg a.jpg b.jpg --style-blend 0.7,0.3 --preserve-colors -o out.png
-  vggjit stylize photo.jpg starry.jpg --optimizer adam --lr 10 -n 300 --tv-weight 0.01 -o o.png
+  vggjit stylize photo.jpg starry.jpg --optimizer adam --lr 10 -n 300 --tv-weight 1e-3 -o o.png
   vggjit stylize photo.jpg starry.jpg --size 1024 --scales 3 -n 200 -o big.png
   vggjit stylize --resume out.ckpt.npz
   vggjit stylize --resume out.ckpt.npz --iterations 1000     (continue further)
@@ -58,7 +58,7 @@ examples:
 
 weights:
   --weights random uses He-normal random weights (no download): the result then shows texture
-  transfer only; use it with --normalize and --pooling avg (as `vggjit demo` does).
+  transfer only; use it with --pooling avg (`vggjit demo` adds --beta 500 --tv-weight 0).
   --weights vgg16-397923af.pth (torchvision), a timm .safetensors, a Keras .h5, or an ONNX
   graph with --preprocess caffe|torchvision (a Keras export's VGG16 convolution stack works).
 
@@ -134,13 +134,15 @@ def register(subparsers) -> None:
     g.add_argument("--alpha", "--content-weight", dest="alpha", type=float, metavar="A",
                    help="content loss weight (default: 1)")
     g.add_argument("--beta", "--style-weight", dest="beta", type=float, metavar="B",
-                   help="style loss weight (default: 500)")
+                   help="style loss weight (default: 50; the lab's 500 wants --no-normalize)")
     g.add_argument("--tv-weight", type=float, metavar="T",
-                   help="total-variation weight, smooths the result (default: 0)")
-    g.add_argument("--normalize", action="store_true", default=None,
+                   help="total-variation weight, smooths pixel-level noise (default: 1e-4; "
+                        "pixel units, so the same for every network)")
+    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="divide each loss layer's weight by the mean square of its target "
-                        "(features for content, Gram per position for style): for random "
-                        "weights, whose layers differ in scale by orders of magnitude")
+                        "(features for content, Gram per position for style), so every term "
+                        "is a relative error and alpha, beta hold for any VGG and weight "
+                        "source (default: on; --no-normalize: the lab's raw scaling)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=("lbfgs", "adam"),

@@ -21,8 +21,9 @@ class StyleSettings:
     Layers: ``content_layers`` / ``style_layers`` with optional per-layer weights (default:
     equal weights summing to 1, the lab's mean). Loss: ``alpha`` (content), ``beta`` (style),
     ``tv_weight`` (total variation), ``normalize`` (divide each layer's weight by the mean
-    square of its target). Optimiser: ``optimizer`` ("lbfgs" or "adam"), ``lr`` (Adam),
-    ``iterations``. Start: ``init`` ("content", "noise" = content*(1-noise) +
+    square of its target, so every term is a relative error: the defaults then hold for any
+    VGG's scale, see docs/style-transfer.md). Optimiser: ``optimizer`` ("lbfgs" or "adam"),
+    ``lr`` (Adam), ``iterations``. Start: ``init`` ("content", "noise" = content*(1-noise) +
     uniform(-20, 20)*noise, "random" = uniform(-20, 20) around the mean pixel, or an image path),
     ``noise``, ``seed``. Size: ``size`` (longer side) or ``height`` / ``width`` (both: exact;
     one: aspect kept); ``scales`` (coarse-to-fine: S scales, scale k at the output size / 2^(S-k),
@@ -38,10 +39,14 @@ class StyleSettings:
     content_layer_weights: tuple | None = None
     style_layers: tuple = STYLE_LAYERS
     style_layer_weights: tuple | None = None
+    # Calibrated by eye on a real ImageNet VGG16 (docs/style-transfer.md, "Choosing the
+    # defaults"): the subject clearly there in the style's textures and colours. With
+    # normalize every term is a relative error, so beta needs no retuning per network or
+    # weight source; the lab's unnormalised beta 500 loses the subject under L-BFGS.
     alpha: float = 1.0
-    beta: float = 500.0
-    tv_weight: float = 0.0
-    normalize: bool = False
+    beta: float = 50.0
+    tv_weight: float = 1e-4
+    normalize: bool = True
     optimizer: str = "lbfgs"
     lr: float = 10.0
     iterations: int = 500
