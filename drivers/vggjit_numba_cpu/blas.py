@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .jit import jit
+from .kernel_cache import jit
 
 #: NumPy-BLAS symbols whose integer width is certain (64-bit), in order of preference.
 _ILP64_SYMBOLS = ("scipy_sgemm_64_", "sgemm_64_", "sgemm64_", "scipy_sgemm64_")

@@ -10,7 +10,7 @@ as the GEMM on this machine. So each Numba worker takes a few output rows of one
 time, builds just their columns in its own cache-sized buffer and multiplies them straight away
 with a single-threaded sgemm, writing into y in place. The GEMMs of different workers are
 independent, which scales better than one 2-thread GEMM, and BLAS's own thread pool never runs
-(see jit.py). The buffers come from the driver and are reused between calls; their size, and
+(see threads.py). The buffers come from the driver and are reused between calls; their size, and
 so the peak memory, is set by the driver's ``memory_bound_mb``.
 
 Kernels (the driver picks one per call, see the ``use_*`` rules at the bottom):
@@ -18,7 +18,8 @@ Kernels (the driver picks one per call, see the ``use_*`` rules at the bottom):
   conv2d_forward_s1    stride 1, Cout <= 128: K padded rows per input channel instead of K*K
                        shifted copies, read by K sgemm calls at offsets 0..K-1;
   conv2d_forward_cout  few output pixels (conv5 at batch 1): workers split Cout, not rows;
-  conv2d_backward      dx (sgemm + col2im) and/or dw, input channels split among workers;
+  input_grad           dx (sgemm + col2im), input channels split among workers;
+  weight_grad_channels dw, input channels split among workers;
   conv2d_weight_grad_rows + sum_partials_t   dw of small layers by row tiles.
 
 Race-freedom of the backward scatter (col2im): workers split the *input channels*, so each owns
@@ -35,7 +36,11 @@ import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
-from .jit import jit
+from .kernel_cache import jit
+
+#: "no ReLU mask" for the kernels that take one: an empty array typed like a real mask, so one
+#: compiled kernel serves both cases.
+NO_MASK = np.empty((0, 0, 0, 0), np.float32)
 
 
 @jit(parallel=False)
@@ -309,28 +314,14 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
 
 
 # -- backward ----------------------------------------------------------------------------------
+def _widest(bounds) -> int:
+    return int(np.diff(bounds).max())
+
+
 @jit
-def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
-                    cols, dcols, dx, dw, blas, mask):
-    """dx and/or dw of a convolution, the input channels split among workers.
-
-    dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
-    bounds: int64 [nblocks + 1], channel-block boundaries (block i = channels bounds[i]..);
-    worker t takes blocks t, t + workers, ...;
-    cols, dcols: 1-D buffers of workers * (max block channels)*K*K * rows*Wo floats (cols
-    only read when need_dw, the dcols part only when need_dx), and dcols then holds every
-    worker's staged dy tile (workers * Cout * rows*Wo floats more);
-    dx [N, Cin, H, W] and dw [Cout, Cin*K*K]: written (zeroed here by their owner first).
-
-    Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
-      dw:  dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m]   (sgemm, beta = 1)
-      dx:  dcols [m, L] = w2[:, c0*KK:c1*KK]^T @ dy_tile, then col2im into dx[n, c0:c1]
-    dy_tile is first copied to a compact buffer (see _stage_dy), through the ReLU's output
-    ``mask`` when that is not empty (the fused ReLU backward: 0 where mask <= 0; only with
-    need_dw False, since db would need the masked dy too). Nothing is computed for an output
-    that is not needed.
-    """
-    N = x.shape[0]
+def _input_grad(dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas, mask):
+    """dx of a convolution, the input channels split among workers (see input_grad)."""
+    N, C = dx.shape[0], dx.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
     Ho, Wo = dy.shape[2], dy.shape[3]
     KK = K * K
@@ -338,50 +329,114 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     widest = 0
     for i in range(nblocks):
         widest = max(widest, bounds[i + 1] - bounds[i])
-    per_worker = widest * KK * rows * Wo
-    staged = workers * per_worker if need_dx else 0
-    if dcols.shape[0] < staged + workers * Cout * rows * Wo or (
-            need_dw and cols.shape[0] < workers * per_worker) or (
-            mask.size and (need_dw or mask.size != dy.size)):
-        raise ValueError("conv2d_backward: work buffer too small")
+    per_worker = (widest * KK + Cout) * rows * Wo
+    if work.shape[0] < workers * per_worker or (mask.size and mask.size != dy.size):
+        raise ValueError("conv2d input_grad: work buffer too small or mask not shaped like dy")
     w2f = w2.reshape(-1)
-    dwf = dw.reshape(-1)
     for t in prange(workers):
-        cbuf = cols[t * per_worker:(t + 1) * per_worker] if need_dw else cols
-        dbuf = dcols[t * per_worker:(t + 1) * per_worker]
-        ds = staged + t * Cout * rows * Wo
+        cs = t * per_worker                       # dcols [m, L], then the staged dy [Cout, L]
+        ds = cs + widest * KK * rows * Wo
         for blk in range(t, nblocks, workers):
             c0, c1 = bounds[blk], bounds[blk + 1]
             m = (c1 - c0) * KK
-            if need_dx:
-                for n in range(N):
-                    dx[n, c0:c1] = 0.0
-            if need_dw:
-                for co in range(Cout):
-                    dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
+            for n in range(N):
+                dx[n, c0:c1] = 0.0
             for n in range(N):
                 for r0 in range(0, Ho, rows):
                     r1 = min(r0 + rows, Ho)
                     L = (r1 - r0) * Wo
-                    _stage_dy(dy, n, r0, r1, Wo, dcols[ds:ds + Cout * L], mask)
-                    dyt = address(dcols, ds)
-                    if need_dw:
-                        _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
-                        sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, dyt, L,
-                              address(cols, t * per_worker), L, 1, address(dwf, c0 * KK), Kd)
-                    if need_dx:
-                        sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
-                              dyt, L, 0, address(dcols, t * per_worker), L)
-                        _col2im(dbuf, n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+                    if mask.size:
+                        _stage_dy_masked(dy, n, r0, r1, Wo, work[ds:ds + Cout * L], mask)
+                    else:
+                        _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                    sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
+                          address(work, ds), L, 0, address(work, cs), L)
+                    _col2im(work[cs:ds], n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+
+
+def input_grad(dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas, relu_out=None):
+    """dx [N, Cin, H, W] (overwritten) of a convolution, input channels split among workers.
+
+    dy [N, Cout, Ho, Wo]; w2 [Cout, Cin*K*K]; bounds: int64 [nblocks + 1] channel-block
+    boundaries, worker t takes blocks t, t + workers, ...; work: 1-D, per worker
+    (widest block * K*K + Cout) * rows*Wo floats (input_grad_floats); relu_out: None, or the
+    output of the ReLU fused into this convolution (shaped like dy): dy is then read as 0
+    where relu_out <= 0, the ReLU's backward without a masked copy of dy.
+
+    Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
+    dy_tile is copied to a compact buffer (_stage_dy), dcols [m, L] = w2[:, c0*KK:c1*KK]^T @
+    dy_tile, then col2im into dx[n, c0:c1]; the worker owns those channels of dx outright.
+    """
+    _input_grad(dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
+                NO_MASK if relu_out is None else relu_out)
+
+
+def input_grad_floats(cout: int, k: int, wo: int, rows: int, bounds, workers: int) -> int:
+    """Work floats of input_grad."""
+    return workers * (_widest(bounds) * k * k + cout) * rows * wo
+
+
+@jit
+def weight_grad_channels(dy, x, K, stride, pad, rows, bounds, workers, work, dw, blas):
+    """dw [Cout, Cin*K*K] (overwritten) by channel blocks: worker t owns the columns of its
+    input channels [c0, c1), so no partial sums are needed.
+
+    dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; bounds, workers as in input_grad; work: 1-D, per
+    worker (widest block * K*K + Cout) * rows*Wo floats (input_grad_floats). Per tile of
+    output rows of image n: img2col of the worker's channels, then
+    dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m] (sgemm, beta = 1).
+    """
+    N = x.shape[0]
+    Cout, Kd = dw.shape[0], dw.shape[1]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    KK = K * K
+    nblocks = bounds.shape[0] - 1
+    widest = 0
+    for i in range(nblocks):
+        widest = max(widest, bounds[i + 1] - bounds[i])
+    per_worker = (widest * KK + Cout) * rows * Wo
+    if work.shape[0] < workers * per_worker:
+        raise ValueError("conv2d weight_grad_channels: work buffer too small")
+    dwf = dw.reshape(-1)
+    for t in prange(workers):
+        cs = t * per_worker                       # cols [m, L], then the staged dy [Cout, L]
+        ds = cs + widest * KK * rows * Wo
+        for blk in range(t, nblocks, workers):
+            c0, c1 = bounds[blk], bounds[blk + 1]
+            m = (c1 - c0) * KK
+            for co in range(Cout):
+                dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
+            for n in range(N):
+                for r0 in range(0, Ho, rows):
+                    r1 = min(r0 + rows, Ho)
+                    L = (r1 - r0) * Wo
+                    _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                    _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, work[cs:ds])
+                    sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, address(work, ds), L,
+                          address(work, cs), L, 1, address(dwf, c0 * KK), Kd)
 
 
 @jit(parallel=False)
-def _stage_dy(dy, n, r0, r1, Wo, out, mask):
+def _stage_dy(dy, n, r0, r1, Wo, out):
     """Copy the tile of dy [N, Cout, Ho, Wo] for output rows [r0, r1) of image n into out
     (1-D, used as [Cout, (r1-r0)*Wo]). The sgemm then reads a compact matrix instead of one
     with leading dimension Ho*Wo: at 224x224 that stride is 49 * 4 KiB, every row of the tile
-    maps to the same L1 sets, and the sgemm reading it in place ran at half speed.
-    mask: empty, or shaped like dy: dy is copied as 0 where mask <= 0 (the ReLU backward)."""
+    maps to the same L1 sets, and the sgemm reading it in place ran at half speed."""
+    Cout = dy.shape[1]
+    HW = dy.shape[2] * dy.shape[3]
+    L = (r1 - r0) * Wo
+    dyf = dy.reshape(-1)
+    for co in range(Cout):
+        src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+        dst = np.uint64(co * L)
+        for j in range(np.uint64(L)):
+            out[dst + j] = dyf[src + j]
+
+
+@jit(parallel=False)
+def _stage_dy_masked(dy, n, r0, r1, Wo, out, mask):
+    """_stage_dy through the ReLU's output ``mask`` (shaped like dy): dy is copied as 0 where
+    mask <= 0 (or NaN), the ReLU's backward."""
     Cout = dy.shape[1]
     HW = dy.shape[2] * dy.shape[3]
     L = (r1 - r0) * Wo
@@ -390,13 +445,9 @@ def _stage_dy(dy, n, r0, r1, Wo, out, mask):
     for co in range(Cout):
         src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
         dst = np.uint64(co * L)
-        if mask.size > 0:
-            for j in range(np.uint64(L)):
-                v = dyf[src + j]     # loaded unconditionally: a select, not a branch
-                out[dst + j] = v if mf[src + j] > 0.0 else 0.0
-        else:
-            for j in range(np.uint64(L)):
-                out[dst + j] = dyf[src + j]
+        for j in range(np.uint64(L)):
+            v = dyf[src + j]     # loaded unconditionally: a select, not a branch
+            out[dst + j] = v if mf[src + j] > 0.0 else 0.0
 
 
 @jit(parallel=False)
@@ -494,10 +545,6 @@ def bias_grad(dy, db):
 #: fewest output columns per tile: below this each sgemm call is too short to run at speed.
 MIN_TILE_COLS = 256
 
-def output_size(size: int, k: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - k) // stride + 1
-
-
 def plan_forward(ho: int, wo: int, kd: int, workers: int, n: int, tile_bytes: int,
                  bound_bytes: int) -> int:
     """Output rows per tile for the forward pass.
@@ -587,19 +634,19 @@ def balanced_rows(ho: int, rows: int, n: int, workers: int) -> int:
     return best
 
 
-def plan_backward(cin: int, k: int, ho: int, wo: int, workers: int, tile_bytes: int,
-                  bound_bytes: int, buffers: int, cout: int = 0) -> tuple[np.ndarray, int]:
-    """Channel blocks (boundaries, int64) and output rows per tile for the backward pass.
+def plan_backward(cin: int, k: int, ho: int, wo: int, cout: int, workers: int,
+                  tile_bytes: int, bound_bytes: int) -> tuple[np.ndarray, int]:
+    """Channel blocks (boundaries, int64) and output rows per tile of input_grad and
+    weight_grad_channels.
 
     Blocks: as many as workers (equal widths when cin divides), more when one block's tile of
-    one output row would not fit the bound. ``buffers``: how many tile buffers each worker needs
-    (1 for dx or dw only, 2 for both); ``cout``: floats per output column of the staged dy
-    tile.
+    one output row (its columns and the staged dy, ``cout`` floats per output column) would
+    not fit the bound.
     """
     blocks = min(cin, workers)
     while True:
         width = -(-cin // blocks)
-        row_bytes = (width * k * k * buffers + cout) * wo * 4
+        row_bytes = (width * k * k + cout) * wo * 4
         if workers * row_bytes <= bound_bytes or width == 1:
             break
         blocks = min(cin, blocks + workers)

@@ -44,7 +44,7 @@ import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
-from .jit import jit
+from .kernel_cache import jit
 
 
 @jit(parallel=False)
