@@ -69,9 +69,8 @@ def test_forward_kernel_with_uneven_last_tile(naive, rows, workers, relu):
     y = np.full((2, 4, 11, 6), np.nan, np.float32)
     cols = np.empty(workers * 3 * 9 * rows * 6, np.float32)
     driver = NumbaCpuDriver()
-    with driver._plan.kernels():
-        conv.conv2d_forward(x, wt.reshape(4, -1), b, 3, 1, 1, rows, workers, cols, y,
-                            driver._sgemm.kernel_args(workers), relu)
+    driver._plan.run(conv.conv2d_forward, workers, x, wt.reshape(4, -1), b, 3, 1, 1, rows,
+                     workers, cols, y, driver._sgemm.kernel_args(workers), relu)
     want = naive.conv2d(x, wt, b, 1, 1)
     _close(y, np.maximum(want, 0) if relu else want, f"rows={rows} workers={workers}")
 
@@ -89,9 +88,8 @@ def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, p
     work = np.full(workers * conv.shifted_tile(3, 4, k, 7, pad, rows), np.nan, np.float32)
     wk = np.ascontiguousarray(wt.transpose(3, 0, 1, 2)).reshape(k, 4, 3 * k)
     driver = NumbaCpuDriver()
-    with driver._plan.kernels():
-        conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                               driver._sgemm.kernel_args(workers), relu)
+    driver._plan.run(conv.conv2d_forward_s1, workers, x, wk, b, k, pad, rows, workers, work, y,
+                     driver._sgemm.kernel_args(workers), relu)
     want = naive.conv2d(x, wt, b, 1, pad)
     _close(y, np.maximum(want, 0) if relu else want,
            f"k={k} pad={pad} rows={rows} workers={workers}")
@@ -110,25 +108,25 @@ def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     dw = np.full((3, 45), np.nan, np.float32)
     driver = NumbaCpuDriver()
     w2 = wt.reshape(3, -1)
-    with driver._plan.kernels():
-        conv.input_grad(dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32), dx,
-                        driver._sgemm.kernel_args(2))
-        conv.weight_grad_channels(dy, x, 3, 2, 1, rows, bounds, 2,
-                                  np.empty(floats, np.float32), dw, driver._sgemm.kernel_args(2))
-        for kernel, operand, out in ((conv.input_grad, w2, dx.copy()),
-                                     (conv.weight_grad_channels, x, dw.copy())):
-            with pytest.raises(ValueError, match="too small"):   # never writes past a buffer
-                kernel(dy, operand, 3, 2, 1, rows, bounds, 2,
-                       np.empty(floats - 1, np.float32), out, driver._sgemm.kernel_args(2))
+    run = driver._plan.run
+    run(conv.input_grad, 2, dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32), dx,
+        driver._sgemm.kernel_args(2))
+    run(conv.weight_grad_channels, 2, dy, x, 3, 2, 1, rows, bounds, 2,
+        np.empty(floats, np.float32), dw, driver._sgemm.kernel_args(2))
+    for kernel, operand, out in ((conv.input_grad, w2, dx.copy()),
+                                 (conv.weight_grad_channels, x, dw.copy())):
+        with pytest.raises(ValueError, match="too small"):   # never writes past a buffer
+            run(kernel, 2, dy, operand, 3, 2, 1, rows, bounds, 2,
+                np.empty(floats - 1, np.float32), out, driver._sgemm.kernel_args(2))
     want = naive.conv2d_backward(dy, x, wt, 2, 1)
     _close(dx, want[0], "dx")
     _close(dw.reshape(wt.shape), want[1], "dw")
     # dx through a ReLU's output (the fused ReLU backward), on the same tiles
     relu_out = np.maximum(rng.standard_normal(dy.shape), 0).astype(np.float32)
     masked = np.full_like(x, np.nan)
-    with driver._plan.kernels():
-        conv.input_grad(dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32), masked,
-                        driver._sgemm.kernel_args(2), relu_out=relu_out)
+    for t in range(2):          # the workers one after the other: the same result
+        conv.input_grad(t, dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32),
+                        masked, driver._sgemm.kernel_args(2), relu_out=relu_out)
     _close(masked, naive.conv2d_backward(naive.relu_backward(dy, relu_out), x, wt, 2, 1)[0],
            "dx masked")
 
@@ -238,29 +236,25 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     driver = NumbaCpuDriver()
     y = np.full((2, 4, 11, 9), np.nan, np.float32)
     work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
-    with driver._plan.kernels():
-        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
-                                  driver._sgemm.kernel_args(workers), False, False, NO_MASK)
+    blas = driver._sgemm.kernel_args(workers)
+    u = winograd.weight_transform(wt)
+
+    def run(x, b, y, flip, relu, mask):
+        driver._plan.run(winograd.winograd_forward, workers, x, u, b, rows, workers, work, y,
+                         blas, flip, relu, mask)
+
+    run(x, b, y, False, False, NO_MASK)
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
     fused = np.full_like(y, np.nan)
-    with driver._plan.kernels():
-        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work,
-                                  fused, driver._sgemm.kernel_args(workers), False, True,
-                                  NO_MASK)
+    run(x, b, fused, False, True, NO_MASK)
     _close(fused, np.maximum(y, 0), f"relu rows={rows} workers={workers}")
     # The dx convolution (flip) on the same chunking: dy [2, 4, 11, 9] -> dx [2, 3, 11, 9].
     dy, dx = y, np.full((2, 3, 11, 9), np.nan, np.float32)
     work = np.empty(workers * winograd.chunk_floats(4, 3, 9, rows), np.float32)
-    with driver._plan.kernels():
-        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
-                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True, False, NO_MASK)
+    run(dy, np.zeros(3, np.float32), dx, True, False, NO_MASK)
     _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], f"dx rows={rows} workers={workers}")
     # ... and dy read through a ReLU's output (the fused ReLU backward)
-    with driver._plan.kernels():
-        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
-                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True, False, fused)
+    run(dy, np.zeros(3, np.float32), dx, True, False, fused)
     _close(dx, naive.conv2d_backward(naive.relu_backward(dy, fused), x, wt, 1, 1)[0],
            f"masked dx rows={rows} workers={workers}")
 
@@ -528,8 +522,9 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
 
 
 def test_warmup_compiles_every_kernel():
-    # `vggjit warmup` must leave nothing to compile on first use: every parallel kernel of the
-    # package has a compiled signature after it (fresh process, so other tests cannot help).
+    # `vggjit warmup` must leave nothing to compile on first use: every kernel of the package
+    # that the driver calls (the public ones; the private helpers are compiled into them) has
+    # a compiled signature after it (fresh process, so other tests cannot help).
     script = textwrap.dedent("""
         import numba
         from vggjit_numba_cpu import conv, elementwise, gram, linear, pool, softmax, winograd
@@ -538,8 +533,8 @@ def test_warmup_compiles_every_kernel():
         missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool,
                                                     softmax, winograd)
                    for name, f in vars(m).items()
-                   if isinstance(f, numba.core.registry.CPUDispatcher)
-                   and f.targetoptions.get("parallel") and not f.signatures]
+                   if isinstance(f, numba.core.registry.CPUDispatcher) and not f.signatures
+                   and f.py_func.__module__ == m.__name__ and not name.startswith("_")]
         print(missing)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -33,7 +33,7 @@ the size of its work buffer first, since nothing is bounds-checked inside.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
 from .kernel_cache import jit
@@ -52,7 +52,10 @@ def _valid_cols(off, stride, W, Wo):
     return min(lo, hi), hi
 
 
-@jit(parallel=False)
+# An explicit signature: the callers pass literal zeros for c0 or r0, and Numba would
+# otherwise compile a copy per combination of literal and variable arguments.
+@jit(types.void(types.float32[:, :, :, ::1], *([types.int64] * 9), types.float32[::1]),
+     parallel=False)
 def _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cols):
     """Columns of output rows [r0, r1) of image n, input channels [c0, c1).
 
@@ -141,8 +144,8 @@ def _relu_rows(yf, start, count, stride, length):
             yf[s + j] = 0.0 if v <= 0.0 else v
 
 
-@jit
-def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu):
+@jit(parallel=False)
+def conv2d_forward(t, x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu):
     """y = conv(x, w) + b (relu: max(that, 0)), tiled over output rows.
 
     x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
@@ -165,64 +168,72 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu)
         raise ValueError("conv2d_forward: work buffer too small")
     yf = y.reshape(-1)
     w2f = w2.reshape(-1)
-    for t in prange(workers):
-        buf = cols[t * per_worker:(t + 1) * per_worker]
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wo
-            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, buf)
-            base = n * Cout * HW + r0 * Wo
-            for co in range(Cout):
-                bias = b[co]
-                start = base + co * HW
-                for j in range(L):
-                    yf[start + j] = bias
-            sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
-                  address(cols, t * per_worker), L, 1, address(yf, base), HW)
-            if relu:
-                _relu_rows(yf, base, Cout, HW, L)
+    buf = cols[t * per_worker:(t + 1) * per_worker]
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wo
+        _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, buf)
+        base = n * Cout * HW + r0 * Wo
+        for co in range(Cout):
+            bias = b[co]
+            start = base + co * HW
+            for j in range(L):
+                yf[start + j] = bias
+        sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
+              address(cols, t * per_worker), L, 1, address(yf, base), HW)
+        if relu:
+            _relu_rows(yf, base, Cout, HW, L)
 
 
-@jit
-def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas, relu):
+@jit(parallel=False)
+def image_columns(t, x, n, K, stride, pad, Ho, Wo, workers, cols):
+    """Worker t's share of the img2col columns of image n: input channels t, t + workers, ...
+
+    x [N, Cin, H, W]; cols: 1-D, at least Cin*K*K * Ho*Wo floats, the whole image's column
+    matrix [Cin*K*K, Ho*Wo] (the first phase of the Cout split).
+    """
+    Cin = x.shape[1]
+    KK = K * K
+    HW = Ho * Wo
+    if cols.shape[0] < Cin * KK * HW:
+        raise ValueError("image_columns: work buffer too small")
+    for c in range(t, Cin, workers):
+        _img2col(x, n, c, c + 1, 0, Ho, K, stride, pad, Wo, cols[c * KK * HW:(c + 1) * KK * HW])
+
+
+@jit(parallel=False)
+def conv2d_forward_cout(t, n, w2, b, bounds, workers, cols, y, blas, relu):
     """Forward for layers with few output pixels (VGG's conv5 at 14x14): split Cout, not rows.
 
     Split by rows, each worker's sgemm would get ~100 columns and would re-pack all of w2
     (9.4 MB at 512x4608) for them; split by output channels, each worker packs only its share
-    of w2 and multiplies it with all Ho*Wo columns. Per image: the workers build the image's
-    columns together (input channels split), then worker t computes
-    y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks.
-    bounds: int64 [nblocks + 1] output-channel boundaries; cols: Cin*K*K * Ho*Wo floats;
-    relu: max(y, 0) on each block right after its sgemm.
+    of w2 and multiplies it with all Ho*Wo columns. Per image n: the workers first build the
+    image's columns together (image_columns), then worker t computes
+    y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks t, t + workers, ...
+    w2 [Cout, Cin*K*K]; bounds: int64 [nblocks + 1] output-channel boundaries; cols: the
+    image's columns, Cin*K*K * Ho*Wo floats; y [N, Cout, Ho, Wo]; relu: max(y, 0) on each
+    block right after its sgemm.
     """
-    N, Cin = x.shape[0], x.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
-    Ho, Wo = y.shape[2], y.shape[3]
-    HW = Ho * Wo
-    KK = K * K
+    HW = y.shape[2] * y.shape[3]
     nblocks = bounds.shape[0] - 1
     if cols.shape[0] < Kd * HW:
         raise ValueError("conv2d_forward_cout: work buffer too small")
     yf = y.reshape(-1)
     w2f = w2.reshape(-1)
-    for n in range(N):
-        for c in prange(Cin):
-            _img2col(x, n, c, c + 1, 0, Ho, K, stride, pad, Wo,
-                     cols[c * KK * HW:(c + 1) * KK * HW])
-        for t in prange(workers):
-            for blk in range(t, nblocks, workers):
-                co0, co1 = bounds[blk], bounds[blk + 1]
-                for co in range(co0, co1):
-                    bias = b[co]
-                    start = np.uint64(n * Cout * HW + co * HW)
-                    for j in range(np.uint64(HW)):
-                        yf[start + j] = bias
-                sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
-                      address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
-                if relu:
-                    _relu_rows(yf, n * Cout * HW + co0 * HW, 1, 0, (co1 - co0) * HW)
+    for blk in range(t, nblocks, workers):
+        co0, co1 = bounds[blk], bounds[blk + 1]
+        for co in range(co0, co1):
+            bias = b[co]
+            start = np.uint64(n * Cout * HW + co * HW)
+            for j in range(np.uint64(HW)):
+                yf[start + j] = bias
+        sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
+              address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
+        if relu:
+            _relu_rows(yf, n * Cout * HW + co0 * HW, 1, 0, (co1 - co0) * HW)
 
 
 @jit(parallel=False)
@@ -260,8 +271,8 @@ def _padded_rows(x, n, r0, r1, K, pad, Lb, rows3):
                 rows3[tail + u] = 0.0
 
 
-@jit
-def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
+@jit(parallel=False)
+def conv2d_forward_s1(t, x, wk, b, K, pad, rows, workers, work, y, blas, relu):
     """Stride-1 convolution without the K-fold img2col copy (the "shifted rows" form).
 
     x [N, Cin, H, W]; wk [K, Cout, Cin*K]: wk[kw, co, c*K + kh] = w[co, c, kh, kw] (the caller
@@ -288,29 +299,28 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
     wkf = wk.reshape(-1)
     yf = y.reshape(-1)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)   # the ReLU as a clamp (NaN stays)
-    for t in prange(workers):
-        start = t * per_worker
-        tile_out = start + CK * Lb
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wp
-            _padded_rows(x, n, r0, r1, K, pad, Lb, work[start:start + CK * Lb])
-            for kw in range(K):
-                sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, CK, address(wkf, kw * Cout * CK), CK,
-                      address(work, start + kw), Lb, 0 if kw == 0 else 1,
-                      address(work, tile_out), L)
-            for co in range(Cout):
-                bias = b[co]
-                src = np.uint64(tile_out + co * L)
-                dst = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
-                for r in range(r1 - r0):
-                    s = src + np.uint64(r * Wp)
-                    d = dst + np.uint64(r * Wo)
-                    for j in range(np.uint64(Wo)):
-                        v = work[s + j] + bias
-                        yf[d + j] = floor if v <= floor else v
+    start = t * per_worker
+    tile_out = start + CK * Lb
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wp
+        _padded_rows(x, n, r0, r1, K, pad, Lb, work[start:start + CK * Lb])
+        for kw in range(K):
+            sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, CK, address(wkf, kw * Cout * CK), CK,
+                  address(work, start + kw), Lb, 0 if kw == 0 else 1,
+                  address(work, tile_out), L)
+        for co in range(Cout):
+            bias = b[co]
+            src = np.uint64(tile_out + co * L)
+            dst = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+            for r in range(r1 - r0):
+                s = src + np.uint64(r * Wp)
+                d = dst + np.uint64(r * Wo)
+                for j in range(np.uint64(Wo)):
+                    v = work[s + j] + bias
+                    yf[d + j] = floor if v <= floor else v
 
 
 # -- backward ----------------------------------------------------------------------------------
@@ -318,8 +328,8 @@ def _widest(bounds) -> int:
     return int(np.diff(bounds).max())
 
 
-@jit
-def _input_grad(dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas, mask):
+@jit(parallel=False)
+def _input_grad(t, dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas, mask):
     """dx of a convolution, the input channels split among workers (see input_grad)."""
     N, C = dx.shape[0], dx.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
@@ -333,29 +343,30 @@ def _input_grad(dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas, m
     if work.shape[0] < workers * per_worker or (mask.size and mask.size != dy.size):
         raise ValueError("conv2d input_grad: work buffer too small or mask not shaped like dy")
     w2f = w2.reshape(-1)
-    for t in prange(workers):
-        cs = t * per_worker                       # dcols [m, L], then the staged dy [Cout, L]
-        ds = cs + widest * KK * rows * Wo
-        for blk in range(t, nblocks, workers):
-            c0, c1 = bounds[blk], bounds[blk + 1]
-            m = (c1 - c0) * KK
-            for n in range(N):
-                dx[n, c0:c1] = 0.0
-            for n in range(N):
-                for r0 in range(0, Ho, rows):
-                    r1 = min(r0 + rows, Ho)
-                    L = (r1 - r0) * Wo
-                    if mask.size:
-                        _stage_dy_masked(dy, n, r0, r1, Wo, work[ds:ds + Cout * L], mask)
-                    else:
-                        _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
-                    sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
-                          address(work, ds), L, 0, address(work, cs), L)
-                    _col2im(work[cs:ds], n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+    cs = t * per_worker                       # dcols [m, L], then the staged dy [Cout, L]
+    ds = cs + widest * KK * rows * Wo
+    for blk in range(t, nblocks, workers):
+        c0, c1 = bounds[blk], bounds[blk + 1]
+        m = (c1 - c0) * KK
+        for n in range(N):
+            dx[n, c0:c1] = 0.0
+        for n in range(N):
+            for r0 in range(0, Ho, rows):
+                r1 = min(r0 + rows, Ho)
+                L = (r1 - r0) * Wo
+                if mask.size:
+                    _stage_dy_masked(dy, n, r0, r1, Wo, work[ds:ds + Cout * L], mask)
+                else:
+                    _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
+                      address(work, ds), L, 0, address(work, cs), L)
+                _col2im(work[cs:ds], n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
 
 
-def input_grad(dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas, relu_out=None):
-    """dx [N, Cin, H, W] (overwritten) of a convolution, input channels split among workers.
+def input_grad(t, dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
+               relu_out=None):
+    """Worker t's share of dx [N, Cin, H, W] (overwritten) of a convolution: the input
+    channels are split among the workers.
 
     dy [N, Cout, Ho, Wo]; w2 [Cout, Cin*K*K]; bounds: int64 [nblocks + 1] channel-block
     boundaries, worker t takes blocks t, t + workers, ...; work: 1-D, per worker
@@ -367,7 +378,7 @@ def input_grad(dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas, re
     dy_tile is copied to a compact buffer (_stage_dy), dcols [m, L] = w2[:, c0*KK:c1*KK]^T @
     dy_tile, then col2im into dx[n, c0:c1]; the worker owns those channels of dx outright.
     """
-    _input_grad(dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
+    _input_grad(t, dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
                 NO_MASK if relu_out is None else relu_out)
 
 
@@ -376,10 +387,10 @@ def input_grad_floats(cout: int, k: int, wo: int, rows: int, bounds, workers: in
     return workers * (_widest(bounds) * k * k + cout) * rows * wo
 
 
-@jit
-def weight_grad_channels(dy, x, K, stride, pad, rows, bounds, workers, work, dw, blas):
-    """dw [Cout, Cin*K*K] (overwritten) by channel blocks: worker t owns the columns of its
-    input channels [c0, c1), so no partial sums are needed.
+@jit(parallel=False)
+def weight_grad_channels(t, dy, x, K, stride, pad, rows, bounds, workers, work, dw, blas):
+    """Worker t's share of dw [Cout, Cin*K*K] (overwritten) by channel blocks: worker t owns the
+    columns of its input channels [c0, c1), so no partial sums are needed.
 
     dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; bounds, workers as in input_grad; work: 1-D, per
     worker (widest block * K*K + Cout) * rows*Wo floats (input_grad_floats). Per tile of
@@ -398,22 +409,21 @@ def weight_grad_channels(dy, x, K, stride, pad, rows, bounds, workers, work, dw,
     if work.shape[0] < workers * per_worker:
         raise ValueError("conv2d weight_grad_channels: work buffer too small")
     dwf = dw.reshape(-1)
-    for t in prange(workers):
-        cs = t * per_worker                       # cols [m, L], then the staged dy [Cout, L]
-        ds = cs + widest * KK * rows * Wo
-        for blk in range(t, nblocks, workers):
-            c0, c1 = bounds[blk], bounds[blk + 1]
-            m = (c1 - c0) * KK
-            for co in range(Cout):
-                dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
-            for n in range(N):
-                for r0 in range(0, Ho, rows):
-                    r1 = min(r0 + rows, Ho)
-                    L = (r1 - r0) * Wo
-                    _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
-                    _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, work[cs:ds])
-                    sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, address(work, ds), L,
-                          address(work, cs), L, 1, address(dwf, c0 * KK), Kd)
+    cs = t * per_worker                       # cols [m, L], then the staged dy [Cout, L]
+    ds = cs + widest * KK * rows * Wo
+    for blk in range(t, nblocks, workers):
+        c0, c1 = bounds[blk], bounds[blk + 1]
+        m = (c1 - c0) * KK
+        for co in range(Cout):
+            dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
+        for n in range(N):
+            for r0 in range(0, Ho, rows):
+                r1 = min(r0 + rows, Ho)
+                L = (r1 - r0) * Wo
+                _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, work[cs:ds])
+                sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, address(work, ds), L,
+                      address(work, cs), L, 1, address(dwf, c0 * KK), Kd)
 
 
 @jit(parallel=False)
@@ -469,8 +479,8 @@ def _stage_dy_and_sum(dy, n, r0, r1, Wo, out, db_row):
         db_row[co] += s
 
 
-@jit
-def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial, db_partial,
+@jit(parallel=False)
+def conv2d_weight_grad_rows(t, dy, x, K, stride, pad, rows, workers, cols, partial, db_partial,
                             blas):
     """dw by row tiles: worker t sums (dy_tile @ cols_tile^T)^T over its tiles into partial[t].
 
@@ -492,23 +502,22 @@ def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial,
     if cols.shape[0] < workers * per_worker:
         raise ValueError("conv2d_weight_grad_rows: work buffer too small")
     pf = partial.reshape(-1)
-    for t in prange(workers):
-        start = t * per_worker
-        dys = start + Kd * rows * Wo
-        db_partial[t, :] = 0.0
-        first = True
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wo
-            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
-            _stage_dy_and_sum(dy, n, r0, r1, Wo, cols[dys:start + per_worker], db_partial[t])
-            sgemm(blas, t, TRANS_N, TRANS_T, Kd, Cout, L, address(cols, start), L,
-                  address(cols, dys), L, 0 if first else 1, address(pf, t * Cout * Kd), Cout)
-            first = False
-        if first:                        # more workers than tiles: contribute zeros
-            pf[t * Cout * Kd:(t + 1) * Cout * Kd] = 0.0
+    start = t * per_worker
+    dys = start + Kd * rows * Wo
+    db_partial[t, :] = 0.0
+    first = True
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wo
+        _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
+        _stage_dy_and_sum(dy, n, r0, r1, Wo, cols[dys:start + per_worker], db_partial[t])
+        sgemm(blas, t, TRANS_N, TRANS_T, Kd, Cout, L, address(cols, start), L,
+              address(cols, dys), L, 0 if first else 1, address(pf, t * Cout * Kd), Cout)
+        first = False
+    if first:                        # more workers than tiles: contribute zeros
+        pf[t * Cout * Kd:(t + 1) * Cout * Kd] = 0.0
 
 
 @jit

@@ -6,6 +6,8 @@ this class plans tiles, hands out reusable buffers and runs each kernel under th
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from vggjit.checks import output_size
@@ -118,29 +120,32 @@ class NumbaCpuDriver(Driver):
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
 
-        The base class runs every op once on tiny shapes; those all take the stride-1 and
-        channel-split paths, so the other paths get a call of their own here: the general
-        img2col forward (stride 2, few channels), the output-channel split (few output pixels,
-        64 channels), dw by row tiles (32x32 output), the general max pooling (3x3) and the
-        sgemm linear (a batch above linear.STREAM_MAX_BATCH).
+        The base class runs every op once on tiny shapes; then each convolution path is forced
+        in turn (whatever this machine's thread count would pick) for a forward with the fused
+        ReLU, dx through a ReLU's output and dw both ways, and the general max pooling (3x3)
+        and the sgemm linear (a batch above linear.STREAM_MAX_BATCH) get a call of their own.
         """
         super().warmup()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
-        self.conv2d(x, rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
-                    np.zeros(3, np.float32), 2, 1)
-        self.conv2d(x, rng.standard_normal((64, 2, 3, 3)).astype(np.float32),
-                    np.zeros(64, np.float32), 2, 1)
-        big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
-        w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
-        self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
+        w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+        b = np.zeros(3, np.float32)
+        saved = self.conv_path, self.dw_path
+        try:
+            for path in CONV_PATHS[1:] if self.winograd else CONV_PATHS[1:-1]:
+                self.conv_path = path
+                y = self.conv2d(x, w, b, 1, 1, relu=True)
+                self.conv2d_backward(y, x, w, 1, 1, need_dw=False, relu_out=y)
+            self.conv_path = "auto"
+            for dw_path in DW_PATHS[1:]:
+                self.dw_path = dw_path
+                self.conv2d_backward(y, x, w, 1, 1, need_dx=False)
+        finally:
+            self.conv_path, self.dw_path = saved
         y, switches = self.max_pool2d(x, 3, 3)            # the general pooling kernels
         self.max_pool2d_backward(y, switches, x.shape)
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
-        if self.winograd:                  # whatever the dispatch rule picks for tiny shapes
-            y = self._winograd(big, w, np.zeros(2, np.float32), False)
-            self._winograd(y, w, np.zeros(1, np.float32), True)
 
     def _use_winograd(self, n, cin, cout, h, wd, k, stride, pad) -> bool:
         """Winograd for this convolution? Only 3x3 s1 p1, and (conv_path "auto") only where
@@ -189,9 +194,9 @@ class NumbaCpuDriver(Driver):
         work = self._workspace(workers * wino.chunk_floats(cin, cout, wd, rows))
         with self._plan.kernels():
             u = self._transforms.get(w)   # one transform serves forward and dx (flip)
-            wino.winograd_forward(x, u, b, rows, workers, work, y,
-                                  self._sgemm.kernel_args(workers), flip, relu,
-                                  conv.NO_MASK if mask is None else mask)
+        self._plan.run(wino.winograd_forward, workers, x, u, b, rows, workers, work, y,
+                       self._sgemm.kernel_args(workers), flip, relu,
+                       conv.NO_MASK if mask is None else mask)
         return y
 
     # -- convolution --------------------------------------------------------------------------
@@ -219,25 +224,25 @@ class NumbaCpuDriver(Driver):
             work = self._workspace(workers * conv.shifted_tile(cin, cout, k, wd, pad, rows))
             # wk[kw, co, c*K + kh] = w[co, c, kh, kw]: one small copy per call (Cout <= 128)
             wk = np.ascontiguousarray(w.transpose(3, 0, 1, 2)).reshape(k, cout, cin * k)
-            with self._plan.kernels():
-                conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                                       self._sgemm.kernel_args(workers), relu)
+            self._plan.run(conv.conv2d_forward_s1, workers, x, wk, b, k, pad, rows, workers,
+                           work, y, self._sgemm.kernel_args(workers), relu)
             return y
         if path == "cout-split":
             bounds = conv.channel_blocks(cout, self.threads)
             workers = min(self.threads, len(bounds) - 1)
             cols = self._workspace(kd * ho * wo)
-            with self._plan.kernels():
-                conv.conv2d_forward_cout(x, w.reshape(cout, kd), b, k, stride, pad, bounds,
-                                         workers, cols, y, self._sgemm.kernel_args(workers),
-                                         relu)
+            blas = self._sgemm.kernel_args(workers)
+            for i in range(n):      # all workers build image i's columns, then split Cout
+                self._plan.run(conv.image_columns, workers, x, i, k, stride, pad, ho, wo,
+                               workers, cols)
+                self._plan.run(conv.conv2d_forward_cout, workers, i, w.reshape(cout, kd), b,
+                               bounds, workers, cols, y, blas, relu)
             return y
         rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes, self.memory_bound)
         workers = max(1, min(self.threads, n * -(-ho // rows)))
         cols = self._workspace(workers * kd * rows * wo)
-        with self._plan.kernels():
-            conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y,
-                                self._sgemm.kernel_args(workers), relu)
+        self._plan.run(conv.conv2d_forward, workers, x, w.reshape(cout, kd), b, k, stride, pad,
+                       rows, workers, cols, y, self._sgemm.kernel_args(workers), relu)
         return y
 
     def _conv2d_relu_backward(self, dy, relu_out, x, w, stride, pad, need_dx, need_dw):
@@ -278,16 +283,16 @@ class NumbaCpuDriver(Driver):
             work = self._workspace(tile + workers * cout * kd)
             partial = work[tile:tile + workers * cout * kd].reshape(workers, kd, cout)
             db_partial = np.empty((workers, cout), np.float64)
+            self._plan.run(conv.conv2d_weight_grad_rows, workers, dy, x, k, stride, pad, rows,
+                           workers, work[:tile], partial, db_partial,
+                           self._sgemm.kernel_args(workers))
             with self._plan.kernels():
-                conv.conv2d_weight_grad_rows(dy, x, k, stride, pad, rows, workers, work[:tile],
-                                             partial, db_partial,
-                                             self._sgemm.kernel_args(workers))
                 conv.sum_partials_t(partial, dw)
             db[:] = db_partial.sum(axis=0)
         if need_dx:
             dx = np.empty_like(x)
-            self._by_channels(conv.input_grad, cin, dy, w.reshape(cout, kd), k, stride, pad,
-                              dx, relu_out=relu_out)
+            self._by_channels(functools.partial(conv.input_grad, relu_out=relu_out), cin, dy,
+                              w.reshape(cout, kd), k, stride, pad, dx)
         if need_dw and not rows_dw:
             self._by_channels(conv.weight_grad_channels, cin, dy, x, k, stride, pad, dw)
             with self._plan.kernels():
@@ -296,7 +301,7 @@ class NumbaCpuDriver(Driver):
             dw = dw.reshape(w.shape)
         return dx, dw, db
 
-    def _by_channels(self, kernel, cin, dy, operand, k, stride, pad, out, **extra):
+    def _by_channels(self, kernel, cin, dy, operand, k, stride, pad, out):
         """Run conv.input_grad or conv.weight_grad_channels (the ``cin`` input channels split
         among the workers) with its blocks, tile height and work buffer planned here."""
         cout, wo = dy.shape[1], dy.shape[3]
@@ -304,9 +309,8 @@ class NumbaCpuDriver(Driver):
                                           self.tile_bytes, self.memory_bound)
         workers = max(1, min(self.threads, len(bounds) - 1))
         work = self._workspace(conv.input_grad_floats(cout, k, wo, rows, bounds, workers))
-        with self._plan.kernels():
-            kernel(dy, operand, k, stride, pad, rows, bounds, workers, work, out,
-                   self._sgemm.kernel_args(workers), **extra)
+        self._plan.run(kernel, workers, dy, operand, k, stride, pad, rows, bounds, workers,
+                       work, out, self._sgemm.kernel_args(workers))
 
     # -- ReLU ---------------------------------------------------------------------------------
     def _relu(self, x):
@@ -376,8 +380,8 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 linear.linear_forward_stream(x, w, b, y)
             return y
-        with self._plan.kernels():
-            linear.linear_forward(x, w, b, self.threads, y, self._sgemm.kernel_args(self.threads))
+        self._plan.run(linear.linear_forward, self.threads, x, w, b, self.threads, y,
+                       self._sgemm.kernel_args(self.threads))
         return y
 
     def _linear_backward(self, dy, x, w, need_dx, need_dw):
@@ -385,9 +389,8 @@ class NumbaCpuDriver(Driver):
         dw = np.empty_like(w) if need_dw else _EMPTY2
         db = np.empty(w.shape[0], np.float32) if need_dw else _EMPTY1
         if need_dx or need_dw:
-            with self._plan.kernels():
-                linear.linear_backward(dy, x, w, need_dx, need_dw, self.threads, dx, dw, db,
-                                       self._sgemm.kernel_args(self.threads))
+            self._plan.run(linear.linear_backward, self.threads, dy, x, w, need_dx, need_dw,
+                           self.threads, dx, dw, db, self._sgemm.kernel_args(self.threads))
         return (dx if need_dx else None, dw if need_dw else None, db if need_dw else None)
 
     # -- softmax and Gram ---------------------------------------------------------------------
@@ -402,8 +405,9 @@ class NumbaCpuDriver(Driver):
         g = np.empty((n, c, c), np.float32)
         items_per_image = max(1, -(-self.threads // n))
         rows = max(1, -(-c // items_per_image))
-        with self._plan.kernels():
-            gram.gram_forward(x, rows, g, self._sgemm.kernel_args(n * -(-c // rows)))
+        workers = min(self.threads, n * -(-c // rows))
+        self._plan.run(gram.gram_forward, workers, x, rows, workers, g,
+                       self._sgemm.kernel_args(workers))
         return g
 
 

@@ -48,6 +48,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: fastmath flags of every kernel (see the module docstring for why these and not all).
 FASTMATH = frozenset({"contract", "reassoc"})
+#: what Numba's parallel passes may turn into parallel loops: the explicit prange loops only.
+PARALLEL_OPTIONS = {"prange": True, "comprehension": False, "reduction": False,
+                    "inplace_binop": False, "setitem": False, "numpy": False, "stencil": False,
+                    "fusion": False}
 #: error model of every kernel.
 ERROR_MODEL = "numpy"
 
@@ -167,10 +171,17 @@ purge_stale_cache(_kernel_cache_dir(CACHE))
 
 # -- the JIT helper ----------------------------------------------------------------------------
 def jit(fn=None, *, parallel: bool = True, **overrides):
-    """``numba.njit`` with the project's options; ``@jit`` or ``@jit(parallel=False)``."""
+    """``numba.njit`` with the project's options: ``@jit``, ``@jit(parallel=False)``, or
+    ``@jit(signature, ...)`` for a kernel compiled for exactly that signature (then at import,
+    or loaded from the cache)."""
+    signature = None
+    if fn is not None and not callable(fn):
+        signature, fn = fn, None
+    if parallel:
+        parallel = dict(PARALLEL_OPTIONS)
     options = dict(cache=CACHE.enabled, parallel=parallel, nogil=True, fastmath=set(FASTMATH),
                    error_model=ERROR_MODEL, boundscheck=False)
     options.update(overrides)
-    decorate = numba.njit(**options)
+    decorate = numba.njit(signature, **options) if signature else numba.njit(**options)
     return decorate if fn is None else decorate(fn)
 

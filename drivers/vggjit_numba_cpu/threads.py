@@ -1,32 +1,43 @@
-"""How the numba-cpu driver's kernels run: one thread pool, the threading layer, one kernel at a
-time.
+"""How the numba-cpu driver's kernels run: the worker threads, Numba's threading layer, one
+kernel at a time, BLAS at one thread inside them.
 
-The driver uses exactly one thread pool: Numba's. Every GEMM is a single-threaded sgemm
-called from inside a Numba worker on that worker's own tile (blas.py), so BLAS's own pool
-never runs at the same time as Numba's and nothing is oversubscribed; independent GEMMs per
-worker also scale better than one 2-thread GEMM. While a kernel runs, the BLAS library the
-kernels call is limited to one thread through threadpoolctl (a few microseconds) and
-restored afterwards.
+Workers (:meth:`ThreadPlan.run`)
+    The convolution, Winograd, linear and Gram kernels are written per worker:
+    ``kernel(t, ...)`` does worker t's share (tiles t, t + workers, ...) with single-threaded
+    sgemm calls on its own tile (blas.py), and the plan runs one call per worker on the
+    process's worker threads (the caller is worker 0). The kernels are compiled ``nogil``, so
+    the workers run in parallel. Why not one ``prange`` kernel: Numba compiles a parallel loop
+    into a separate function and then re-optimises every helper it calls once more in each
+    enclosing module; the Winograd kernel took 22-24 s of CPU to compile with ``prange`` and
+    10 s as a serial worker, about half of the cold start for all the worker kernels together
+    (docs/performance.md, "Cold start"). A launch costs some tens of microseconds, against
+    milliseconds for any convolution worth splitting.
 
-Threading layer: ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's
-default on Linux is GNU OpenMP, whose idle workers spin (for a while by default, without
-end under ``OMP_WAIT_POLICY=active``) and starve whatever runs next on the same cores: an
-im2col + sgemm convolution built from a prange region followed by a multi-threaded np.dot
-measured 45% of the sgemm ceiling with OpenMP, 84% with workqueue, and with the active policy
-NumPy's own sgemm in the same process dropped to about half (bench/kernels.py;
-docs/design-notes.md, note 'threading layer'). Workqueue workers block on a semaphore when idle, cannot spin at all,
-and the layer ships with Numba. ``OMP_WAIT_POLICY=passive`` would do the same for OpenMP
-but only if set before libgomp loads, which a library cannot guarantee. Because this driver
-never hands off between Numba's pool and BLAS's, its convolutions themselves measure the
-same under all layers. Workqueue is not re-entrant, so the driver serialises its kernels
-with one process-wide lock (:data:`KERNEL_LOCK`): calls from several Python threads are
-safe and run one at a time.
+    So BLAS's own pool never runs at the same time as the workers and nothing is
+    oversubscribed; independent GEMMs per worker also scale better than one 2-thread GEMM.
+    While a kernel runs, the BLAS library the kernels call is limited to one thread through
+    threadpoolctl (a few microseconds) and restored afterwards.
+
+Numba's threading layer (the element-wise, pooling and softmax kernels use ``prange``)
+    ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's default on Linux is
+    GNU OpenMP, whose idle workers spin (for a while by default, without end under
+    ``OMP_WAIT_POLICY=active``) and starve whatever runs next on the same cores: an im2col +
+    sgemm convolution built from a prange region followed by a multi-threaded np.dot measured
+    45% of the sgemm ceiling with OpenMP, 84% with workqueue, and with the active policy
+    NumPy's own sgemm in the same process dropped to about half (bench/kernels.py;
+    docs/design-notes.md, note 'threading layer'). Workqueue workers block on a semaphore when
+    idle, cannot spin at all, and the layer ships with Numba. ``OMP_WAIT_POLICY=passive``
+    would do the same for OpenMP but only if set before libgomp loads, which a library cannot
+    guarantee. Workqueue is not re-entrant, so the driver serialises its kernels with one
+    process-wide lock (:data:`KERNEL_LOCK`): calls from several Python threads are safe and
+    run one at a time (and the worker threads serve one kernel at a time).
 
 Thread count: ``threads=`` given to the driver, else ``$NUMBA_NUM_THREADS``, else
 ``$OMP_NUM_THREADS``, else every core Numba sees.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -69,7 +80,7 @@ def default_threads(environ=os.environ) -> int:
 
 
 class ThreadPlan:
-    """How many Numba workers a call uses, and BLAS held at one thread while they run."""
+    """How many workers a call uses, and BLAS held at one thread while they run."""
 
     def __init__(self, threads: int | None = None, blas_library: str = ""):
         limit = numba.config.NUMBA_NUM_THREADS
@@ -105,12 +116,44 @@ class ThreadPlan:
                 for lib, n in saved:
                     lib.set_num_threads(n)
 
+    def run(self, kernel, workers: int, *args) -> None:
+        """``kernel(t, *args)`` for every worker t in [0, workers), in parallel, under this
+        plan (see the module docstring): the calling thread is worker 0, the others run on
+        the process's worker threads. Returns when every worker has finished; a worker's
+        exception is raised then (no worker is still writing into a buffer by that time)."""
+        with self.kernels():
+            if workers <= 1:
+                kernel(0, *args)
+                return
+            pool = _worker_pool()
+            futures = [pool.submit(kernel, t, *args) for t in range(1, workers)]
+            try:
+                kernel(0, *args)
+            finally:
+                concurrent.futures.wait(futures)
+            for future in futures:
+                future.result()
+
     def describe(self) -> dict:
         libs = self._blas_controllers()
         return {"numba_threads": self.threads, "threading_layer": threading_layer(),
                 "blas_limited_to_one_thread": [f"{lib.internal_api} {lib.version} "
                                                f"({lib.filepath})" for lib in libs]
                                               or ["none found (not limited)"]}
+
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _worker_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's worker threads (one fewer than Numba's thread limit: the caller is the
+    other). Created on first use; idle threads block on a queue, they cannot spin."""
+    global _POOL
+    with KERNEL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(
+                max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="vggjit-worker")
+        return _POOL
 
 
 def _blas_controllers(library: str) -> list:

@@ -239,8 +239,8 @@ def _gemm(blas, t, e, flip, uf, Cin, Cout, T, v, m):
               v, T, 0, m, T)
 
 
-@jit
-def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu, mask):
+@jit(parallel=False)
+def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask):
     """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
 
     x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
@@ -266,23 +266,22 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu, mask):
             (u.shape[1] if flip else u.shape[2]) != Cin or (mask.size and mask.size != x.size):
         raise ValueError("winograd_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
-    for t in prange(workers):
-        vs = t * per_worker
-        ms = vs + 16 * estride(Cin * Tmax)
-        rs = ms + 16 * estride(Cout * Tmax)
-        for chunk in range(t, nchunks, workers):
-            n = chunk // per_image
-            tr0 = (chunk % per_image) * rows
-            tr1 = min(tr0 + rows, TH)
-            T = (tr1 - tr0) * TW
-            ev, em = estride(Cin * T), estride(Cout * T)
-            _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
-                             work[vs:ms], mask)
-            for e in range(16):
-                _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
-                      address(work, ms + e * em))
-            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
-                              work[rs:rs + 16 * (TW + 1)])
+    vs = t * per_worker
+    ms = vs + 16 * estride(Cin * Tmax)
+    rs = ms + 16 * estride(Cout * Tmax)
+    for chunk in range(t, nchunks, workers):
+        n = chunk // per_image
+        tr0 = (chunk % per_image) * rows
+        tr1 = min(tr0 + rows, TH)
+        T = (tr1 - tr0) * TW
+        ev, em = estride(Cin * T), estride(Cout * T)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
+                         work[vs:ms], mask)
+        for e in range(16):
+            _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
+                  address(work, ms + e * em))
+        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
+                          work[rs:rs + 16 * (TW + 1)])
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
