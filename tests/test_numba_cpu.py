@@ -580,6 +580,18 @@ def test_changed_sources_purge_the_cached_kernels(tmp_path):
     assert not kernel.exists() and other.exists()
 
 
+def test_a_new_cache_directory_gets_its_stamp_at_once(tmp_path):
+    # A fresh $VGGJIT_HOME: the first process compiles into it, the second must load, not purge.
+    pkg, cache = tmp_path / "pkg", tmp_path / "home" / "numba" / "sub"
+    pkg.mkdir()
+    (pkg / "conv.py").write_text("A = 1\n")
+    assert not kernel_cache.purge_stale_cache(cache, pkg)        # first process: nothing yet
+    kernel = cache / "conv.conv2d_forward-120.py311.nbi"
+    kernel.write_text("")                                         # ... which it then compiles
+    assert not kernel_cache.purge_stale_cache(cache, pkg)        # second process: kept
+    assert kernel.exists()
+
+
 def test_read_only_package_caches_kernels_in_vggjit_home(tmp_path):
     # A copy of the package whose __pycache__ cannot be created (a file of that name is in the
     # way: this holds even for root, unlike file permissions).

@@ -143,7 +143,13 @@ def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -
     helper from another file of the package (blas.sgemm, the jit options here) would
     otherwise keep running the old helper. Returns True when files were removed.
     """
-    if cache_dir is None or not cache_dir.is_dir():
+    if cache_dir is None:
+        return False
+    # A directory that does not exist yet gets its stamp now: Numba creates it only when the
+    # first kernel is written, and without a stamp the next process would purge that kernel.
+    with contextlib.suppress(OSError):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    if not cache_dir.is_dir():
         return False
     stamp_file = cache_dir / "vggjit_numba_cpu.sources"
     stamp = source_stamp(package_dir)
