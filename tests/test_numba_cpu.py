@@ -555,7 +555,8 @@ def test_cache_choice_falls_back_to_the_user_directory(tmp_path):
     assert "read-only" in choice.reason
     choice = kernel_cache.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: True)
     assert choice.directory == str(pkg / "__pycache__")
-    choice = kernel_cache.choose_cache(pkg, {"NUMBA_CACHE_DIR": str(tmp_path / "mine")}, lambda p: True)
+    choice = kernel_cache.choose_cache(pkg, {"NUMBA_CACHE_DIR": str(tmp_path / "mine")},
+                                       lambda p: True)
     assert choice.directory == str(tmp_path / "mine")
     choice = kernel_cache.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: False)
     assert not choice.enabled and "compile in every process" in choice.reason

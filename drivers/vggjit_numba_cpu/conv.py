@@ -6,7 +6,7 @@ output is the row-major matrix [Cout, Ho*Wo].
 
 Why tiles and not one big column matrix: the columns of a VGG layer are large (64 channels at
 224x224: 115 MB per image) and writing them to memory and reading them back costs about as much
-as the GEMM on this machine. So each Numba worker takes a few output rows of one image at a
+as the GEMM on this machine. So each worker takes a few output rows of one image at a
 time, builds just their columns in its own cache-sized buffer and multiplies them straight away
 with a single-threaded sgemm, writing into y in place. The GEMMs of different workers are
 independent, which scales better than one 2-thread GEMM, and BLAS's own thread pool never runs
@@ -149,7 +149,7 @@ def conv2d_forward(t, x, w2, b, K, stride, pad, rows, workers, cols, y, blas, re
     """y = conv(x, w) + b (relu: max(that, 0)), tiled over output rows.
 
     x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
-    rows: output rows per tile; workers: number of Numba workers (= tiles in flight);
+    rows: output rows per tile; workers: number of workers (= tiles in flight);
     cols: 1-D buffer of at least workers * Cin*K*K * rows*Wo floats (one tile per worker).
 
     Worker t takes tiles t, t + workers, ...; each tile: img2col into the worker's buffer,

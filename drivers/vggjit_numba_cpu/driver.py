@@ -2,7 +2,8 @@
 
 The base class has already checked every argument and made arrays float32 and C-contiguous;
 this class plans tiles, hands out reusable buffers and runs each kernel under the thread plan
-(threads.ThreadPlan: Numba's workers, BLAS held at one thread inside them, one kernel at a time).
+(threads.ThreadPlan: the worker threads, BLAS held at one thread inside them, one kernel at a
+time).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class NumbaCpuDriver(Driver):
     """img2col + sgemm convolutions and parallel Numba kernels for everything else.
 
     Options (``vggjit.get_driver("numba-cpu", **options)``):
-      threads: Numba workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
+      threads: workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
           cores); BLAS runs single-threaded inside each worker.
       memory_bound_mb: upper bound of the convolution's working buffers (default 128 MB); the
           tiles shrink to fit, down to one output row per worker.

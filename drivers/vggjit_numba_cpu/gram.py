@@ -1,6 +1,7 @@
-"""Gram matrix: G[n] = F F^T with F = x[n] viewed as [C, H*W]; one single-threaded sgemm per (image, block
-of G's rows), so workers never share an output row. (A symmetric rank-k update would halve the
-flops, but Numba binds only gemm; the Gram is a small part of a style-transfer step.)
+"""Gram matrix: G[n] = F F^T with F = x[n] viewed as [C, H*W]; one single-threaded sgemm per
+(image, block of G's rows), so workers never share an output row. (A symmetric rank-k update
+would halve the flops, but Numba binds only gemm; the Gram is a small part of a style-transfer
+step.)
 """
 from __future__ import annotations
 

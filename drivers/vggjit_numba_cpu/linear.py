@@ -2,7 +2,7 @@
 
 Every worker runs one single-threaded sgemm on its own slice of the output, so the split needs
 no reduction: forward and dw split the ``out`` features, dx splits the ``in`` features (see
-threads.py for why BLAS is only ever called from inside Numba's workers).
+threads.py for why BLAS is only ever called from inside the workers).
 
 A forward pass of a few images (VGG's classifier at batch 1..8) is bound by reading the weights
 (fc6: 411 MB), not by arithmetic, and sgemm is the wrong tool there: it packs every panel of w

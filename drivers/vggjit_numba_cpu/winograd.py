@@ -21,7 +21,7 @@ with e = 4*i + j indexing the 4x4 transformed tile and
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 
-Tiling like conv.py: each Numba worker takes chunks of tile rows of one image (chunks t,
+Tiling like conv.py: each worker takes chunks of tile rows of one image (chunks t,
 t + workers, ...), transforms them into its own part of the driver's work buffer, runs the 16
 single-threaded sgemm calls on them and writes the outputs straight into y. The chunk height is
 planned so that workers * (V + M) stays within the driver's ``memory_bound_mb``.
@@ -241,12 +241,13 @@ def _gemm(blas, t, e, flip, uf, Cin, Cout, T, v, m):
 
 @jit(parallel=False)
 def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask):
-    """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
+    """Worker t's chunks of y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled
+    over rows of tiles: chunks t, t + workers, ...
 
     x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
     u [16, Cin, Cout] = weight_transform(w) of the forward weights w [Cin, Cout, 3, 3], for the
     backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
-    (overwritten); rows: tile rows per chunk; workers: Numba workers;
+    (overwritten); rows: tile rows per chunk; workers: number of workers;
     work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 16*(TW + 1)
     floats (chunk_floats); mask: empty, or shaped like x: x is read as 0 where mask <= 0 (the
     backward dx of conv + ReLU reads dy through the ReLU's output this way, no masked copy).
