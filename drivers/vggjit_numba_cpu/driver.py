@@ -48,8 +48,8 @@ class NumbaCpuDriver(Driver):
           its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
           wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,
           K > 1), "cout-split", "winograd" (3x3 stride 1 pad 1, forward and backward dx).
-          Forcing is for checking and timing each path (the conformance variants below);
-          every path gives the same results within float32 rounding.
+          Forcing is for checking and timing each path (the record's conformance variants,
+          see __init__.py); every path gives the same results within float32 rounding.
       dw_path: "auto" (default), "rows" or "channels": how the weight gradient is split among
           the workers (conv.conv2d_weight_grad_rows or conv.weight_grad_channels).
     """
