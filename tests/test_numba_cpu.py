@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -443,6 +444,35 @@ def test_calls_from_several_python_threads_are_serialised_and_correct(naive):
     assert not errors
     for g, w in zip(got, want):
         _close(g, w, "threaded conv")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_runs_kernels_on_workers_of_its_own(naive):
+    # The child of a fork has none of the parent's worker threads; it must not queue work
+    # for them (it would wait for ever) but start its own.
+    rng, x, wt, b = _case(11, 1, 4, 12, 10, 5, 3)
+    driver = NumbaCpuDriver(threads=2, conv_path="img2col")
+    driver.conv2d(x, wt, b, 1, 1)                       # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:                                        # pragma: no cover - child process
+        try:
+            y = driver.conv2d(x, wt, b, 1, 1)
+            ok = np.allclose(y, naive.conv2d(x, wt, b, 1, 1), rtol=1e-4, atol=1e-4)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    deadline = 120
+    while deadline > 0:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+        deadline -= 0.1
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the parent's worker threads")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_blas_is_single_threaded_inside_kernels_and_restored_after():

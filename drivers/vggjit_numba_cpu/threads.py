@@ -156,6 +156,16 @@ def _worker_pool() -> concurrent.futures.ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: it starts its own pool when needed
+    (the parent's would take work and never run it)."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _blas_controllers(library: str) -> list:
     """threadpoolctl controllers of the BLAS library at ``library`` (the one the kernels call);
     every loaded BLAS when the path is unknown, so that none can start its own threads."""
