@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import network as bench_network  # noqa: E402
+from bench import charts  # noqa: E402
 from bench import peers as bench_peers  # noqa: E402
 
 from vggjit import get_driver  # noqa: E402
@@ -91,3 +92,11 @@ def test_onnx_graph_computes_what_vggjit_computes():
         logits, prob = peer.run[2](x)
         assert np.abs(logits - want).max() <= 1e-4 * np.abs(want).max(), name
         np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_engines_chart_is_drawn_for_every_engine(tmp_path):
+    peers = {"torch": _peer(0.5), "onnxruntime": _peer(0.9), "openvino": _peer(1.1)}
+    made = charts.draw({"network": {"peers": peers}}, tmp_path / "run")
+    chart = tmp_path / "run-vs-engines.png"
+    assert chart in made and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert charts.draw({"network": {"peers": {}}}, tmp_path / "none") == []
