@@ -17,7 +17,7 @@ def draw(results: dict, stem: Path) -> list[Path]:
     """Draw every chart the results allow; return the PNG paths, named ``<stem>-<chart>.png``."""
     made = []
     for name, chart in (("conv-layers", _conv_layers), ("vs-pytorch", _vs_pytorch),
-                        ("style", _style)):
+                        ("vs-engines", _vs_engines), ("style", _style)):
         path = Path(f"{stem}-{name}.png")
         try:
             figure = chart(results)
@@ -79,6 +79,29 @@ def _vs_pytorch(results: dict):
     axis.set_ylabel("vggjit time / PyTorch time")
     axis.set_title("vggjit vs PyTorch, same machine, same run (lower is better)")
     axis.tick_params(axis="x", labelsize=8)
+    return figure
+
+
+def _vs_engines(results: dict):
+    """VGG19 forward: vggjit / engine time ratios for every engine the network suite compared
+    (PyTorch, ONNX Runtime, OpenVINO), batch 1 and 4, measured in the same run."""
+    engines = (results.get("network") or {}).get("peers") or {}
+    if not engines:
+        return None
+    names = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    width = 0.38
+    for k, (key, label) in enumerate((("ratio_b1", "batch 1"), ("ratio_b4", "batch 4"))):
+        values = [engines[name][key] for name in engines]
+        xs = [i + (k - 0.5) * width for i in range(len(engines))]
+        axis.bar(xs, values, width, label=label)
+        for x, v in zip(xs, values):
+            axis.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    axis.axhline(1.0, color="black", linewidth=1)
+    axis.set_xticks(range(len(engines)), [names.get(n, n) for n in engines])
+    axis.set_ylabel("vggjit time / engine time")
+    axis.set_title("VGG19 forward at 224, same weights and threads, same run (lower is better)")
+    axis.legend(fontsize=8)
     return figure
 
 

@@ -220,7 +220,7 @@ def gemm_share(quick: bool, ceiling: _Ceiling) -> dict:
 
     from vggjit_numba_cpu import conv
     from vggjit_numba_cpu.blas import TRANS_N, address, sgemm
-    from vggjit_numba_cpu.jit import jit
+    from vggjit_numba_cpu.kernel_cache import jit
 
     @jit(cache=False)
     def calls(a, b, c, count, m, n, k, lda, ldb, ldc, accumulate, blas):
@@ -456,7 +456,7 @@ def markdown(result: dict) -> str:
                                 f"{mem['rss_growth_mb']:.0f}",
                                 "yes" if mem["within_bound"] else "NO"]]))
     drv = result["driver"]
-    out.append(f"\nDriver: {drv['numba_threads']} Numba workers, threading layer "
+    out.append(f"\nDriver: {drv['numba_threads']} workers, Numba's threading layer "
                f"{drv['threading_layer']}, sgemm in workers: {drv['sgemm']}; "
                f"tile {drv['tile_kb']} KB per worker, bound {drv['memory_bound_mb']:.0f} MB.")
     return "\n".join(out)

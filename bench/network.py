@@ -1,15 +1,20 @@
-"""VGG19 forward at 224 x 224: latency, throughput, per-layer times, memory; PyTorch beside it.
+"""VGG19 forward at 224 x 224: latency, throughput, per-layer times against their limits,
+memory; PyTorch, ONNX Runtime and OpenVINO beside it.
 
 * latency: batch 1, the whole forward pass to ``prob`` (median of several runs);
 * throughput: batch 4, images per second;
 * per layer: batch 1, every op of the pass timed on its own (median per layer), with GFLOP/s
-  for the conv and fc layers;
+  for the conv and fc layers and the share of its own limit each layer reaches: its flops at
+  the sgemm ceiling, or its bytes at the copy bandwidth (pooling, fc6 at batch 1), both
+  measured in the same run;
 * peak RSS of this process after vggjit's runs, before PyTorch is touched;
 * `vggjit classify` on one image in a new process, start to printed result, with converted
   weights (the random ones, written as a native file) and a warm JIT cache;
-* PyTorch (CPU, same thread count) running the same network with the same weights, when it is
-  importable; its runs alternate with vggjit's so that both see the same machine state, and the
-  report gives the ratio vggjit / PyTorch (below 1.0: vggjit is faster).
+* PyTorch, ONNX Runtime and OpenVINO (CPU, float32, the same thread count) running the same
+  network with the same weights, each when it is importable (none is a dependency; the ONNX
+  graph for the last two is built in bench/peers.py); their runs alternate with vggjit's so that
+  all see the same machine state, each engine's logits are checked against vggjit's, and the
+  report gives the ratios vggjit / engine (below 1.0: vggjit is faster).
 
 Weights are ``VGG19.random`` (He-normal, fc included): timing does not depend on their values.
 
@@ -18,6 +23,7 @@ Weights are ``VGG19.random`` (He-normal, fc included): timing does not depend on
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -30,8 +36,10 @@ if __package__ in (None, ""):
 
 from bench.common import (interleaved, markdown_table, peak_rss_mb, sgemm_gflops,  # noqa: E402
                           timeit, torch_or_none, write_results)
+from bench.peers import peers  # noqa: E402
 
-#: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (SPEC section 3)
+#: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (docs/equations.md,
+#: section 3)
 SIZE = 224
 
 
@@ -134,7 +142,6 @@ def classify_startup(net, driver_name: str, repeat: int) -> dict:
     The weights (this run's random VGG19, 575 MB) are written as a native file first, so this
     is the "cached weights" case; one untimed run first warms the JIT cache and the page cache.
     """
-    import os
     import subprocess
     import tempfile
 
@@ -187,32 +194,116 @@ def run(quick: bool = False, driver: str | None = None) -> dict:
         "sgemm_ceiling_gflops": sgemm_gflops(repeat=3 if quick else 5),
         "classify_startup_s": classify_startup(net, d.name, repeat=2 if quick else 3),
     }
+    result["memory_bandwidth_gbs"] = memory_bandwidth(repeat=3 if quick else 5)
+    add_limits(result["layers"], net, result["sgemm_ceiling_gflops"]["median"],
+               result["memory_bandwidth_gbs"]["median"])
+    threads = getattr(d, "threads", None) or os.cpu_count() or 1
+    result.update(compare_with_peers(net, threads, x1, x4, logits, repeat))
+    result["markdown"] = markdown(result)
+    return result
 
+
+def compare_with_peers(net, threads: int, x1, x4, logits, repeat: int) -> dict:
+    """PyTorch, ONNX Runtime and OpenVINO on the same network and weights, with vggjit's
+    thread count, each importable one timed interleaved with vggjit (same machine state);
+    every engine's logits are compared with vggjit's first.
+
+    Returns {"peers": {engine: figures}, "peers_missing": {engine: why}, "torch": figures or
+    None (the PyTorch entry again, under the key earlier reports used)}."""
+    engines_b1, engines_b4, info, missing = {}, {}, {}, {}
     torch = torch_or_none()
     if torch is None:
-        result["torch"] = None
+        missing["torch"] = "not importable"
     else:
+        torch.set_num_threads(threads)
         model = torch_vgg(torch, net)
         t1, t4 = torch.from_numpy(x1), torch.from_numpy(x4)
         with torch.inference_mode():
-            # random weights saturate the softmax, so compare the logits
-            theirs = model[:-1](t1).numpy()
-            diff = float(np.abs(theirs - logits).max() / np.abs(theirs).max())
-            model(t1)  # warm-up
-            b1 = interleaved({"vggjit": lambda: net.forward(x1), "torch": lambda: model(t1)},
-                             repeat)
-            b4 = interleaved({"vggjit": lambda: net.forward(x4), "torch": lambda: model(t4)},
-                             max(2, repeat // 2))
-        result["torch"] = {
-            "version": torch.__version__, "threads": torch.get_num_threads(),
-            "fc8_max_relative_difference": diff,
-            "interleaved_b1": b1, "interleaved_b4": b4,
-            "ratio_b1": b1["vggjit"]["median"] / b1["torch"]["median"],
-            "ratio_b4": b4["vggjit"]["median"] / b4["torch"]["median"],
-            "gflops_b1": total_flops / b1["torch"]["median"] / 1e9,
+            theirs = model[:-1](t1).numpy()       # the logits: fc8 before the softmax
+
+        def torch_run(t):
+            with torch.inference_mode():
+                return model(t)
+
+        engines_b1["torch"], engines_b4["torch"] = (lambda: torch_run(t1)), (lambda: torch_run(t4))
+        info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
+                         "logits": theirs}
+    found, why = peers(net, threads, (1, 4), x1.shape[2])
+    missing.update(why)
+    for name, peer in found.items():
+        engines_b1[name] = (lambda run=peer.run[1]: run(x1))
+        engines_b4[name] = (lambda run=peer.run[4]: run(x4))
+        info[name] = {"version": peer.version, "threads": peer.threads,
+                      "logits": peer.run[1](x1)[0]}
+    out = {"peers": {}, "peers_missing": missing, "torch": None}
+    if not info:
+        return out
+    for fn in engines_b1.values():
+        fn()                                               # each engine's first run: untimed
+    b1 = interleaved({"vggjit": lambda: net.forward(x1), **engines_b1}, repeat)
+    b4 = interleaved({"vggjit": lambda: net.forward(x4), **engines_b4}, max(2, repeat // 2))
+    for name, figures in info.items():
+        theirs = figures.pop("logits")
+        # random weights saturate the softmax, so the logits are compared
+        diff = float(np.abs(theirs - logits).max() / np.abs(theirs).max())
+        out["peers"][name] = {
+            **figures, "fc8_max_relative_difference": diff,
+            "outputs_match": diff <= OUTPUT_MATCH,
+            "interleaved_b1": {"vggjit": b1["vggjit"], name: b1[name]},
+            "interleaved_b4": {"vggjit": b4["vggjit"], name: b4[name]},
+            "ratio_b1": b1["vggjit"]["median"] / b1[name]["median"],
+            "ratio_b4": b4["vggjit"]["median"] / b4[name]["median"],
+            "gflops_b1": sum(layer_flops(net).values()) / b1[name]["median"] / 1e9,
         }
-    result["markdown"] = markdown(result)
-    return result
+    out["torch"] = out["peers"].get("torch")
+    deployed = [p for name, p in out["peers"].items() if name != "torch"]
+    if deployed:     # the targets name the faster of the deployed engines
+        out["ratio_b1_fastest_engine"] = max(p["ratio_b1"] for p in deployed)
+        out["ratio_b4_fastest_engine"] = max(p["ratio_b4"] for p in deployed)
+    return out
+
+
+#: largest relative difference of the logits that counts as the same output (float32 sums
+#: over up to 25088 terms in another order)
+OUTPUT_MATCH = 1e-3
+
+
+def memory_bandwidth(mb: int = 256, repeat: int = 5) -> dict:
+    """Copy bandwidth of this machine in GB/s (bytes read + written per second), median/min/max:
+    the limit of the layers that touch each byte once (pooling, fc6 at batch 1)."""
+    src = np.ones(mb * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    t = timeit(lambda: np.copyto(dst, src), repeat=repeat)
+    moved = 2.0 * src.nbytes
+    return {"median": moved / t["median"] / 1e9, "min": moved / t["max"] / 1e9,
+            "max": moved / t["min"] / 1e9}
+
+
+def add_limits(rows: list[dict], net, sgemm_gflops: float, bandwidth_gbs: float,
+               size: int = SIZE) -> None:
+    """Each layer's own limit at batch 1: the time its flops take at the sgemm ceiling, or its
+    bytes (input, output, weights: each touched once) at the copy bandwidth, whichever is
+    longer; ``pct_of_limit`` = limit / measured time. Both limits are measured in the same run."""
+    flops = layer_flops(net, size)
+    side, channels = size, 3
+    for layer, row in zip(net.layers, rows):
+        if layer.kind == "conv":
+            inputs, outputs, weights = channels * side * side, layer.cout * side * side, \
+                layer.cin * layer.cout * 9
+            channels = layer.cout
+        elif layer.kind == "pool":
+            inputs, outputs, weights = channels * side * side, channels * (side // 2) ** 2, 0
+            side //= 2
+        elif layer.kind == "fc":
+            inputs, outputs, weights = layer.cin, layer.cout, layer.cin * layer.cout
+        else:                                     # relu (fused or not), softmax
+            continue
+        compute_s = flops.get(layer.name, 0.0) / (sgemm_gflops * 1e9)
+        memory_s = 4.0 * (inputs + outputs + weights) / (bandwidth_gbs * 1e9)
+        row["limit"] = "sgemm" if compute_s >= memory_s else "bandwidth"
+        row["limit_s"] = max(compute_s, memory_s)
+        if row["seconds"] > 0:
+            row["pct_of_limit"] = 100.0 * row["limit_s"] / row["seconds"]
 
 
 def markdown(r: dict) -> str:
@@ -222,31 +313,57 @@ def markdown(r: dict) -> str:
             ["GFLOP/s, batch 1", r["gflops_b1"], ""],
             ["throughput, batch 4 (images/s)", r["throughput_b4_images_per_s"], ""],
             ["first forward incl. JIT / cache load (s)", r["first_forward_s"], ""],
-            ["peak RSS (MiB)", r["peak_rss_mb"], "vggjit's runs, before PyTorch is loaded"],
+            ["peak RSS (MiB)", r["peak_rss_mb"], "vggjit's runs, before any other engine"],
             ["`vggjit classify` one image, process start to result (s)",
              r["classify_startup_s"]["median"], "warm JIT cache, converted weights"],
             ["sgemm ceiling (GFLOP/s)", r["sgemm_ceiling_gflops"]["median"], ""]]
-    t = r.get("torch")
-    if t:
-        rows += [[f"PyTorch {t['version']} latency, batch 1 (s, interleaved)",
-                  t["interleaved_b1"]["torch"]["median"], ""],
-                 ["vggjit latency, batch 1 (s, interleaved)", t["interleaved_b1"]["vggjit"]["median"],
-                  ""],
-                 ["ratio vggjit / PyTorch, batch 1", t["ratio_b1"], "< 1.0: vggjit faster"],
-                 ["ratio vggjit / PyTorch, batch 4", t["ratio_b4"], ""],
-                 ["fc8 logits: max difference / max value vs PyTorch",
-                  t["fc8_max_relative_difference"], "the same network"]]
-    else:
-        rows.append(["PyTorch", "not importable", "no comparison in this run"])
+    if "memory_bandwidth_gbs" in r:
+        rows.append(["copy bandwidth (GB/s, read + write)", r["memory_bandwidth_gbs"]["median"],
+                     ""])
+    for key, label in (("ratio_b1_fastest_engine", "batch 1"),
+                       ("ratio_b4_fastest_engine", "batch 4")):
+        if key in r:
+            rows.append([f"ratio vggjit / faster of ONNX Runtime and OpenVINO, {label}", r[key],
+                         "< 1.0: vggjit faster"])
     head = (f"VGG19 forward, {r['size']}x{r['size']}, driver {r['driver']}, "
             f"{r['gflop_per_image']:.1f} GFLOP per image, medians of {r['repeat']} runs\n\n")
-    table = markdown_table(["figure", "value", "note"], rows)
+    text = head + markdown_table(["figure", "value", "note"], rows)
+    peers = r.get("peers") or ({"torch": r["torch"]} if r.get("torch") else {})
+    if peers:
+        peer_rows = []
+        for name, p in peers.items():
+            b1, b4 = p["interleaved_b1"], p["interleaved_b4"]
+            peer_rows.append([
+                f"{ENGINE_NAMES.get(name, name)} {str(p['version']).split('-')[0]}",
+                p["threads"], f"{b1[name]['median']:.3f}", f"{b1['vggjit']['median']:.3f}",
+                f"{p['ratio_b1']:.2f}", f"{b4[name]['median']:.3f}",
+                f"{b4['vggjit']['median']:.3f}", f"{p['ratio_b4']:.2f}",
+                f"{p['fc8_max_relative_difference']:.1e}"
+                + ("" if p.get("outputs_match", True) else " MISMATCH")])
+        text += ("\n\nOther engines, same weights and thread count, each interleaved with vggjit "
+                 "in this run (seconds; ratio = vggjit / engine, below 1.0: vggjit faster):\n\n"
+                 + markdown_table(["engine", "threads", "b1 engine", "b1 vggjit", "ratio b1",
+                                   "b4 engine", "b4 vggjit", "ratio b4",
+                                   "fc8 max rel. diff"], peer_rows))
+    missing = r.get("peers_missing") or ({} if r.get("torch") else {"torch": "not importable"})
+    if missing:
+        text += "\n\nNot compared: " + "; ".join(
+            f"{ENGINE_NAMES.get(name, name)} ({why})" for name, why in missing.items()) + "."
     layer_rows = [[row["layer"], f"{row['seconds'] * ms:.2f}",
-                   f"{row['gflops']:.1f}" if "gflops" in row else ""]
+                   f"{row['gflops']:.1f}" if "gflops" in row else "",
+                   row.get("limit", ""),
+                   f"{row['limit_s'] * ms:.2f}" if "limit_s" in row else "",
+                   f"{row['pct_of_limit']:.0f}%" if "pct_of_limit" in row else ""]
                   for row in r["layers"] if row["kind"] != "relu" or row["seconds"] * ms > 1]
-    return (head + table + "\n\nPer layer, batch 1 (each conv's time includes the ReLU fused "
-            "into it; other ReLUs under 1 ms omitted):\n\n"
-            + markdown_table(["layer", "ms", "GFLOP/s"], layer_rows))
+    return (text + "\n\nPer layer, batch 1 (each conv's time includes the ReLU fused into it; "
+            "other ReLUs under 1 ms omitted). Limit: the layer's flops at the sgemm ceiling or "
+            "its bytes at the copy bandwidth, whichever takes longer, both measured in this "
+            "run:\n\n"
+            + markdown_table(["layer", "ms", "GFLOP/s", "bound by", "limit ms", "% of limit"],
+                             layer_rows))
+
+
+ENGINE_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """Suite-wide set-up: the documented example plugin is installed as a third-party driver for
-the whole session, so the conformance suite runs it like any bundled driver; the ``plugin``
+the whole session, so the conformance suite runs it like any bundled driver; the numba-cpu
+kernels are compiled (or loaded from their cache) once, before the first test; the ``plugin``
 fixture installs more plugins for one test."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from plugin_tools import (activate, deactivate, install_example_plugin,  # noqa: E402
                           write_distribution)
 
+from vggjit import get_driver  # noqa: E402
 from vggjit.registry import PluginWarning, list_drivers  # noqa: E402
 
 install_example_plugin(_HOME / "site")
@@ -32,6 +34,14 @@ def available_drivers() -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginWarning)
         return [r.name for r in list_drivers() if r.available]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Every numba-cpu kernel compiled before the first test, so that `pytest --durations`
+    shows what each test costs, not which test happened to compile a kernel first (a cold
+    cache costs this fixture about half a minute; a warm one about a second)."""
+    get_driver("numba-cpu").warmup()
 
 
 @pytest.fixture

@@ -7,65 +7,55 @@ and negative inputs and exact ties for max pooling.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import pytest
 from conftest import available_drivers
+from tolerances import assert_close, tolerance
 
 from vggjit import get_driver
 from vggjit.contract import BACKWARD
 from vggjit.errors import InputError
+from vggjit.registry import list_drivers
 
 REFERENCE = "naive"
 DRIVERS = available_drivers()
-UNDER_TEST = [name for name in DRIVERS if name != REFERENCE]
-
-# Largest allowed |got - want|, relative to max(|want|, 1e-3 floor), per op and tolerance
-# class. A driver declares its class with a ``tolerance_class`` attribute (default float32).
-# The reasoning and the measured errors: docs/design-notes.md, note 9.
-TOLERANCES = {
-    "float32": {
-        # float32 accumulation over up to Cin*K*K = 125 terms (or N*H*W for dw), against a
-        # float64 oracle: a few hundred ulps of the largest output is the honest bound.
-        "conv2d": 2e-5, "conv2d_backward": 2e-5, "linear": 2e-5, "linear_backward": 2e-5,
-        "gram": 2e-5,
-        # Selection and masking are exact.
-        "relu": 0.0, "relu_backward": 0.0, "max_pool2d": 0.0,
-        # Overlapping windows (stride < size) add up to 4 routed gradients per input in
-        # float32, and averaging sums up to 9 terms: a few ulps, not exact.
-        "max_pool2d_backward": 1e-6, "avg_pool2d": 1e-6, "avg_pool2d_backward": 1e-6,
-        "softmax": 1e-6,
-    },
-    "int8": {
-        # Per-tensor int8 quantisation of both operands: each carries up to half a step
-        # (1/254 of its absmax); summed over the window the output error stays within a few
-        # percent of the output's range, then the result is rounded to fp16.
-        "conv2d": 6e-2, "linear": 6e-2, "gram": 6e-2,
-        # fp16 activations: 11 significant bits, so relative error 2^-11 ~ 4.9e-4.
-        "relu": 1e-3, "max_pool2d": 1e-3, "avg_pool2d": 1e-3, "softmax": 2e-3,
-    },
-}
 
 
-def _driver(name):
-    return get_driver(name)
+def _targets() -> list[tuple[str, str | None]]:
+    """(driver, variant) under test: every available driver but the reference, with its default
+    options (variant None) and with each option set its record declares
+    (vggjit.contract.DriverRecord.variants)."""
+    records = {r.name: r for r in list_drivers()}
+    return [(name, variant) for name in DRIVERS if name != REFERENCE
+            for variant in (None, *records[name].variants)]
+
+
+TARGETS = _targets()
+
+
+def _target_id(target) -> str:
+    name, variant = target
+    return name if variant is None else f"{name}[{variant}]"
+
+
+@functools.lru_cache(maxsize=None)
+def _driver(name, variant=None):
+    """One driver per (name, variant) for the whole session (a variant's driver is built with
+    its options, which get_driver does not reuse)."""
+    if variant is None:
+        return get_driver(name)
+    options = {r.name: r for r in list_drivers()}[name].variants[variant]
+    return get_driver(name, **options)
 
 
 def _tolerance(driver, op: str) -> float:
-    table = TOLERANCES[getattr(driver, "tolerance_class", "float32")]
-    if op not in table:
+    tol = tolerance(driver, op)
+    if tol is None:
         pytest.skip(f"{driver.name} makes no accuracy promise for {op}")
-    return table[op]
-
-
-def assert_close(got, want, tol: float, what: str) -> None:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    assert np.isfinite(got).all(), f"{what}: non-finite values"
-    scale = max(float(np.abs(want).max(initial=0.0)), 1e-3)
-    err = float(np.abs(got - want).max(initial=0.0))
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} x scale {scale:.3g}"
+    return tol
 
 
 def _array(rng, shape, kind: str = "normal") -> np.ndarray:
@@ -84,13 +74,23 @@ def _array(rng, shape, kind: str = "normal") -> np.ndarray:
 
 # -- convolution grid -------------------------------------------------------------------------
 # Every geometry (size x kernel x stride x pad) meets a rotating channel/batch combination, and
-# every channel/batch combination runs once on an odd geometry: 72 cases per driver.
+# every channel/batch combination runs once on an odd geometry: 72 cases per target.
 SIZES = [(9, 10), (13, 7)]
 KERNELS, STRIDES, PADS = [1, 3, 5], [1, 2, 3], [0, 1, 2]
 CHANNELS = list(itertools.product([1, 2], [1, 3, 5], [1, 4, 7]))  # (N, Cin, Cout)
 GEOMETRIES = list(itertools.product(SIZES, KERNELS, STRIDES, PADS))
 CONV_CASES = ([(g, CHANNELS[i % len(CHANNELS)]) for i, g in enumerate(GEOMETRIES)]
               + [(((11, 6), 3, 2, 1), c) for c in CHANNELS])
+# VGG19's layers (3x3, stride 1, pad 1; the channels double as the side halves, from conv1_1
+# with 3 input channels at 224 to conv5_x with 512 at 14), channels and sides divided by 4 to 8
+# so that the float64 oracle stays fast: every convolution path meets VGG's long dot products
+# (up to 128*9 terms), odd sides and batch 2.
+VGG_CASES = [(((32, 32), 3, 1, 1), (1, 3, 16)),      # conv1_1
+             (((32, 32), 3, 1, 1), (1, 16, 16)),     # conv1_2
+             (((16, 16), 3, 1, 1), (1, 16, 32)),     # conv2_1
+             (((8, 8), 3, 1, 1), (2, 32, 64)),       # conv3_1, batch 2
+             (((7, 7), 3, 1, 1), (1, 64, 64)),       # conv4_x at an odd side
+             (((3, 3), 3, 1, 1), (1, 128, 128))]     # conv5_x: few output pixels
 
 
 def _conv_id(case):
@@ -98,29 +98,42 @@ def _conv_id(case):
     return f"n{n}c{cin}o{cout}-{h}x{w}-k{k}s{s}p{p}"
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
-@pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
-def test_conv2d_matches_naive(name, case):
+@functools.lru_cache(maxsize=None)
+def _conv_reference(case):
+    """Inputs and the oracle's outputs of one conv case, computed once for every target."""
     ((h, w), k, s, p), (n, cin, cout) = case
-    if h + 2 * p < k or w + 2 * p < k:
-        pytest.skip("kernel larger than the padded input (an error case, tested below)")
     rng = np.random.default_rng(hash(case) % 2**32)
     x, wt = _array(rng, (n, cin, h, w)), _array(rng, (cout, cin, k, k))
     b = _array(rng, (cout,))
-    driver, ref = _driver(name), _driver(REFERENCE)
+    ref = _driver(REFERENCE)
     y = ref.conv2d(x, wt, b, s, p)
-    assert_close(driver.conv2d(x, wt, b, s, p), y, _tolerance(driver, "conv2d"), "conv2d")
+    dy = _array(rng, y.shape)
+    relu_out = ref.relu(y)
+    return dict(x=x, wt=wt, b=b, y=y, dy=dy, relu_out=relu_out,
+                grads=ref.conv2d_backward(dy, x, wt, s, p),
+                relu_grads=ref.conv2d_backward(ref.relu_backward(dy, relu_out), x, wt, s, p))
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
+@pytest.mark.parametrize("case", CONV_CASES + VGG_CASES, ids=_conv_id)
+def test_conv2d_matches_naive(target, case):
+    ((h, w), k, s, p), (n, cin, cout) = case
+    if h + 2 * p < k or w + 2 * p < k:
+        pytest.skip("kernel larger than the padded input (an error case, tested below)")
+    r = _conv_reference(case)
+    x, wt, b, dy, relu_out = r["x"], r["wt"], r["b"], r["dy"], r["relu_out"]
+    driver = _driver(*target)
+    tol = _tolerance(driver, "conv2d")
+    assert_close(driver.conv2d(x, wt, b, s, p), r["y"], tol, "conv2d")
     # the fused ReLU is judged against the reference's ReLU of the same convolution
-    assert_close(driver.conv2d(x, wt, b, s, p, relu=True), ref.relu(y),
-                 _tolerance(driver, "conv2d"), "conv2d relu=True")
+    assert_close(driver.conv2d(x, wt, b, s, p, relu=True), relu_out, tol, "conv2d relu=True")
     if BACKWARD not in driver.capabilities:
         return
-    dy = _array(rng, y.shape)
-    want = ref.conv2d_backward(dy, x, wt, s, p)
+    want = r["grads"]
     got = driver.conv2d_backward(dy, x, wt, s, p)
     tol = _tolerance(driver, "conv2d_backward")
-    for label, g, r in zip(("dx", "dw", "db"), got, want):
-        assert_close(g, r, tol, f"conv2d_backward {label}")
+    for label, g, ref in zip(("dx", "dw", "db"), got, want):
+        assert_close(g, ref, tol, f"conv2d_backward {label}")
     dx_only = driver.conv2d_backward(dy, x, wt, s, p, need_dw=False)
     assert dx_only[1] is None and dx_only[2] is None
     assert_close(dx_only[0], want[0], tol, "conv2d_backward dx (need_dw=False)")
@@ -128,22 +141,21 @@ def test_conv2d_matches_naive(name, case):
     assert dw_only[0] is None
     assert_close(dw_only[1], want[1], tol, "conv2d_backward dw (need_dx=False)")
     # the backward of conv + ReLU in one op, with and without dw
-    relu_out = ref.relu(y)
-    want = ref.conv2d_backward(ref.relu_backward(dy, relu_out), x, wt, s, p)
+    want = r["relu_grads"]
     fused = driver.conv2d_backward(dy, x, wt, s, p, need_dw=False, relu_out=relu_out)
     assert_close(fused[0], want[0], tol, "conv2d_backward dx (relu_out)")
-    for label, g, r in zip(("dx", "dw", "db"),
-                           driver.conv2d_backward(dy, x, wt, s, p, relu_out=relu_out), want):
-        assert_close(g, r, tol, f"conv2d_backward {label} (relu_out, need_dw)")
+    for label, g, ref in zip(("dx", "dw", "db"),
+                             driver.conv2d_backward(dy, x, wt, s, p, relu_out=relu_out), want):
+        assert_close(g, ref, tol, f"conv2d_backward {label} (relu_out, need_dw)")
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
 @pytest.mark.parametrize("kind", ["zero", "constant", "negative"])
-def test_conv2d_special_inputs(name, kind):
+def test_conv2d_special_inputs(target, kind):
     rng = np.random.default_rng(7)
     x = _array(rng, (2, 3, 8, 5), kind)
     wt, b = _array(rng, (4, 3, 3, 3), kind), _array(rng, (4,), kind)
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     y = ref.conv2d(x, wt, b, 1, 1)
     assert_close(driver.conv2d(x, wt, b, 1, 1), y, _tolerance(driver, "conv2d"), kind)
     if BACKWARD in driver.capabilities:
@@ -160,14 +172,14 @@ POOL_CASES = [  # (N, C, H, W, size, stride): overlap, gaps, and floor dropping 
 ]
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
 @pytest.mark.parametrize("kind", ["normal", "ties", "constant", "negative", "zero"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "n{}c{}-{}x{}-k{}s{}".format(*c))
-def test_pooling_matches_naive(name, kind, case):
+def test_pooling_matches_naive(target, kind, case):
     n, c, h, w, size, stride = case
     rng = np.random.default_rng(sum(case))
     x = _array(rng, (n, c, h, w), kind)
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     y_ref, sw_ref = ref.max_pool2d(x, size, stride)
     y, sw = driver.max_pool2d(x, size, stride)
     assert_close(y, y_ref, _tolerance(driver, "max_pool2d"), "max_pool2d")
@@ -187,12 +199,12 @@ def test_pooling_matches_naive(name, kind, case):
 
 
 # -- element-wise, linear, softmax, Gram --------------------------------------------------------
-@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
 @pytest.mark.parametrize("shape", [(2, 3, 9, 10), (1, 1, 13, 7), (5, 33)])
-def test_relu_matches_naive(name, shape):
+def test_relu_matches_naive(target, shape):
     rng = np.random.default_rng(len(shape))
     x = _array(rng, shape, "ties")  # exact zeros: dx must be 0 where x == 0
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     assert_close(driver.relu(x), ref.relu(x), _tolerance(driver, "relu"), "relu")
     if BACKWARD in driver.capabilities:
         dy = _array(rng, shape)
@@ -200,14 +212,14 @@ def test_relu_matches_naive(name, shape):
                      _tolerance(driver, "relu_backward"), "relu_backward")
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
 # batches up to 8 and beyond: numba-cpu streams the weights for small batches, uses sgemm above
 @pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (2, 7, 4), (5, 33, 10), (3, 98, 17),
                                         (8, 21, 7), (11, 40, 9)])
-def test_linear_matches_naive(name, n, fin, fout):
+def test_linear_matches_naive(target, n, fin, fout):
     rng = np.random.default_rng(n * fin * fout)
     x, w, b = _array(rng, (n, fin)), _array(rng, (fout, fin)), _array(rng, (fout,))
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     assert_close(driver.linear(x, w, b), ref.linear(x, w, b), _tolerance(driver, "linear"),
                  "linear")
     if BACKWARD in driver.capabilities:
@@ -218,31 +230,31 @@ def test_linear_matches_naive(name, n, fin, fout):
         assert driver.linear_backward(dy, x, w, need_dw=False)[1:] == (None, None)
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
-def test_softmax_matches_naive_and_is_stable(name):
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
+def test_softmax_matches_naive_and_is_stable(target):
     rng = np.random.default_rng(3)
     x = np.concatenate([_array(rng, (3, 10)), np.full((1, 10), 2.0, np.float32),
                         _array(rng, (2, 10)) * 30 + 1000.0]).astype(np.float32)
     # fp16-representable logits: an fp16 device holds 1000 only to +-0.5, which would test its
     # input rounding rather than its softmax. Rows near 1000 still overflow a naive exp().
     x = x.astype(np.float16).astype(np.float32)
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     got = driver.softmax(x)
     assert_close(got, ref.softmax(x), _tolerance(driver, "softmax"), "softmax")
     np.testing.assert_allclose(np.asarray(got, np.float64).sum(axis=1), 1.0, atol=2e-3)
 
 
-@pytest.mark.parametrize("name", UNDER_TEST)
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
 @pytest.mark.parametrize("shape", [(1, 1, 3, 5), (2, 5, 9, 10), (1, 7, 13, 7)])
-def test_gram_matches_naive(name, shape):
+def test_gram_matches_naive(target, shape):
     x = _array(np.random.default_rng(shape[1]), shape)
-    driver, ref = _driver(name), _driver(REFERENCE)
+    driver, ref = _driver(*target), _driver(REFERENCE)
     got = driver.gram(x)
     assert_close(got, ref.gram(x), _tolerance(driver, "gram"), "gram")
     assert got.shape == (shape[0], shape[1], shape[1])
 
 
-# -- bad input: the same InputError (a ValueError) from every driver ------------------------------------------
+# -- bad input: the same InputError (a ValueError) from every driver ----------------------------
 BAD_CALLS = {
     "conv kernel larger than padded input": (
         lambda d: d.conv2d(np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2, 5, 5), np.float32),
@@ -370,5 +382,8 @@ def test_relu_keeps_nan_and_infinities(name):
 
 
 def test_every_bundled_and_example_driver_is_under_test():
-    # The suite must not silently shrink: these are installed by pyproject and conftest.
-    assert {"naive", "example-numpy"} <= set(DRIVERS)
+    # The suite must not silently shrink: these are installed by pyproject and conftest, and
+    # numba-cpu (the default driver) is a dependency: a broken install fails here, not skips.
+    assert {"naive", "example-numpy", "numba-cpu"} <= set(DRIVERS)
+    variants = {v for name, v in TARGETS if name == "numba-cpu"}
+    assert {None, "img2col", "shifted", "cout-split", "winograd"} <= variants

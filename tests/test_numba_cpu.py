@@ -12,25 +12,25 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerances import TOLERANCES, assert_close
 
 from vggjit import get_driver
 from vggjit.errors import InputError
+from vggjit_numba_cpu import conv, kernel_cache, pool, threads, winograd
+from vggjit_numba_cpu.driver import NumbaCpuDriver
 
-pytest.importorskip("numba")
-from vggjit_numba_cpu import conv, jit as jitmod, pool, winograd  # noqa: E402
-from vggjit_numba_cpu.driver import NumbaCpuDriver  # noqa: E402
-
-TOL = 2e-5
+#: numba-cpu's tiling and kernels are held to the suite's float32 bound (tests/tolerances.py);
+#: every comparison here is of a convolution or its gradients.
+TOL = TOLERANCES["float32"]["conv2d"]
 
 
 def _close(got, want, what=""):
-    scale = max(float(np.abs(want).max()), 1e-3)
-    err = float(np.abs(np.asarray(got, np.float64) - want).max())
-    assert err <= TOL * scale, f"{what}: max error {err:.3g} > {TOL} x {scale:.3g}"
+    assert_close(got, want, TOL, what)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,8 @@ def test_forward_kernel_with_uneven_last_tile(naive, rows, workers, relu):
     y = np.full((2, 4, 11, 6), np.nan, np.float32)
     cols = np.empty(workers * 3 * 9 * rows * 6, np.float32)
     driver = NumbaCpuDriver()
-    with driver._plan.kernels():
-        conv.conv2d_forward(x, wt.reshape(4, -1), b, 3, 1, 1, rows, workers, cols, y,
-                            driver._sgemm.kernel_args(workers), relu)
+    driver._plan.run(conv.conv2d_forward, workers, x, wt.reshape(4, -1), b, 3, 1, 1, rows,
+                     workers, cols, y, driver._sgemm.kernel_args(workers), relu)
     want = naive.conv2d(x, wt, b, 1, 1)
     _close(y, np.maximum(want, 0) if relu else want, f"rows={rows} workers={workers}")
 
@@ -90,9 +89,8 @@ def test_shifted_forward_kernel_with_uneven_last_tile(naive, rows, workers, k, p
     work = np.full(workers * conv.shifted_tile(3, 4, k, 7, pad, rows), np.nan, np.float32)
     wk = np.ascontiguousarray(wt.transpose(3, 0, 1, 2)).reshape(k, 4, 3 * k)
     driver = NumbaCpuDriver()
-    with driver._plan.kernels():
-        conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                               driver._sgemm.kernel_args(workers), relu)
+    driver._plan.run(conv.conv2d_forward_s1, workers, x, wk, b, k, pad, rows, workers, work, y,
+                     driver._sgemm.kernel_args(workers), relu)
     want = naive.conv2d(x, wt, b, 1, pad)
     _close(y, np.maximum(want, 0) if relu else want,
            f"k={k} pad={pad} rows={rows} workers={workers}")
@@ -105,45 +103,46 @@ def test_backward_kernel_with_uneven_tiles_and_channel_blocks(naive, rows):
     rng, x, wt, b = _case(2, 2, 5, 13, 9, 3, 3)
     dy = rng.standard_normal((2, 3, 7, 5)).astype(np.float32)
     bounds = np.array([0, 2, 3, 5], np.int64)
-    per = 2 * 9 * rows * 5
-    staged = 2 * 3 * rows * 5                  # each worker's copy of its dy tile
+    floats = conv.input_grad_floats(3, 3, 5, rows, bounds, 2)
+    assert floats == 2 * (2 * 9 + 3) * rows * 5     # the widest block's columns + staged dy
     dx = np.full_like(x, np.nan)
     dw = np.full((3, 45), np.nan, np.float32)
     driver = NumbaCpuDriver()
-    with driver._plan.kernels():
-        conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, True,
-                             np.empty(2 * per, np.float32), np.empty(2 * per + staged, np.float32),
-                             dx, dw, driver._sgemm.kernel_args(2), NO_MASK)
+    w2 = wt.reshape(3, -1)
+    run = driver._plan.run
+    run(conv.input_grad, 2, dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32), dx,
+        driver._sgemm.kernel_args(2))
+    run(conv.weight_grad_channels, 2, dy, x, 3, 2, 1, rows, bounds, 2,
+        np.empty(floats, np.float32), dw, driver._sgemm.kernel_args(2))
+    for kernel, operand, out in ((conv.input_grad, w2, dx.copy()),
+                                 (conv.weight_grad_channels, x, dw.copy())):
         with pytest.raises(ValueError, match="too small"):   # never writes past a buffer
-            conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True,
-                                 True, np.empty(2 * per, np.float32),
-                                 np.empty(2 * per, np.float32), dx.copy(), dw.copy(),
-                                 driver._sgemm.kernel_args(2), NO_MASK)
+            run(kernel, 2, dy, operand, 3, 2, 1, rows, bounds, 2,
+                np.empty(floats - 1, np.float32), out, driver._sgemm.kernel_args(2))
     want = naive.conv2d_backward(dy, x, wt, 2, 1)
     _close(dx, want[0], "dx")
     _close(dw.reshape(wt.shape), want[1], "dw")
     # dx through a ReLU's output (the fused ReLU backward), on the same tiles
     relu_out = np.maximum(rng.standard_normal(dy.shape), 0).astype(np.float32)
     masked = np.full_like(x, np.nan)
-    with driver._plan.kernels():
-        conv.conv2d_backward(dy, x, wt.reshape(3, -1), 3, 2, 1, rows, bounds, 2, True, False,
-                             NO_MASK.reshape(-1), np.empty(2 * per + staged, np.float32),
-                             masked, NO_MASK.reshape(0, 0), driver._sgemm.kernel_args(2),
-                             relu_out)
+    for t in range(2):          # the workers one after the other: the same result
+        conv.input_grad(t, dy, w2, 3, 2, 1, rows, bounds, 2, np.empty(floats, np.float32),
+                        masked, driver._sgemm.kernel_args(2), relu_out=relu_out)
     _close(masked, naive.conv2d_backward(naive.relu_backward(dy, relu_out), x, wt, 2, 1)[0],
            "dx masked")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_forward_by_output_channel_blocks(naive, monkeypatch, stride):
-    # Few output pixels: the forward splits Cout over the workers instead of rows (two images,
-    # so the per-image loop runs twice; 130 channels: unequal blocks; more than
-    # SHIFTED_MAX_COUT, so stride 1 takes this path too).
-    monkeypatch.setattr(conv, "COUT_SPLIT_MAX_COLS", 10 ** 6)
-    driver = NumbaCpuDriver(threads=2)
+def test_forward_by_output_channel_blocks(naive, stride):
+    # The forward split over Cout instead of rows (two images, so the per-image loop runs
+    # twice; 130 channels: unequal blocks).
+    driver = NumbaCpuDriver(threads=2, conv_path="cout-split")
     if driver.threads < 2:
         pytest.skip("needs 2 Numba threads")
+    assert driver._forward_path(2, 3, 130, 9, 7, 3, stride, 1) == "cout-split"
+    # the measured rule takes it for few output pixels per worker only
     assert conv.use_cout_split(2, 5, 4, 130, 27, 2, driver.memory_bound)
+    assert not conv.use_cout_split(2, 16, 16, 130, 27, 2, driver.memory_bound)
     assert list(conv.channel_blocks(130, 2)) == [0, 80, 130]
     _, x, wt, b = _case(14, 2, 3, 9, 7, 130, 3)
     want = naive.conv2d(x, wt, b, stride, 1)
@@ -167,8 +166,8 @@ def test_tiny_memory_bound_forces_one_row_tiles_and_stays_correct(naive, stride)
                                 naive.conv2d_backward(dy, x, wt, stride, 1), ("dx", "dw", "db")):
         _close(got, want, label)
     # Under the tiny bound the backward pass splits channels further (one block per channel).
-    bounds, rows = conv.plan_backward(6, 3, 17, 12, tiny.threads, tiny.tile_bytes,
-                                      tiny.memory_bound, 2)
+    bounds, rows = conv.plan_backward(6, 3, 17, 12, 5, tiny.threads, tiny.tile_bytes,
+                                      tiny.memory_bound)
     assert rows == 1 and len(bounds) - 1 == 6
 
 
@@ -202,22 +201,20 @@ def test_buffers_are_reused_across_calls_of_different_shapes(naive):
 
 
 # -- Winograd F(2x2, 3x3) -------------------------------------------------------------------------
-@pytest.fixture
-def everywhere(monkeypatch):
-    """Winograd for every 3x3 s1 p1 convolution, whatever its size (the dispatch rule would
-    keep these small test shapes on the img2col paths)."""
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "MIN_TILES_PER_WORKER", 0)
+def everywhere(**options):
+    """A driver that takes Winograd for every 3x3 s1 p1 convolution, whatever its size (the
+    dispatch rule would keep these small test shapes on the img2col paths)."""
+    return NumbaCpuDriver(conv_path="winograd", **options)
 
 
 @pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 6),
                                                  (1, 2, 1, 1, 3), (1, 4, 2, 3, 5),
                                                  (3, 7, 6, 5, 2)])
-def test_winograd_forward_and_dx_on_odd_sizes(naive, everywhere, n, cin, h, w, cout):
+def test_winograd_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
     # Odd H/W: the tile grid reaches past the edge (zero input, cropped output); 1x1 is a
     # single tile that is almost all padding.
     rng, x, wt, b = _case(20, n, cin, h, w, cout, 3)
-    driver = NumbaCpuDriver()
+    driver = everywhere()
     misses = driver._transforms.misses
     y = driver.conv2d(x, wt, b, 1, 1)
     assert driver._transforms.misses == misses + 1        # it did take the Winograd path
@@ -240,42 +237,38 @@ def test_winograd_kernel_chunk_boundaries(naive, workers, rows):
     driver = NumbaCpuDriver()
     y = np.full((2, 4, 11, 9), np.nan, np.float32)
     work = np.empty(workers * winograd.chunk_floats(3, 4, 9, rows), np.float32)
-    with driver._plan.kernels():
-        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work, y,
-                                  driver._sgemm.kernel_args(workers), False, False, NO_MASK)
+    blas = driver._sgemm.kernel_args(workers)
+    u = winograd.weight_transform(wt)
+
+    def run(x, b, y, flip, relu, mask):
+        driver._plan.run(winograd.winograd_forward, workers, x, u, b, rows, workers, work, y,
+                         blas, flip, relu, mask)
+
+    run(x, b, y, False, False, NO_MASK)
     _close(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
     fused = np.full_like(y, np.nan)
-    with driver._plan.kernels():
-        winograd.winograd_forward(x, winograd.weight_transform(wt), b, rows, workers, work,
-                                  fused, driver._sgemm.kernel_args(workers), False, True,
-                                  NO_MASK)
+    run(x, b, fused, False, True, NO_MASK)
     _close(fused, np.maximum(y, 0), f"relu rows={rows} workers={workers}")
     # The dx convolution (flip) on the same chunking: dy [2, 4, 11, 9] -> dx [2, 3, 11, 9].
     dy, dx = y, np.full((2, 3, 11, 9), np.nan, np.float32)
     work = np.empty(workers * winograd.chunk_floats(4, 3, 9, rows), np.float32)
-    with driver._plan.kernels():
-        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
-                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True, False, NO_MASK)
+    run(dy, np.zeros(3, np.float32), dx, True, False, NO_MASK)
     _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], f"dx rows={rows} workers={workers}")
     # ... and dy read through a ReLU's output (the fused ReLU backward)
-    with driver._plan.kernels():
-        winograd.winograd_forward(dy, winograd.weight_transform(wt), np.zeros(3, np.float32),
-                                  rows, workers, work, dx, driver._sgemm.kernel_args(workers),
-                                  True, False, fused)
+    run(dy, np.zeros(3, np.float32), dx, True, False, fused)
     _close(dx, naive.conv2d_backward(naive.relu_backward(dy, fused), x, wt, 1, 1)[0],
            f"masked dx rows={rows} workers={workers}")
 
 
-def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive, everywhere):
+def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive):
     _, x, wt, b = _case(22, 2, 6, 17, 12, 5, 3)
-    tiny = NumbaCpuDriver(memory_bound_mb=0.001)
+    tiny = everywhere(memory_bound_mb=0.001)
     assert winograd.plan_rows(17, 12, 6, 5, tiny.threads, 2, tiny.tile_bytes,
                               tiny.memory_bound) == 1
     _close(tiny.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "forward")
     # a bound that fits a few tile rows (of 9): shorter chunks, workspace within the bound
     _, x, wt, b = _case(22, 2, 40, 17, 12, 40, 3)
-    small = NumbaCpuDriver(memory_bound_mb=0.3)
+    small = everywhere(memory_bound_mb=0.3)
     rows = winograd.plan_rows(17, 12, 40, 40, small.threads, 2, small.tile_bytes,
                               small.memory_bound)
     assert 1 < rows < 9
@@ -283,9 +276,9 @@ def test_winograd_tiny_memory_bound_gives_one_tile_row_chunks(naive, everywhere)
     assert small.workspace_bytes <= small.memory_bound
 
 
-def test_winograd_weight_cache_follows_the_weights(naive, everywhere):
+def test_winograd_weight_cache_follows_the_weights(naive):
     _, x, wt, b = _case(23, 1, 4, 8, 8, 3, 3)
-    driver = NumbaCpuDriver()
+    driver = everywhere()
     driver.conv2d(x, wt, b, 1, 1)
     misses = driver._transforms.misses
     driver.conv2d(x, wt, b, 1, 1)                        # same array, same values: cached
@@ -329,6 +322,13 @@ def test_winograd_cache_is_bounded():
 
 def test_winograd_option_and_dispatch_rule():
     assert NumbaCpuDriver(winograd=False).describe()["winograd"] is False
+    with pytest.raises(InputError, match="conv_path"):
+        NumbaCpuDriver(conv_path="fft")
+    with pytest.raises(InputError, match="dw_path"):
+        NumbaCpuDriver(dw_path="both")
+    # a forced path where its geometry does not allow it: img2col
+    assert everywhere()._forward_path(1, 3, 4, 9, 9, 3, 2, 1) == "img2col"
+    assert NumbaCpuDriver(conv_path="shifted")._forward_path(1, 3, 4, 9, 9, 3, 2, 1) == "img2col"
     assert winograd.applies(3, 1, 1) and not winograd.applies(3, 2, 1)
     assert not winograd.applies(3, 1, 0) and not winograd.applies(5, 1, 1)
     # VGG19 at 224, 2 workers: conv1_1 and conv5_x stay on img2col, the rest use Winograd
@@ -351,30 +351,30 @@ def test_need_dw_false_gives_the_same_dx_and_no_dw():
     np.testing.assert_array_equal(dw_only[1], dw)
     np.testing.assert_array_equal(dw_only[2], db)
     assert driver.conv2d_backward(dy, x, wt, 1, 1, need_dx=False, need_dw=False) == (None,) * 3
-    # The dx-only pass builds no columns of x, so it needs less work space than the full one.
-    fresh = NumbaCpuDriver()
+    # dx and dw by channel blocks run one after the other in the same work buffer, so the
+    # full pass needs no more work space than the dx pass alone.
+    fresh = NumbaCpuDriver(dw_path="channels")
     fresh.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
     dx_only_bytes = fresh.workspace_bytes
     fresh.release_buffers()
     fresh.conv2d_backward(dy, x, wt, 1, 1)
-    assert fresh.workspace_bytes > dx_only_bytes > 0
+    assert fresh.workspace_bytes == dx_only_bytes > 0
 
 
 @pytest.mark.parametrize("by_rows", [True, False])
 @pytest.mark.parametrize("geometry", [(13, 11, 1, 1), (13, 11, 2, 1), (3, 7, 1, 0)],
                          ids=["s1", "s2", "one-output-row"])
-def test_weight_gradient_by_rows_and_by_channels(naive, monkeypatch, by_rows, geometry):
+def test_weight_gradient_by_rows_and_by_channels(naive, by_rows, geometry):
     # Small layers get dw by row tiles with per-worker partial sums, others by channel blocks;
     # force each path on the same inputs. "one-output-row": fewer tiles than workers, so a
     # worker contributes an all-zero partial.
     h, w, stride, pad = geometry
-    monkeypatch.setattr(conv, "ROWS_DW_MIN_PIXELS", 0 if by_rows else 10 ** 9)
-    assert conv.use_rows_dw(5, 27, 2, 1, 1) is by_rows
+    driver = NumbaCpuDriver(dw_path="rows" if by_rows else "channels")
+    assert driver._rows_dw(2, 5, 27, 1, 1) is by_rows
     rng, x, wt, b = _case(13, 2, 3, h, w, 5, 3)
     y = naive.conv2d(x, wt, b, stride, pad)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     want = naive.conv2d_backward(dy, x, wt, stride, pad)
-    driver = NumbaCpuDriver()
     for got, ref, label in zip(driver.conv2d_backward(dy, x, wt, stride, pad), want,
                                ("dx", "dw", "db")):
         _close(got, ref, label)
@@ -409,11 +409,11 @@ def test_one_thread_and_all_threads_agree(naive):
 
 
 def test_thread_count_follows_the_environment():
-    cap = jitmod.numba.config.NUMBA_NUM_THREADS
-    assert jitmod.default_threads({"OMP_NUM_THREADS": "1"}) == 1
-    assert jitmod.default_threads({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "8"}) == 1
-    assert jitmod.default_threads({"OMP_NUM_THREADS": "4,2"}) == min(4, cap)
-    assert jitmod.default_threads({}) == cap
+    cap = threads.numba.config.NUMBA_NUM_THREADS
+    assert threads.default_threads({"OMP_NUM_THREADS": "1"}) == 1
+    assert threads.default_threads({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "8"}) == 1
+    assert threads.default_threads({"OMP_NUM_THREADS": "4,2"}) == min(4, cap)
+    assert threads.default_threads({}) == cap
     with pytest.raises(InputError):
         NumbaCpuDriver(threads=0)
 
@@ -436,18 +436,47 @@ def test_calls_from_several_python_threads_are_serialised_and_correct(naive):
         except Exception as exc:   # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
+    callers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in callers:
         t.start()
-    for t in threads:
+    for t in callers:
         t.join()
     assert not errors
     for g, w in zip(got, want):
         _close(g, w, "threaded conv")
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_runs_kernels_on_workers_of_its_own(naive):
+    # The child of a fork has none of the parent's worker threads; it must not queue work
+    # for them (it would wait for ever) but start its own.
+    rng, x, wt, b = _case(11, 1, 4, 12, 10, 5, 3)
+    driver = NumbaCpuDriver(threads=2, conv_path="img2col")
+    driver.conv2d(x, wt, b, 1, 1)                       # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:                                        # pragma: no cover - child process
+        try:
+            y = driver.conv2d(x, wt, b, 1, 1)
+            ok = np.allclose(y, naive.conv2d(x, wt, b, 1, 1), rtol=1e-4, atol=1e-4)
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    deadline = 120
+    while deadline > 0:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+        deadline -= 0.1
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the parent's worker threads")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_blas_is_single_threaded_inside_kernels_and_restored_after():
-    plan = jitmod.ThreadPlan()
+    plan = threads.ThreadPlan()
     libs = plan._blas_controllers()
     if not libs:
         pytest.skip("threadpoolctl finds no BLAS library here")
@@ -523,18 +552,19 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
 
 
 def test_warmup_compiles_every_kernel():
-    # `vggjit warmup` must leave nothing to compile on first use: every parallel kernel of the
-    # package has a compiled signature after it (fresh process, so other tests cannot help).
+    # `vggjit warmup` must leave nothing to compile on first use: every kernel of the package
+    # that the driver calls (the public ones; the private helpers are compiled into them) has
+    # a compiled signature after it (fresh process, so other tests cannot help).
     script = textwrap.dedent("""
         import numba
-        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool, winograd
+        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool, softmax, winograd
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         NumbaCpuDriver(threads=2).warmup()
         missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool,
-                                                    winograd)
+                                                    softmax, winograd)
                    for name, f in vars(m).items()
-                   if isinstance(f, numba.core.registry.CPUDispatcher)
-                   and f.targetoptions.get("parallel") and not f.signatures]
+                   if isinstance(f, numba.core.registry.CPUDispatcher) and not f.signatures
+                   and f.py_func.__module__ == m.__name__ and not name.startswith("_")]
         print(missing)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -550,14 +580,15 @@ def test_cache_choice_falls_back_to_the_user_directory(tmp_path):
     def writable(path):          # the package directory is read-only, everything else is not
         return not str(path).startswith(str(pkg))
 
-    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, writable)
+    choice = kernel_cache.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, writable)
     assert choice.enabled and choice.directory == str(home / "numba")
     assert "read-only" in choice.reason
-    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: True)
+    choice = kernel_cache.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: True)
     assert choice.directory == str(pkg / "__pycache__")
-    choice = jitmod.choose_cache(pkg, {"NUMBA_CACHE_DIR": str(tmp_path / "mine")}, lambda p: True)
+    choice = kernel_cache.choose_cache(pkg, {"NUMBA_CACHE_DIR": str(tmp_path / "mine")},
+                                       lambda p: True)
     assert choice.directory == str(tmp_path / "mine")
-    choice = jitmod.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: False)
+    choice = kernel_cache.choose_cache(pkg, {"VGGJIT_HOME": str(home)}, lambda p: False)
     assert not choice.enabled and "compile in every process" in choice.reason
 
 
@@ -571,26 +602,38 @@ def test_changed_sources_purge_the_cached_kernels(tmp_path):
     other = cache / "someone_else.f-1.py311.nbi"       # not ours: never touched
     kernel.write_text("")
     other.write_text("")
-    jitmod.purge_stale_cache(cache, pkg)               # first sight: stamp written
+    kernel_cache.purge_stale_cache(cache, pkg)               # first sight: stamp written
     kernel.write_text("")
-    assert not jitmod.purge_stale_cache(cache, pkg)    # nothing changed: kept
+    assert not kernel_cache.purge_stale_cache(cache, pkg)    # nothing changed: kept
     assert kernel.exists()
     (pkg / "blas.py").write_text("B = 2\n")          # a helper changed, conv.py did not
-    assert jitmod.purge_stale_cache(cache, pkg)
+    assert kernel_cache.purge_stale_cache(cache, pkg)
     assert not kernel.exists() and other.exists()
+
+
+def test_a_new_cache_directory_gets_its_stamp_at_once(tmp_path):
+    # A fresh $VGGJIT_HOME: the first process compiles into it, the second must load, not purge.
+    pkg, cache = tmp_path / "pkg", tmp_path / "home" / "numba" / "sub"
+    pkg.mkdir()
+    (pkg / "conv.py").write_text("A = 1\n")
+    assert not kernel_cache.purge_stale_cache(cache, pkg)        # first process: nothing yet
+    kernel = cache / "conv.conv2d_forward-120.py311.nbi"
+    kernel.write_text("")                                         # ... which it then compiles
+    assert not kernel_cache.purge_stale_cache(cache, pkg)        # second process: kept
+    assert kernel.exists()
 
 
 def test_read_only_package_caches_kernels_in_vggjit_home(tmp_path):
     # A copy of the package whose __pycache__ cannot be created (a file of that name is in the
     # way: this holds even for root, unlike file permissions).
     site = tmp_path / "site"
-    source = Path(jitmod.__file__).parent
+    source = Path(kernel_cache.__file__).parent
     shutil.copytree(source, site / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     (site / source.name / "__pycache__").write_text("not a directory")
     home = tmp_path / "home"
     script = textwrap.dedent("""
         import numpy as np
-        import vggjit_numba_cpu.jit as j
+        import vggjit_numba_cpu.kernel_cache as j
         from vggjit_numba_cpu import elementwise
         x = np.array([-1.0, 2.0], np.float32)
         y = np.empty_like(x)
@@ -610,3 +653,21 @@ def test_read_only_package_caches_kernels_in_vggjit_home(tmp_path):
     assert cache_dir == str(home / "numba")
     assert result == "[0.0, 2.0]"
     assert list((home / "numba").rglob("*relu_forward*.nbi")), "no cache index was written"
+
+
+def test_each_declared_variant_forces_its_path():
+    # The conformance suite runs every op under each variant of the driver's record; this is
+    # what makes those runs reach each path on its small shapes.
+    from vggjit_numba_cpu import VARIANTS
+
+    paths = {}
+    for name, options in VARIANTS.items():
+        driver = NumbaCpuDriver(**options)
+        paths[name] = (driver._forward_path(1, 3, 4, 9, 10, 3, 1, 1),
+                       driver._rows_dw(1, 4, 27, 9, 10))
+    assert paths["img2col"] == ("img2col", False)
+    assert paths["shifted"] == ("shifted", True)
+    assert paths["cout-split"] == ("cout-split", True)
+    assert paths["winograd"] == ("winograd", False)
+    # by default these small shapes take the shifted path and dw by channel blocks
+    assert NumbaCpuDriver()._forward_path(1, 3, 4, 9, 10, 3, 1, 1) == "shifted"

@@ -8,7 +8,7 @@ this module; :mod:`vggjit.contract` re-exports every name here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import pluggy
 
@@ -36,6 +36,11 @@ class DriverRecord:
     capabilities: a subset of :data:`CAPABILITIES`.
     unavailable_reason: ``None`` when the driver can run here, else why not (a missing library,
         no device). The plugin must compute this without failing: vggjit's import never breaks.
+    variants: named option sets, ``{variant: options}``, each a ``factory(**options)`` that must
+        give the default's results within the driver's tolerance (e.g. each forced code path
+        of a driver that picks its kernels by shape). The conformance suite runs every op under
+        the default and under each variant, so a path that the default reaches only on large
+        shapes is checked on small ones too.
     origin: filled in by the registry: the entry point and distribution it came from.
     """
 
@@ -45,6 +50,7 @@ class DriverRecord:
     factory: Callable[..., object]  # builds a vggjit.contract.Driver
     capabilities: frozenset[str] = frozenset({FORWARD, BACKWARD})
     unavailable_reason: str | None = None
+    variants: Mapping[str, Mapping[str, object]] = field(default_factory=dict, compare=False)
     origin: str = field(default="", compare=False)
 
     @property

@@ -22,8 +22,9 @@ are seen as ties and rounded away from zero; values beyond the range saturate to
 
 Parameter files use the lab's ``.npz`` format (``vgg19_quant_param_new.npz``): keys ``input``
 and ``filter``, each a flat array ``[pos0, scale0, pos1, scale1, ...]`` with one pair per conv /
-fc layer in network order (19 for VGG19: 16 conv + 3 fc; 16 for VGG16). vggjit also writes a ``layers`` key
-(the layer names) that readers of the lab format ignore; when present it is checked.
+fc layer in network order (19 for VGG19: 16 conv + 3 fc; 16 for VGG16). vggjit also writes a
+``layers`` key (the layer names) that readers of the lab format ignore; when present it is
+checked.
 """
 from __future__ import annotations
 
@@ -217,7 +218,8 @@ def _unpack(path: str, key: str, arr: np.ndarray) -> tuple[QuantParam, ...]:
 
 
 def load_quant(path, expected: int | None = None) -> QuantTable:
-    """Read a lab-format ``.npz``; ``expected``: the number of pairs required (19 for VGG19, 16 for VGG16)."""
+    """Read a lab-format ``.npz``; ``expected``: the number of pairs required (19 for VGG19,
+    16 for VGG16)."""
     name = os.fspath(path)
     input_file(name, "quantisation parameter file", QuantFileError,
                missing_hint=f"Make one with `vggjit quantize --weights W IMAGES... -o "

@@ -15,6 +15,19 @@ from vggjit.errors import DriverUnavailableError
 NAME = "numba-cpu"
 MIN_NUMBA = (0, 59)
 
+#: Option sets that must give the default's results (vggjit.contract.DriverRecord.variants):
+#: the first four force one convolution path wherever its geometry allows, so the conformance
+#: suite checks every path on its small shapes (the default dispatch reaches Winograd, the Cout
+#: split and dw by rows only on large ones); scipy-blas runs every GEMM on SciPy's BLAS, the
+#: fallback when NumPy's cannot be called directly (blas.py).
+VARIANTS = {
+    "img2col": {"conv_path": "img2col", "dw_path": "channels"},
+    "shifted": {"conv_path": "shifted", "dw_path": "rows"},
+    "cout-split": {"conv_path": "cout-split", "dw_path": "rows"},
+    "winograd": {"conv_path": "winograd", "dw_path": "channels"},
+    "scipy-blas": {"blas": "scipy"},
+}
+
 
 def _version_tuple(text: str) -> tuple[int, ...]:
     parts = []
@@ -56,4 +69,5 @@ def vggjit_drivers():
         factory=create,
         capabilities=frozenset({FORWARD, BACKWARD}),
         unavailable_reason=unavailable_reason(),
+        variants=VARIANTS,
     )]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .jit import jit
+from .kernel_cache import jit
 
 #: NumPy-BLAS symbols whose integer width is certain (64-bit), in order of preference.
 _ILP64_SYMBOLS = ("scipy_sgemm_64_", "sgemm_64_", "sgemm64_", "scipy_sgemm64_")
@@ -61,7 +62,16 @@ def address(a, offset):
     return a.ctypes.data + np.uint64(offset) * np.uint64(4)
 
 
-@jit(parallel=False)
+#: the ``blas`` tuple of Sgemm.kernel_args: (sgemm address, "NT" characters, (alpha, beta)
+#: constants, one row of integer scratch per worker)
+BLAS_ARGS = types.Tuple((types.uint64, types.uint8[::1], types.float32[::1],
+                         types.int64[:, ::1]))
+
+
+# One explicit signature: every call site converts its integers to it, so sgemm is compiled
+# once, not once per combination of int64 / uint64 arguments (14 of them, 8 s of a cold start).
+@jit(types.void(BLAS_ARGS, *([types.int64] * 6), types.uint64, types.int64, types.uint64,
+                types.int64, types.int64, types.uint64, types.int64), parallel=False)
 def sgemm(blas, worker, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """Row-major C[m, n] = op(A) op(B) + beta C with one single-threaded BLAS call.
 
@@ -98,9 +108,13 @@ class Sgemm:
     symbol: str
 
     def kernel_args(self, workers: int):
-        """The ``blas`` tuple a kernel passes to ``sgemm`` (fresh scratch per call)."""
+        """The ``blas`` tuple a kernel passes to ``sgemm`` (fresh scratch per call).
+
+        The integer scratch is int64 for both ABIs, so the kernels compile once for both: a
+        32-bit sgemm reads the low half of each int64, which on a little-endian machine is
+        the first four bytes, where it looks (find_sgemm refuses a big-endian one)."""
         return (np.uint64(self.address), _CHARS, _CONSTS,
-                np.zeros((max(1, workers), 8), self.int_dtype))
+                np.zeros((max(1, workers), 8), np.int64))
 
     def describe(self) -> str:
         bits = 64 if self.int_dtype == np.int64 else 32
@@ -157,6 +171,9 @@ def _scipy_sgemm() -> Sgemm:
     libs = _blas_libraries()
     mine = [lib.filepath for lib in libs if _inside(lib.filepath, scipy_dir)]
     library = mine[0] if mine else (libs[0].filepath if len(libs) == 1 else "")
+    if sys.byteorder != "little":     # see Sgemm.kernel_args
+        raise ValueError("SciPy's sgemm takes 32-bit integers, which this driver passes as "
+                         "the low half of 64-bit ones: big-endian machines are not supported")
     return Sgemm(pointer, np.int32, library, "scipy.linalg.cython_blas.sgemm")
 
 

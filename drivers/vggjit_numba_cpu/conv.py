@@ -6,11 +6,11 @@ output is the row-major matrix [Cout, Ho*Wo].
 
 Why tiles and not one big column matrix: the columns of a VGG layer are large (64 channels at
 224x224: 115 MB per image) and writing them to memory and reading them back costs about as much
-as the GEMM on this machine. So each Numba worker takes a few output rows of one image at a
+as the GEMM on this machine. So each worker takes a few output rows of one image at a
 time, builds just their columns in its own cache-sized buffer and multiplies them straight away
 with a single-threaded sgemm, writing into y in place. The GEMMs of different workers are
 independent, which scales better than one 2-thread GEMM, and BLAS's own thread pool never runs
-(see jit.py). The buffers come from the driver and are reused between calls; their size, and
+(see threads.py). The buffers come from the driver and are reused between calls; their size, and
 so the peak memory, is set by the driver's ``memory_bound_mb``.
 
 Kernels (the driver picks one per call, see the ``use_*`` rules at the bottom):
@@ -18,7 +18,8 @@ Kernels (the driver picks one per call, see the ``use_*`` rules at the bottom):
   conv2d_forward_s1    stride 1, Cout <= 128: K padded rows per input channel instead of K*K
                        shifted copies, read by K sgemm calls at offsets 0..K-1;
   conv2d_forward_cout  few output pixels (conv5 at batch 1): workers split Cout, not rows;
-  conv2d_backward      dx (sgemm + col2im) and/or dw, input channels split among workers;
+  input_grad           dx (sgemm + col2im), input channels split among workers;
+  weight_grad_channels dw, input channels split among workers;
   conv2d_weight_grad_rows + sum_partials_t   dw of small layers by row tiles.
 
 Race-freedom of the backward scatter (col2im): workers split the *input channels*, so each owns
@@ -32,10 +33,14 @@ the size of its work buffer first, since nothing is bounds-checked inside.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
-from .jit import jit
+from .kernel_cache import jit
+
+#: "no ReLU mask" for the kernels that take one: an empty array typed like a real mask, so one
+#: compiled kernel serves both cases.
+NO_MASK = np.empty((0, 0, 0, 0), np.float32)
 
 
 @jit(parallel=False)
@@ -47,7 +52,10 @@ def _valid_cols(off, stride, W, Wo):
     return min(lo, hi), hi
 
 
-@jit(parallel=False)
+# An explicit signature: the callers pass literal zeros for c0 or r0, and Numba would
+# otherwise compile a copy per combination of literal and variable arguments.
+@jit(types.void(types.float32[:, :, :, ::1], *([types.int64] * 9), types.float32[::1]),
+     parallel=False)
 def _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cols):
     """Columns of output rows [r0, r1) of image n, input channels [c0, c1).
 
@@ -136,12 +144,12 @@ def _relu_rows(yf, start, count, stride, length):
             yf[s + j] = 0.0 if v <= 0.0 else v
 
 
-@jit
-def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu):
+@jit(parallel=False)
+def conv2d_forward(t, x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu):
     """y = conv(x, w) + b (relu: max(that, 0)), tiled over output rows.
 
     x [N, Cin, H, W]; w2 [Cout, Cin*K*K]; b [Cout]; y [N, Cout, Ho, Wo] (overwritten);
-    rows: output rows per tile; workers: number of Numba workers (= tiles in flight);
+    rows: output rows per tile; workers: number of workers (= tiles in flight);
     cols: 1-D buffer of at least workers * Cin*K*K * rows*Wo floats (one tile per worker).
 
     Worker t takes tiles t, t + workers, ...; each tile: img2col into the worker's buffer,
@@ -160,64 +168,72 @@ def conv2d_forward(x, w2, b, K, stride, pad, rows, workers, cols, y, blas, relu)
         raise ValueError("conv2d_forward: work buffer too small")
     yf = y.reshape(-1)
     w2f = w2.reshape(-1)
-    for t in prange(workers):
-        buf = cols[t * per_worker:(t + 1) * per_worker]
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wo
-            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, buf)
-            base = n * Cout * HW + r0 * Wo
-            for co in range(Cout):
-                bias = b[co]
-                start = base + co * HW
-                for j in range(L):
-                    yf[start + j] = bias
-            sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
-                  address(cols, t * per_worker), L, 1, address(yf, base), HW)
-            if relu:
-                _relu_rows(yf, base, Cout, HW, L)
+    buf = cols[t * per_worker:(t + 1) * per_worker]
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wo
+        _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, buf)
+        base = n * Cout * HW + r0 * Wo
+        for co in range(Cout):
+            bias = b[co]
+            start = base + co * HW
+            for j in range(L):
+                yf[start + j] = bias
+        sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, Kd, address(w2f, 0), Kd,
+              address(cols, t * per_worker), L, 1, address(yf, base), HW)
+        if relu:
+            _relu_rows(yf, base, Cout, HW, L)
 
 
-@jit
-def conv2d_forward_cout(x, w2, b, K, stride, pad, bounds, workers, cols, y, blas, relu):
+@jit(parallel=False)
+def image_columns(t, x, n, K, stride, pad, Ho, Wo, workers, cols):
+    """Worker t's share of the img2col columns of image n: input channels t, t + workers, ...
+
+    x [N, Cin, H, W]; cols: 1-D, at least Cin*K*K * Ho*Wo floats, the whole image's column
+    matrix [Cin*K*K, Ho*Wo] (the first phase of the Cout split).
+    """
+    Cin = x.shape[1]
+    KK = K * K
+    HW = Ho * Wo
+    if cols.shape[0] < Cin * KK * HW:
+        raise ValueError("image_columns: work buffer too small")
+    for c in range(t, Cin, workers):
+        _img2col(x, n, c, c + 1, 0, Ho, K, stride, pad, Wo, cols[c * KK * HW:(c + 1) * KK * HW])
+
+
+@jit(parallel=False)
+def conv2d_forward_cout(t, n, w2, b, bounds, workers, cols, y, blas, relu):
     """Forward for layers with few output pixels (VGG's conv5 at 14x14): split Cout, not rows.
 
     Split by rows, each worker's sgemm would get ~100 columns and would re-pack all of w2
     (9.4 MB at 512x4608) for them; split by output channels, each worker packs only its share
-    of w2 and multiplies it with all Ho*Wo columns. Per image: the workers build the image's
-    columns together (input channels split), then worker t computes
-    y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks.
-    bounds: int64 [nblocks + 1] output-channel boundaries; cols: Cin*K*K * Ho*Wo floats;
-    relu: max(y, 0) on each block right after its sgemm.
+    of w2 and multiplies it with all Ho*Wo columns. Per image n: the workers first build the
+    image's columns together (image_columns), then worker t computes
+    y[n, co0:co1] = b[co0:co1] + w2[co0:co1] @ cols for its blocks t, t + workers, ...
+    w2 [Cout, Cin*K*K]; bounds: int64 [nblocks + 1] output-channel boundaries; cols: the
+    image's columns, Cin*K*K * Ho*Wo floats; y [N, Cout, Ho, Wo]; relu: max(y, 0) on each
+    block right after its sgemm.
     """
-    N, Cin = x.shape[0], x.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
-    Ho, Wo = y.shape[2], y.shape[3]
-    HW = Ho * Wo
-    KK = K * K
+    HW = y.shape[2] * y.shape[3]
     nblocks = bounds.shape[0] - 1
     if cols.shape[0] < Kd * HW:
         raise ValueError("conv2d_forward_cout: work buffer too small")
     yf = y.reshape(-1)
     w2f = w2.reshape(-1)
-    for n in range(N):
-        for c in prange(Cin):
-            _img2col(x, n, c, c + 1, 0, Ho, K, stride, pad, Wo,
-                     cols[c * KK * HW:(c + 1) * KK * HW])
-        for t in prange(workers):
-            for blk in range(t, nblocks, workers):
-                co0, co1 = bounds[blk], bounds[blk + 1]
-                for co in range(co0, co1):
-                    bias = b[co]
-                    start = np.uint64(n * Cout * HW + co * HW)
-                    for j in range(np.uint64(HW)):
-                        yf[start + j] = bias
-                sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
-                      address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
-                if relu:
-                    _relu_rows(yf, n * Cout * HW + co0 * HW, 1, 0, (co1 - co0) * HW)
+    for blk in range(t, nblocks, workers):
+        co0, co1 = bounds[blk], bounds[blk + 1]
+        for co in range(co0, co1):
+            bias = b[co]
+            start = np.uint64(n * Cout * HW + co * HW)
+            for j in range(np.uint64(HW)):
+                yf[start + j] = bias
+        sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, HW, Kd, address(w2f, co0 * Kd), Kd,
+              address(cols, 0), HW, 1, address(yf, n * Cout * HW + co0 * HW), HW)
+        if relu:
+            _relu_rows(yf, n * Cout * HW + co0 * HW, 1, 0, (co1 - co0) * HW)
 
 
 @jit(parallel=False)
@@ -255,8 +271,8 @@ def _padded_rows(x, n, r0, r1, K, pad, Lb, rows3):
                 rows3[tail + u] = 0.0
 
 
-@jit
-def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
+@jit(parallel=False)
+def conv2d_forward_s1(t, x, wk, b, K, pad, rows, workers, work, y, blas, relu):
     """Stride-1 convolution without the K-fold img2col copy (the "shifted rows" form).
 
     x [N, Cin, H, W]; wk [K, Cout, Cin*K]: wk[kw, co, c*K + kh] = w[co, c, kh, kw] (the caller
@@ -283,54 +299,39 @@ def conv2d_forward_s1(x, wk, b, K, pad, rows, workers, work, y, blas, relu):
     wkf = wk.reshape(-1)
     yf = y.reshape(-1)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)   # the ReLU as a clamp (NaN stays)
-    for t in prange(workers):
-        start = t * per_worker
-        tile_out = start + CK * Lb
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wp
-            _padded_rows(x, n, r0, r1, K, pad, Lb, work[start:start + CK * Lb])
-            for kw in range(K):
-                sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, CK, address(wkf, kw * Cout * CK), CK,
-                      address(work, start + kw), Lb, 0 if kw == 0 else 1,
-                      address(work, tile_out), L)
-            for co in range(Cout):
-                bias = b[co]
-                src = np.uint64(tile_out + co * L)
-                dst = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
-                for r in range(r1 - r0):
-                    s = src + np.uint64(r * Wp)
-                    d = dst + np.uint64(r * Wo)
-                    for j in range(np.uint64(Wo)):
-                        v = work[s + j] + bias
-                        yf[d + j] = floor if v <= floor else v
+    start = t * per_worker
+    tile_out = start + CK * Lb
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wp
+        _padded_rows(x, n, r0, r1, K, pad, Lb, work[start:start + CK * Lb])
+        for kw in range(K):
+            sgemm(blas, t, TRANS_N, TRANS_N, Cout, L, CK, address(wkf, kw * Cout * CK), CK,
+                  address(work, start + kw), Lb, 0 if kw == 0 else 1,
+                  address(work, tile_out), L)
+        for co in range(Cout):
+            bias = b[co]
+            src = np.uint64(tile_out + co * L)
+            dst = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+            for r in range(r1 - r0):
+                s = src + np.uint64(r * Wp)
+                d = dst + np.uint64(r * Wo)
+                for j in range(np.uint64(Wo)):
+                    v = work[s + j] + bias
+                    yf[d + j] = floor if v <= floor else v
 
 
 # -- backward ----------------------------------------------------------------------------------
-@jit
-def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, need_dw,
-                    cols, dcols, dx, dw, blas, mask):
-    """dx and/or dw of a convolution, the input channels split among workers.
+def _widest(bounds) -> int:
+    return int(np.diff(bounds).max())
 
-    dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; w2 [Cout, Cin*K*K];
-    bounds: int64 [nblocks + 1], channel-block boundaries (block i = channels bounds[i]..);
-    worker t takes blocks t, t + workers, ...;
-    cols, dcols: 1-D buffers of workers * (max block channels)*K*K * rows*Wo floats (cols
-    only read when need_dw, the dcols part only when need_dx), and dcols then holds every
-    worker's staged dy tile (workers * Cout * rows*Wo floats more);
-    dx [N, Cin, H, W] and dw [Cout, Cin*K*K]: written (zeroed here by their owner first).
 
-    Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
-      dw:  dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m]   (sgemm, beta = 1)
-      dx:  dcols [m, L] = w2[:, c0*KK:c1*KK]^T @ dy_tile, then col2im into dx[n, c0:c1]
-    dy_tile is first copied to a compact buffer (see _stage_dy), through the ReLU's output
-    ``mask`` when that is not empty (the fused ReLU backward: 0 where mask <= 0; only with
-    need_dw False, since db would need the masked dy too). Nothing is computed for an output
-    that is not needed.
-    """
-    N = x.shape[0]
+@jit(parallel=False)
+def _input_grad(t, dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas, mask):
+    """dx of a convolution, the input channels split among workers (see input_grad)."""
+    N, C = dx.shape[0], dx.shape[1]
     Cout, Kd = w2.shape[0], w2.shape[1]
     Ho, Wo = dy.shape[2], dy.shape[3]
     KK = K * K
@@ -338,50 +339,114 @@ def conv2d_backward(dy, x, w2, K, stride, pad, rows, bounds, workers, need_dx, n
     widest = 0
     for i in range(nblocks):
         widest = max(widest, bounds[i + 1] - bounds[i])
-    per_worker = widest * KK * rows * Wo
-    staged = workers * per_worker if need_dx else 0
-    if dcols.shape[0] < staged + workers * Cout * rows * Wo or (
-            need_dw and cols.shape[0] < workers * per_worker) or (
-            mask.size and (need_dw or mask.size != dy.size)):
-        raise ValueError("conv2d_backward: work buffer too small")
+    per_worker = (widest * KK + Cout) * rows * Wo
+    if work.shape[0] < workers * per_worker or (mask.size and mask.size != dy.size):
+        raise ValueError("conv2d input_grad: work buffer too small or mask not shaped like dy")
     w2f = w2.reshape(-1)
-    dwf = dw.reshape(-1)
-    for t in prange(workers):
-        cbuf = cols[t * per_worker:(t + 1) * per_worker] if need_dw else cols
-        dbuf = dcols[t * per_worker:(t + 1) * per_worker]
-        ds = staged + t * Cout * rows * Wo
-        for blk in range(t, nblocks, workers):
-            c0, c1 = bounds[blk], bounds[blk + 1]
-            m = (c1 - c0) * KK
-            if need_dx:
-                for n in range(N):
-                    dx[n, c0:c1] = 0.0
-            if need_dw:
-                for co in range(Cout):
-                    dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
-            for n in range(N):
-                for r0 in range(0, Ho, rows):
-                    r1 = min(r0 + rows, Ho)
-                    L = (r1 - r0) * Wo
-                    _stage_dy(dy, n, r0, r1, Wo, dcols[ds:ds + Cout * L], mask)
-                    dyt = address(dcols, ds)
-                    if need_dw:
-                        _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cbuf)
-                        sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, dyt, L,
-                              address(cols, t * per_worker), L, 1, address(dwf, c0 * KK), Kd)
-                    if need_dx:
-                        sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
-                              dyt, L, 0, address(dcols, t * per_worker), L)
-                        _col2im(dbuf, n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+    cs = t * per_worker                       # dcols [m, L], then the staged dy [Cout, L]
+    ds = cs + widest * KK * rows * Wo
+    for blk in range(t, nblocks, workers):
+        c0, c1 = bounds[blk], bounds[blk + 1]
+        m = (c1 - c0) * KK
+        for n in range(N):
+            dx[n, c0:c1] = 0.0
+        for n in range(N):
+            for r0 in range(0, Ho, rows):
+                r1 = min(r0 + rows, Ho)
+                L = (r1 - r0) * Wo
+                if mask.size:
+                    _stage_dy_masked(dy, n, r0, r1, Wo, work[ds:ds + Cout * L], mask)
+                else:
+                    _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                sgemm(blas, t, TRANS_T, TRANS_N, m, L, Cout, address(w2f, c0 * KK), Kd,
+                      address(work, ds), L, 0, address(work, cs), L)
+                _col2im(work[cs:ds], n, c0, c1, r0, r1, K, stride, pad, Wo, dx)
+
+
+def input_grad(t, dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
+               relu_out=None):
+    """Worker t's share of dx [N, Cin, H, W] (overwritten) of a convolution: the input
+    channels are split among the workers.
+
+    dy [N, Cout, Ho, Wo]; w2 [Cout, Cin*K*K]; bounds: int64 [nblocks + 1] channel-block
+    boundaries, worker t takes blocks t, t + workers, ...; work: 1-D, per worker
+    (widest block * K*K + Cout) * rows*Wo floats (input_grad_floats); relu_out: None, or the
+    output of the ReLU fused into this convolution (shaped like dy): dy is then read as 0
+    where relu_out <= 0, the ReLU's backward without a masked copy of dy.
+
+    Per tile of output rows of image n, for the worker's channels [c0, c1) (m = (c1-c0)*K*K):
+    dy_tile is copied to a compact buffer (_stage_dy), dcols [m, L] = w2[:, c0*KK:c1*KK]^T @
+    dy_tile, then col2im into dx[n, c0:c1]; the worker owns those channels of dx outright.
+    """
+    _input_grad(t, dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
+                NO_MASK if relu_out is None else relu_out)
+
+
+def input_grad_floats(cout: int, k: int, wo: int, rows: int, bounds, workers: int) -> int:
+    """Work floats of input_grad."""
+    return workers * (_widest(bounds) * k * k + cout) * rows * wo
 
 
 @jit(parallel=False)
-def _stage_dy(dy, n, r0, r1, Wo, out, mask):
+def weight_grad_channels(t, dy, x, K, stride, pad, rows, bounds, workers, work, dw, blas):
+    """Worker t's share of dw [Cout, Cin*K*K] (overwritten) by channel blocks: worker t owns the
+    columns of its input channels [c0, c1), so no partial sums are needed.
+
+    dy [N, Cout, Ho, Wo]; x [N, Cin, H, W]; bounds, workers as in input_grad; work: 1-D, per
+    worker (widest block * K*K + Cout) * rows*Wo floats (input_grad_floats). Per tile of
+    output rows of image n: img2col of the worker's channels, then
+    dw[:, c0*KK:c1*KK] += dy_tile [Cout, L] @ cols^T [L, m] (sgemm, beta = 1).
+    """
+    N = x.shape[0]
+    Cout, Kd = dw.shape[0], dw.shape[1]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    KK = K * K
+    nblocks = bounds.shape[0] - 1
+    widest = 0
+    for i in range(nblocks):
+        widest = max(widest, bounds[i + 1] - bounds[i])
+    per_worker = (widest * KK + Cout) * rows * Wo
+    if work.shape[0] < workers * per_worker:
+        raise ValueError("conv2d weight_grad_channels: work buffer too small")
+    dwf = dw.reshape(-1)
+    cs = t * per_worker                       # cols [m, L], then the staged dy [Cout, L]
+    ds = cs + widest * KK * rows * Wo
+    for blk in range(t, nblocks, workers):
+        c0, c1 = bounds[blk], bounds[blk + 1]
+        m = (c1 - c0) * KK
+        for co in range(Cout):
+            dwf[co * Kd + c0 * KK:co * Kd + c1 * KK] = 0.0
+        for n in range(N):
+            for r0 in range(0, Ho, rows):
+                r1 = min(r0 + rows, Ho)
+                L = (r1 - r0) * Wo
+                _stage_dy(dy, n, r0, r1, Wo, work[ds:ds + Cout * L])
+                _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, work[cs:ds])
+                sgemm(blas, t, TRANS_N, TRANS_T, Cout, m, L, address(work, ds), L,
+                      address(work, cs), L, 1, address(dwf, c0 * KK), Kd)
+
+
+@jit(parallel=False)
+def _stage_dy(dy, n, r0, r1, Wo, out):
     """Copy the tile of dy [N, Cout, Ho, Wo] for output rows [r0, r1) of image n into out
     (1-D, used as [Cout, (r1-r0)*Wo]). The sgemm then reads a compact matrix instead of one
     with leading dimension Ho*Wo: at 224x224 that stride is 49 * 4 KiB, every row of the tile
-    maps to the same L1 sets, and the sgemm reading it in place ran at half speed.
-    mask: empty, or shaped like dy: dy is copied as 0 where mask <= 0 (the ReLU backward)."""
+    maps to the same L1 sets, and the sgemm reading it in place ran at half speed."""
+    Cout = dy.shape[1]
+    HW = dy.shape[2] * dy.shape[3]
+    L = (r1 - r0) * Wo
+    dyf = dy.reshape(-1)
+    for co in range(Cout):
+        src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
+        dst = np.uint64(co * L)
+        for j in range(np.uint64(L)):
+            out[dst + j] = dyf[src + j]
+
+
+@jit(parallel=False)
+def _stage_dy_masked(dy, n, r0, r1, Wo, out, mask):
+    """_stage_dy through the ReLU's output ``mask`` (shaped like dy): dy is copied as 0 where
+    mask <= 0 (or NaN), the ReLU's backward."""
     Cout = dy.shape[1]
     HW = dy.shape[2] * dy.shape[3]
     L = (r1 - r0) * Wo
@@ -390,13 +455,9 @@ def _stage_dy(dy, n, r0, r1, Wo, out, mask):
     for co in range(Cout):
         src = np.uint64(n * Cout * HW + co * HW + r0 * Wo)
         dst = np.uint64(co * L)
-        if mask.size > 0:
-            for j in range(np.uint64(L)):
-                v = dyf[src + j]     # loaded unconditionally: a select, not a branch
-                out[dst + j] = v if mf[src + j] > 0.0 else 0.0
-        else:
-            for j in range(np.uint64(L)):
-                out[dst + j] = dyf[src + j]
+        for j in range(np.uint64(L)):
+            v = dyf[src + j]     # loaded unconditionally: a select, not a branch
+            out[dst + j] = v if mf[src + j] > 0.0 else 0.0
 
 
 @jit(parallel=False)
@@ -418,8 +479,8 @@ def _stage_dy_and_sum(dy, n, r0, r1, Wo, out, db_row):
         db_row[co] += s
 
 
-@jit
-def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial, db_partial,
+@jit(parallel=False)
+def conv2d_weight_grad_rows(t, dy, x, K, stride, pad, rows, workers, cols, partial, db_partial,
                             blas):
     """dw by row tiles: worker t sums (dy_tile @ cols_tile^T)^T over its tiles into partial[t].
 
@@ -441,23 +502,22 @@ def conv2d_weight_grad_rows(dy, x, K, stride, pad, rows, workers, cols, partial,
     if cols.shape[0] < workers * per_worker:
         raise ValueError("conv2d_weight_grad_rows: work buffer too small")
     pf = partial.reshape(-1)
-    for t in prange(workers):
-        start = t * per_worker
-        dys = start + Kd * rows * Wo
-        db_partial[t, :] = 0.0
-        first = True
-        for tile in range(t, ntiles, workers):
-            n = tile // per_image
-            r0 = (tile % per_image) * rows
-            r1 = min(r0 + rows, Ho)
-            L = (r1 - r0) * Wo
-            _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
-            _stage_dy_and_sum(dy, n, r0, r1, Wo, cols[dys:start + per_worker], db_partial[t])
-            sgemm(blas, t, TRANS_N, TRANS_T, Kd, Cout, L, address(cols, start), L,
-                  address(cols, dys), L, 0 if first else 1, address(pf, t * Cout * Kd), Cout)
-            first = False
-        if first:                        # more workers than tiles: contribute zeros
-            pf[t * Cout * Kd:(t + 1) * Cout * Kd] = 0.0
+    start = t * per_worker
+    dys = start + Kd * rows * Wo
+    db_partial[t, :] = 0.0
+    first = True
+    for tile in range(t, ntiles, workers):
+        n = tile // per_image
+        r0 = (tile % per_image) * rows
+        r1 = min(r0 + rows, Ho)
+        L = (r1 - r0) * Wo
+        _img2col(x, n, 0, Cin, r0, r1, K, stride, pad, Wo, cols[start:dys])
+        _stage_dy_and_sum(dy, n, r0, r1, Wo, cols[dys:start + per_worker], db_partial[t])
+        sgemm(blas, t, TRANS_N, TRANS_T, Kd, Cout, L, address(cols, start), L,
+              address(cols, dys), L, 0 if first else 1, address(pf, t * Cout * Kd), Cout)
+        first = False
+    if first:                        # more workers than tiles: contribute zeros
+        pf[t * Cout * Kd:(t + 1) * Cout * Kd] = 0.0
 
 
 @jit
@@ -493,10 +553,6 @@ def bias_grad(dy, db):
 # -- tile planning (plain Python) ----------------------------------------------------------------
 #: fewest output columns per tile: below this each sgemm call is too short to run at speed.
 MIN_TILE_COLS = 256
-
-def output_size(size: int, k: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - k) // stride + 1
-
 
 def plan_forward(ho: int, wo: int, kd: int, workers: int, n: int, tile_bytes: int,
                  bound_bytes: int) -> int:
@@ -587,19 +643,19 @@ def balanced_rows(ho: int, rows: int, n: int, workers: int) -> int:
     return best
 
 
-def plan_backward(cin: int, k: int, ho: int, wo: int, workers: int, tile_bytes: int,
-                  bound_bytes: int, buffers: int, cout: int = 0) -> tuple[np.ndarray, int]:
-    """Channel blocks (boundaries, int64) and output rows per tile for the backward pass.
+def plan_backward(cin: int, k: int, ho: int, wo: int, cout: int, workers: int,
+                  tile_bytes: int, bound_bytes: int) -> tuple[np.ndarray, int]:
+    """Channel blocks (boundaries, int64) and output rows per tile of input_grad and
+    weight_grad_channels.
 
     Blocks: as many as workers (equal widths when cin divides), more when one block's tile of
-    one output row would not fit the bound. ``buffers``: how many tile buffers each worker needs
-    (1 for dx or dw only, 2 for both); ``cout``: floats per output column of the staged dy
-    tile.
+    one output row (its columns and the staged dy, ``cout`` floats per output column) would
+    not fit the bound.
     """
     blocks = min(cin, workers)
     while True:
         width = -(-cin // blocks)
-        row_bytes = (width * k * k * buffers + cout) * wo * 4
+        row_bytes = (width * k * k + cout) * wo * 4
         if workers * row_bytes <= bound_bytes or width == 1:
             break
         blocks = min(cin, blocks + workers)

@@ -2,30 +2,39 @@
 
 The base class has already checked every argument and made arrays float32 and C-contiguous;
 this class plans tiles, hands out reusable buffers and runs each kernel under the thread plan
-(jit.ThreadPlan: Numba's workers, BLAS held at one thread inside them, one kernel at a time).
+(threads.ThreadPlan: the worker threads, BLAS held at one thread inside them, one kernel at a
+time).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from vggjit.checks import conv_output_length
 from vggjit.contract import BACKWARD, FORWARD, Driver
 from vggjit.errors import InputError
 
-from . import conv, elementwise, gram, linear, pool
+from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from .blas import find_sgemm
-from .jit import CACHE, ThreadPlan
+from .kernel_cache import CACHE
+from .threads import ThreadPlan
 
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
 #: per core here, and OpenBLAS needs room for its packed panels beside it).
 DEFAULT_TILE_KB = 1024
+
+#: values of the conv_path and dw_path options (see NumbaCpuDriver)
+CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd")
+DW_PATHS = ("auto", "rows", "channels")
 
 
 class NumbaCpuDriver(Driver):
     """img2col + sgemm convolutions and parallel Numba kernels for everything else.
 
     Options (``vggjit.get_driver("numba-cpu", **options)``):
-      threads: Numba workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
+      threads: workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
           cores); BLAS runs single-threaded inside each worker.
       memory_bound_mb: upper bound of the convolution's working buffers (default 128 MB); the
           tiles shrink to fit, down to one output row per worker.
@@ -35,13 +44,28 @@ class NumbaCpuDriver(Driver):
       winograd: 3x3 stride-1 pad-1 convolutions (forward and backward dx) by Winograd
           F(2x2, 3x3) where it measured faster (default True; False: img2col paths only, for
           comparison; see winograd.py).
+      conv_path: "auto" (default: each convolution takes the path that measured fastest for
+          its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
+          wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,
+          K > 1), "cout-split", "winograd" (3x3 stride 1 pad 1, forward and backward dx).
+          Forcing is for checking and timing each path (the record's conformance variants,
+          see __init__.py); every path gives the same results within float32 rounding.
+      dw_path: "auto" (default), "rows" or "channels": how the weight gradient is split among
+          the workers (conv.conv2d_weight_grad_rows or conv.weight_grad_channels).
     """
 
     name = "numba-cpu"
     capabilities = frozenset({FORWARD, BACKWARD})
 
     def __init__(self, threads: int | None = None, memory_bound_mb: float = 128,
-                 tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto", winograd: bool = True):
+                 tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto", winograd: bool = True,
+                 conv_path: str = "auto", dw_path: str = "auto"):
+        if conv_path not in CONV_PATHS:
+            raise InputError(f"conv_path must be one of {', '.join(CONV_PATHS)}; "
+                             f"got {conv_path!r}")
+        if dw_path not in DW_PATHS:
+            raise InputError(f"dw_path must be one of {', '.join(DW_PATHS)}; got {dw_path!r}")
+        self.conv_path, self.dw_path = conv_path, dw_path
         if memory_bound_mb <= 0:
             raise InputError(f"memory_bound_mb must be positive, got {memory_bound_mb!r}")
         if tile_kb <= 0:
@@ -68,7 +92,9 @@ class NumbaCpuDriver(Driver):
         info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20,
                     tile_kb=self.tile_bytes // 1024,
                     workspace_mb=round(self.workspace_bytes / 2**20, 1),
-                    cache_enabled=CACHE.enabled, winograd=self.winograd)
+                    cache=CACHE.directory or "disabled", cache_reason=CACHE.reason,
+                    cache_enabled=CACHE.enabled, winograd=self.winograd,
+                    conv_path=self.conv_path, dw_path=self.dw_path)
         return info
 
     def _workspace(self, size: int) -> np.ndarray:
@@ -95,34 +121,65 @@ class NumbaCpuDriver(Driver):
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
 
-        The base class runs every op once on tiny shapes; those all take the stride-1 and
-        channel-split paths, so the other paths get a call of their own here: the general
-        img2col forward (stride 2, few channels), the output-channel split (few output pixels,
-        64 channels), dw by row tiles (32x32 output), the general max pooling (3x3) and the
-        sgemm linear (a batch above linear.STREAM_MAX_BATCH).
+        The base class runs every op once on tiny shapes; then each convolution path is forced
+        in turn (whatever this machine's thread count would pick) for a forward with the fused
+        ReLU, dx through a ReLU's output and dw both ways, and the general max pooling (3x3)
+        and the sgemm linear (a batch above linear.STREAM_MAX_BATCH) get a call of their own.
         """
         super().warmup()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
-        self.conv2d(x, rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
-                    np.zeros(3, np.float32), 2, 1)
-        self.conv2d(x, rng.standard_normal((64, 2, 3, 3)).astype(np.float32),
-                    np.zeros(64, np.float32), 2, 1)
-        big = rng.standard_normal((1, 1, 32, 32)).astype(np.float32)
-        w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
-        self.conv2d_backward(self.conv2d(big, w, np.zeros(2, np.float32), 1, 1), big, w, 1, 1)
+        w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+        b = np.zeros(3, np.float32)
+        saved = self.conv_path, self.dw_path
+        try:
+            for path in CONV_PATHS[1:] if self.winograd else CONV_PATHS[1:-1]:
+                self.conv_path = path
+                y = self.conv2d(x, w, b, 1, 1, relu=True)
+                self.conv2d_backward(y, x, w, 1, 1, need_dw=False, relu_out=y)
+            self.conv_path = "auto"
+            for dw_path in DW_PATHS[1:]:
+                self.dw_path = dw_path
+                self.conv2d_backward(y, x, w, 1, 1, need_dx=False)
+        finally:
+            self.conv_path, self.dw_path = saved
         y, switches = self.max_pool2d(x, 3, 3)            # the general pooling kernels
         self.max_pool2d_backward(y, switches, x.shape)
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
-        if self.winograd:                  # whatever the dispatch rule picks for tiny shapes
-            y = self._winograd(big, w, np.zeros(2, np.float32), False)
-            self._winograd(y, w, np.zeros(1, np.float32), True)
 
     def _use_winograd(self, n, cin, cout, h, wd, k, stride, pad) -> bool:
-        """Winograd for this convolution? Only 3x3 s1 p1, and only where it measured faster."""
-        return (self.winograd and wino.applies(k, stride, pad)
-                and wino.use_winograd(n, cin, cout, h, wd, self.threads))
+        """Winograd for this convolution? Only 3x3 s1 p1, and (conv_path "auto") only where
+        it measured faster."""
+        if not (self.winograd and wino.applies(k, stride, pad)):
+            return False
+        if self.conv_path != "auto":
+            return self.conv_path == "winograd"
+        return wino.use_winograd(n, cin, cout, h, wd, self.threads)
+
+    def _forward_path(self, n, cin, cout, h, wd, k, stride, pad) -> str:
+        """"winograd", "shifted", "cout-split" or "img2col" for this convolution: the forced
+        path where its geometry allows it, else the measured rule."""
+        ho = conv_output_length(h, k, stride, pad)
+        wo = conv_output_length(wd, k, stride, pad)
+        if self._use_winograd(n, cin, cout, h, wd, k, stride, pad):
+            return "winograd"
+        forced = self.conv_path
+        if forced == "shifted" or (forced == "auto" and conv.use_shifted(stride, k, cout)):
+            if stride == 1 and k > 1:
+                return "shifted"
+        fits = 4 * cin * k * k * ho * wo <= self.memory_bound     # the split's one column matrix
+        if forced == "cout-split" or (forced == "auto" and conv.use_cout_split(
+                n, ho, wo, cout, cin * k * k, self.threads, self.memory_bound)):
+            if fits:
+                return "cout-split"
+        return "img2col"
+
+    def _rows_dw(self, n, cout, kd, ho, wo) -> bool:
+        """dw by row tiles (else by channel blocks)?"""
+        if self.dw_path != "auto":
+            return self.dw_path == "rows"
+        return conv.use_rows_dw(cout, kd, n, ho, wo)
 
     def _winograd(self, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd F(2x2, 3x3); flip=True convolves
@@ -138,9 +195,9 @@ class NumbaCpuDriver(Driver):
         work = self._workspace(workers * wino.chunk_floats(cin, cout, wd, rows))
         with self._plan.kernels():
             u = self._transforms.get(w)   # one transform serves forward and dx (flip)
-            wino.winograd_forward(x, u, b, rows, workers, work, y,
-                                  self._sgemm.kernel_args(workers), flip, relu,
-                                  _EMPTY4 if mask is None else mask)
+        self._plan.run(wino.winograd_forward, workers, x, u, b, rows, workers, work, y,
+                       self._sgemm.kernel_args(workers), flip, relu,
+                       conv.NO_MASK if mask is None else mask)
         return y
 
     # -- convolution --------------------------------------------------------------------------
@@ -155,37 +212,38 @@ class NumbaCpuDriver(Driver):
         written, so the fused op costs no pass over y and no second array."""
         n, cin, h, wd = x.shape
         cout, _, k, _ = w.shape
-        ho, wo = conv.output_size(h, k, stride, pad), conv.output_size(wd, k, stride, pad)
+        ho, wo = conv_output_length(h, k, stride, pad), conv_output_length(wd, k, stride, pad)
         kd = cin * k * k
-        if self._use_winograd(n, cin, cout, h, wd, k, stride, pad):
+        path = self._forward_path(n, cin, cout, h, wd, k, stride, pad)
+        if path == "winograd":
             return self._winograd(x, w, b, False, relu)
         y = np.empty((n, cout, ho, wo), np.float32)
-        if conv.use_shifted(stride, k, cout):
+        if path == "shifted":
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
                                              self.tile_bytes, self.memory_bound)
             workers = max(1, min(self.threads, n * -(-ho // rows)))
             work = self._workspace(workers * conv.shifted_tile(cin, cout, k, wd, pad, rows))
             # wk[kw, co, c*K + kh] = w[co, c, kh, kw]: one small copy per call (Cout <= 128)
             wk = np.ascontiguousarray(w.transpose(3, 0, 1, 2)).reshape(k, cout, cin * k)
-            with self._plan.kernels():
-                conv.conv2d_forward_s1(x, wk, b, k, pad, rows, workers, work, y,
-                                       self._sgemm.kernel_args(workers), relu)
+            self._plan.run(conv.conv2d_forward_s1, workers, x, wk, b, k, pad, rows, workers,
+                           work, y, self._sgemm.kernel_args(workers), relu)
             return y
-        if conv.use_cout_split(n, ho, wo, cout, kd, self.threads, self.memory_bound):
+        if path == "cout-split":
             bounds = conv.channel_blocks(cout, self.threads)
             workers = min(self.threads, len(bounds) - 1)
             cols = self._workspace(kd * ho * wo)
-            with self._plan.kernels():
-                conv.conv2d_forward_cout(x, w.reshape(cout, kd), b, k, stride, pad, bounds,
-                                         workers, cols, y, self._sgemm.kernel_args(workers),
-                                         relu)
+            blas = self._sgemm.kernel_args(workers)
+            for i in range(n):      # all workers build image i's columns, then split Cout
+                self._plan.run(conv.image_columns, workers, x, i, k, stride, pad, ho, wo,
+                               workers, cols)
+                self._plan.run(conv.conv2d_forward_cout, workers, i, w.reshape(cout, kd), b,
+                               bounds, workers, cols, y, blas, relu)
             return y
         rows = conv.plan_forward(ho, wo, kd, self.threads, n, self.tile_bytes, self.memory_bound)
         workers = max(1, min(self.threads, n * -(-ho // rows)))
         cols = self._workspace(workers * kd * rows * wo)
-        with self._plan.kernels():
-            conv.conv2d_forward(x, w.reshape(cout, kd), b, k, stride, pad, rows, workers, cols, y,
-                                self._sgemm.kernel_args(workers), relu)
+        self._plan.run(conv.conv2d_forward, workers, x, w.reshape(cout, kd), b, k, stride, pad,
+                       rows, workers, cols, y, self._sgemm.kernel_args(workers), relu)
         return y
 
     def _conv2d_relu_backward(self, dy, relu_out, x, w, stride, pad, need_dx, need_dw):
@@ -194,9 +252,11 @@ class NumbaCpuDriver(Driver):
         if need_dw or not need_dx:
             return super()._conv2d_relu_backward(dy, relu_out, x, w, stride, pad, need_dx,
                                                  need_dw)
-        return self._conv2d_backward(dy, x, w, stride, pad, True, False, relu_out)
+        return self._conv2d_backward(dy, x, w, stride, pad, True, False, relu_out=relu_out)
 
-    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw, mask=None):
+    def _conv2d_backward(self, dy, x, w, stride, pad, need_dx, need_dw, relu_out=None):
+        """relu_out: None, or the output of the ReLU fused into this convolution; dy is then
+        read as 0 where it is <= 0 (dx only: db would need the masked dy too)."""
         n, cin, h, wd = x.shape
         cout, _, k, _ = w.shape
         ho, wo = dy.shape[2], dy.shape[3]
@@ -206,7 +266,7 @@ class NumbaCpuDriver(Driver):
         dx = dw = db = None
         if need_dx and self._use_winograd(n, cout, cin, ho, wo, k, stride, pad):
             # dx = conv3x3(dy, w flipped and transposed): a forward convolution, see winograd.py
-            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True, mask=mask)
+            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True, mask=relu_out)
             need_dx = False
             if not need_dw:
                 return dx, None, None
@@ -214,8 +274,8 @@ class NumbaCpuDriver(Driver):
             dw = np.empty((cout, kd), np.float32)
             db = np.empty(cout, np.float32)
         # dw of a small layer: by row tiles with one partial per worker (see
-        # conv.conv2d_weight_grad_rows); else together with dx by channel blocks.
-        rows_dw = need_dw and conv.use_rows_dw(cout, kd, n, ho, wo)
+        # conv.conv2d_weight_grad_rows); else by channel blocks.
+        rows_dw = need_dw and self._rows_dw(n, cout, kd, ho, wo)
         if rows_dw:
             rows = conv.plan_forward(ho, wo, kd + cout, self.threads, n, self.tile_bytes,
                                      max(1, self.memory_bound - 4 * self.threads * cout * kd))
@@ -224,38 +284,34 @@ class NumbaCpuDriver(Driver):
             work = self._workspace(tile + workers * cout * kd)
             partial = work[tile:tile + workers * cout * kd].reshape(workers, kd, cout)
             db_partial = np.empty((workers, cout), np.float64)
+            self._plan.run(conv.conv2d_weight_grad_rows, workers, dy, x, k, stride, pad, rows,
+                           workers, work[:tile], partial, db_partial,
+                           self._sgemm.kernel_args(workers))
             with self._plan.kernels():
-                conv.conv2d_weight_grad_rows(dy, x, k, stride, pad, rows, workers, work[:tile],
-                                             partial, db_partial,
-                                             self._sgemm.kernel_args(workers))
                 conv.sum_partials_t(partial, dw)
             db[:] = db_partial.sum(axis=0)
-        channel_dw = need_dw and not rows_dw
-        if need_dx or channel_dw:
-            buffers = int(need_dx) + int(channel_dw)
-            bounds, rows = conv.plan_backward(cin, k, ho, wo, self.threads, self.tile_bytes,
-                                              self.memory_bound, buffers, cout)
-            workers = max(1, min(self.threads, len(bounds) - 1))
-            per_worker = int(np.diff(bounds).max()) * k * k * rows * wo
-            tile = workers * per_worker
-            staged = workers * cout * rows * wo
-            work = self._workspace(buffers * tile + staged)
-            cols = work[:tile] if channel_dw else _EMPTY1
-            dcols = work[tile if channel_dw else 0:]      # dx columns (if needed) + staged dy
-            if need_dx:
-                dx = np.empty_like(x)
-            with self._plan.kernels():
-                conv.conv2d_backward(dy, x, w.reshape(cout, kd), k, stride, pad, rows, bounds,
-                                     workers, need_dx, channel_dw, cols, dcols,
-                                     dx if need_dx else _EMPTY4, dw if channel_dw else _EMPTY2,
-                                     self._sgemm.kernel_args(workers),
-                                     _EMPTY4 if mask is None else mask)
-        if channel_dw:
+        if need_dx:
+            dx = np.empty_like(x)
+            self._by_channels(functools.partial(conv.input_grad, relu_out=relu_out), cin, dy,
+                              w.reshape(cout, kd), k, stride, pad, dx)
+        if need_dw and not rows_dw:
+            self._by_channels(conv.weight_grad_channels, cin, dy, x, k, stride, pad, dw)
             with self._plan.kernels():
                 conv.bias_grad(dy, db)
         if need_dw:
             dw = dw.reshape(w.shape)
         return dx, dw, db
+
+    def _by_channels(self, kernel, cin, dy, operand, k, stride, pad, out):
+        """Run conv.input_grad or conv.weight_grad_channels (the ``cin`` input channels split
+        among the workers) with its blocks, tile height and work buffer planned here."""
+        cout, wo = dy.shape[1], dy.shape[3]
+        bounds, rows = conv.plan_backward(cin, k, dy.shape[2], wo, cout, self.threads,
+                                          self.tile_bytes, self.memory_bound)
+        workers = max(1, min(self.threads, len(bounds) - 1))
+        work = self._workspace(conv.input_grad_floats(cout, k, wo, rows, bounds, workers))
+        self._plan.run(kernel, workers, dy, operand, k, stride, pad, rows, bounds, workers,
+                       work, out, self._sgemm.kernel_args(workers))
 
     # -- ReLU ---------------------------------------------------------------------------------
     def _relu(self, x):
@@ -273,7 +329,8 @@ class NumbaCpuDriver(Driver):
     # -- pooling ------------------------------------------------------------------------------
     def _max_pool2d(self, x, size, stride):
         n, c, h, wd = x.shape
-        shape = (n, c, conv.output_size(h, size, stride, 0), conv.output_size(wd, size, stride, 0))
+        shape = (n, c, conv_output_length(h, size, stride, 0),
+                 conv_output_length(wd, size, stride, 0))
         y = np.empty(shape, np.float32)
         switches = np.empty(shape, np.int32)
         with self._plan.kernels():
@@ -306,8 +363,8 @@ class NumbaCpuDriver(Driver):
 
     def _avg_pool2d(self, x, size, stride):
         n, c, h, wd = x.shape
-        y = np.empty((n, c, conv.output_size(h, size, stride, 0),
-                      conv.output_size(wd, size, stride, 0)), np.float32)
+        y = np.empty((n, c, conv_output_length(h, size, stride, 0),
+                      conv_output_length(wd, size, stride, 0)), np.float32)
         with self._plan.kernels():
             pool.avg_pool2d_forward(x, size, stride, y)
         return y
@@ -325,8 +382,8 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 linear.linear_forward_stream(x, w, b, y)
             return y
-        with self._plan.kernels():
-            linear.linear_forward(x, w, b, self.threads, y, self._sgemm.kernel_args(self.threads))
+        self._plan.run(linear.linear_forward, self.threads, x, w, b, self.threads, y,
+                       self._sgemm.kernel_args(self.threads))
         return y
 
     def _linear_backward(self, dy, x, w, need_dx, need_dw):
@@ -334,16 +391,15 @@ class NumbaCpuDriver(Driver):
         dw = np.empty_like(w) if need_dw else _EMPTY2
         db = np.empty(w.shape[0], np.float32) if need_dw else _EMPTY1
         if need_dx or need_dw:
-            with self._plan.kernels():
-                linear.linear_backward(dy, x, w, need_dx, need_dw, self.threads, dx, dw, db,
-                                       self._sgemm.kernel_args(self.threads))
+            self._plan.run(linear.linear_backward, self.threads, dy, x, w, need_dx, need_dw,
+                           self.threads, dx, dw, db, self._sgemm.kernel_args(self.threads))
         return (dx if need_dx else None, dw if need_dw else None, db if need_dw else None)
 
     # -- softmax and Gram ---------------------------------------------------------------------
     def _softmax(self, x):
         y = np.empty_like(x)
         with self._plan.kernels():
-            gram.softmax_forward(x, y)
+            softmax.softmax_forward(x, y)
         return y
 
     def _gram(self, x):
@@ -351,8 +407,9 @@ class NumbaCpuDriver(Driver):
         g = np.empty((n, c, c), np.float32)
         items_per_image = max(1, -(-self.threads // n))
         rows = max(1, -(-c // items_per_image))
-        with self._plan.kernels():
-            gram.gram_forward(x, rows, g, self._sgemm.kernel_args(n * -(-c // rows)))
+        workers = min(self.threads, n * -(-c // rows))
+        self._plan.run(gram.gram_forward, workers, x, rows, workers, g,
+                       self._sgemm.kernel_args(workers))
         return g
 
 
@@ -365,4 +422,3 @@ def _pool2x2_fits(dy_shape, x_shape) -> bool:
 # kernel compiles once for both cases).
 _EMPTY1 = np.empty(0, np.float32)
 _EMPTY2 = np.empty((0, 0), np.float32)
-_EMPTY4 = np.empty((0, 0, 0, 0), np.float32)

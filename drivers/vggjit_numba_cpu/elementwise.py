@@ -1,4 +1,4 @@
-"""ReLU forward and backward, and the row bias add.
+"""ReLU forward and backward (the ReLUs that are not fused into a convolution).
 
 All take flat views of C-contiguous arrays and split them into one contiguous chunk per
 prange iteration, so every worker streams through memory once.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from .jit import jit
+from .kernel_cache import jit
 
 #: elements per prange chunk: large enough that the parallel launch (~10 us) is amortised,
 #: small enough that 2+ workers share a VGG activation (64x224x224 = 3.2 M elements).

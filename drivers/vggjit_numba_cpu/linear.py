@@ -2,7 +2,7 @@
 
 Every worker runs one single-threaded sgemm on its own slice of the output, so the split needs
 no reduction: forward and dw split the ``out`` features, dx splits the ``in`` features (see
-jit.py for why BLAS is only ever called from inside Numba's workers).
+threads.py for why BLAS is only ever called from inside the workers).
 
 A forward pass of a few images (VGG's classifier at batch 1..8) is bound by reading the weights
 (fc6: 411 MB), not by arithmetic, and sgemm is the wrong tool there: it packs every panel of w
@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
-from .jit import jit
+from .kernel_cache import jit
 
 
 @jit(parallel=False)
@@ -28,20 +28,19 @@ def _split(total, parts, t):
     return min(total, t * step), min(total, (t + 1) * step)
 
 
-@jit
-def linear_forward(x, w, b, workers, y, blas):
+@jit(parallel=False)
+def linear_forward(t, x, w, b, workers, y, blas):
     """y [N, out] = x [N, in] @ w [out, in]^T + b [out]; worker t owns a block of out features."""
     N, nin = x.shape[0], x.shape[1]
     nout = w.shape[0]
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    for t in prange(workers):
-        o0, o1 = _split(nout, workers, t)
-        if o1 > o0:
-            for i in range(N):
-                for o in range(o0, o1):
-                    yf[i * nout + o] = b[o]
-            sgemm(blas, t, TRANS_N, TRANS_T, N, o1 - o0, nin, address(xf, 0), nin,
-                  address(wf, o0 * nin), nin, 1, address(yf, o0), nout)
+    o0, o1 = _split(nout, workers, t)
+    if o1 > o0:
+        for i in range(N):
+            for o in range(o0, o1):
+                yf[i * nout + o] = b[o]
+        sgemm(blas, t, TRANS_N, TRANS_T, N, o1 - o0, nin, address(xf, 0), nin,
+              address(wf, o0 * nin), nin, 1, address(yf, o0), nout)
 
 
 #: batch sizes up to this take linear_forward_stream (measured on fc6: 3.7x faster than the
@@ -85,8 +84,8 @@ def linear_forward_stream(x, w, b, y):
                     y[i, o] = s + b[o]
 
 
-@jit
-def linear_backward(dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
+@jit(parallel=False)
+def linear_backward(t, dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
     """dx [N, in] = dy @ w; dw [out, in] = dy^T @ x; db [out] = column sums of dy.
 
     dx is split over ``in`` (worker t: dx[:, i0:i1] = dy @ w[:, i0:i1]); dw and db over ``out``
@@ -96,19 +95,18 @@ def linear_backward(dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
     nout = w.shape[0]
     xf, wf, dyf = x.reshape(-1), w.reshape(-1), dy.reshape(-1)
     dxf, dwf = dx.reshape(-1), dw.reshape(-1)
-    for t in prange(workers):
-        if need_dx:
-            i0, i1 = _split(nin, workers, t)
-            if i1 > i0:
-                sgemm(blas, t, TRANS_N, TRANS_N, N, i1 - i0, nout, address(dyf, 0), nout,
-                      address(wf, i0), nin, 0, address(dxf, i0), nin)
-        if need_dw:
-            o0, o1 = _split(nout, workers, t)
-            if o1 > o0:
-                sgemm(blas, t, TRANS_T, TRANS_N, o1 - o0, nin, N, address(dyf, o0), nout,
-                      address(xf, 0), nin, 0, address(dwf, o0 * nin), nin)
-                for o in range(o0, o1):
-                    s = 0.0
-                    for i in range(N):
-                        s += dyf[i * nout + o]
-                    db[o] = s
+    if need_dx:
+        i0, i1 = _split(nin, workers, t)
+        if i1 > i0:
+            sgemm(blas, t, TRANS_N, TRANS_N, N, i1 - i0, nout, address(dyf, 0), nout,
+                  address(wf, i0), nin, 0, address(dxf, i0), nin)
+    if need_dw:
+        o0, o1 = _split(nout, workers, t)
+        if o1 > o0:
+            sgemm(blas, t, TRANS_T, TRANS_N, o1 - o0, nin, N, address(dyf, o0), nout,
+                  address(xf, 0), nin, 0, address(dwf, o0 * nin), nin)
+            for o in range(o0, o1):
+                s = 0.0
+                for i in range(N):
+                    s += dyf[i * nout + o]
+                db[o] = s

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import jit
+from .kernel_cache import jit
 
 
 @jit

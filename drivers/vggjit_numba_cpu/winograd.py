@@ -21,7 +21,7 @@ with e = 4*i + j indexing the 4x4 transformed tile and
     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 
-Tiling like conv.py: each Numba worker takes chunks of tile rows of one image (chunks t,
+Tiling like conv.py: each worker takes chunks of tile rows of one image (chunks t,
 t + workers, ...), transforms them into its own part of the driver's work buffer, runs the 16
 single-threaded sgemm calls on them and writes the outputs straight into y. The chunk height is
 planned so that workers * (V + M) stays within the driver's ``memory_bound_mb``.
@@ -44,7 +44,7 @@ import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
-from .jit import jit
+from .kernel_cache import jit
 
 
 @jit(parallel=False)
@@ -239,14 +239,15 @@ def _gemm(blas, t, e, flip, uf, Cin, Cout, T, v, m):
               v, T, 0, m, T)
 
 
-@jit
-def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu, mask):
-    """y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled over rows of tiles.
+@jit(parallel=False)
+def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask):
+    """Worker t's chunks of y = conv3x3(x, w) + b (stride 1, pad 1) by F(2x2, 3x3), tiled
+    over rows of tiles: chunks t, t + workers, ...
 
     x [N, Cin, H, W]; u [16, Cout, Cin] = weight_transform(w), or with flip=True
     u [16, Cin, Cout] = weight_transform(w) of the forward weights w [Cin, Cout, 3, 3], for the
     backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
-    (overwritten); rows: tile rows per chunk; workers: Numba workers;
+    (overwritten); rows: tile rows per chunk; workers: number of workers;
     work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 16*(TW + 1)
     floats (chunk_floats); mask: empty, or shaped like x: x is read as 0 where mask <= 0 (the
     backward dx of conv + ReLU reads dy through the ReLU's output this way, no masked copy).
@@ -266,23 +267,22 @@ def winograd_forward(x, u, b, rows, workers, work, y, blas, flip, relu, mask):
             (u.shape[1] if flip else u.shape[2]) != Cin or (mask.size and mask.size != x.size):
         raise ValueError("winograd_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
-    for t in prange(workers):
-        vs = t * per_worker
-        ms = vs + 16 * estride(Cin * Tmax)
-        rs = ms + 16 * estride(Cout * Tmax)
-        for chunk in range(t, nchunks, workers):
-            n = chunk // per_image
-            tr0 = (chunk % per_image) * rows
-            tr1 = min(tr0 + rows, TH)
-            T = (tr1 - tr0) * TW
-            ev, em = estride(Cin * T), estride(Cout * T)
-            _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
-                             work[vs:ms], mask)
-            for e in range(16):
-                _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
-                      address(work, ms + e * em))
-            _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
-                              work[rs:rs + 16 * (TW + 1)])
+    vs = t * per_worker
+    ms = vs + 16 * estride(Cin * Tmax)
+    rs = ms + 16 * estride(Cout * Tmax)
+    for chunk in range(t, nchunks, workers):
+        n = chunk // per_image
+        tr0 = (chunk % per_image) * rows
+        tr1 = min(tr0 + rows, TH)
+        T = (tr1 - tr0) * TW
+        ev, em = estride(Cin * T), estride(Cout * T)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
+                         work[vs:ms], mask)
+        for e in range(16):
+            _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
+                  address(work, ms + e * em))
+        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
+                          work[rs:rs + 16 * (TW + 1)])
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
