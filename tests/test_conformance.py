@@ -312,25 +312,28 @@ def _conv_args():
     return _f32(1, 2, 4, 4), _f32(3, 2, 3, 3), _f32(3)
 
 
-def _corrupt_switches(switches):
-    """The driver's own switches with one arg-max position made negative, whatever their
-    format (an integer array, or a tuple or named tuple that holds one); None if there is no
-    such array."""
+def _corrupt_switches(switches, value=-1):
+    """The driver's own switches with the first arg-max position replaced by ``value``,
+    whatever their format (an integer array, or a tuple or named tuple that holds one); None if
+    there is no such array."""
     parts = list(switches) if isinstance(switches, tuple) else [switches]
     for position, part in enumerate(parts):
         if isinstance(part, np.ndarray) and np.issubdtype(part.dtype, np.integer):
             parts[position] = part.copy()
-            parts[position].flat[0] = -1
+            parts[position].flat[0] = value
             if not isinstance(switches, tuple):
                 return parts[0]
             return type(switches)(*parts) if hasattr(switches, "_fields") else tuple(parts)
     return None
 
 
-def _negative_switch(d):
+def _stray_switch(d, value):
+    """max_pool2d_backward with the first window's switch set to ``value``: -1, or 15, the
+    last pixel of the 4x4 plane, inside the plane but in another window (every format a
+    driver has used, a flat plane index or a position inside the window, refuses both)."""
     x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
     y, switches = d.max_pool2d(x, 2, 2)
-    bad = _corrupt_switches(switches)
+    bad = _corrupt_switches(switches, value)
     if bad is None:
         pytest.skip(f"{d.name}'s switches hold no integer array to corrupt")
     d.max_pool2d_backward(np.ones_like(y), bad, x.shape)
@@ -347,7 +350,8 @@ BAD_BACKWARD_CALLS = {
                                     np.zeros((1, 3, 8, 8), np.float32),
                                     np.zeros((4, 3, 3, 3), np.float32), 1, 1,
                                     relu_out=np.zeros((1, 4, 8, 7), np.float32)), "must match"),
-    "max-pool backward negative switch": (_negative_switch, "switch"),
+    "max-pool backward negative switch": (lambda d: _stray_switch(d, -1), "switch"),
+    "max-pool backward switch outside its window": (lambda d: _stray_switch(d, 15), "switch"),
     "max-pool backward x_shape None": (
         lambda d: d.max_pool2d_backward(_f32(1, 1, 2, 2), None, None), "x_shape"),
     "avg-pool backward x_shape with a zero": (

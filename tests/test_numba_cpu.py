@@ -510,9 +510,20 @@ def test_foreign_or_stale_switches_are_rejected():
     y, switches = driver.max_pool2d(x, 2, 2)
     dy = np.ones_like(y)
     with pytest.raises(InputError, match="int32"):
-        driver.max_pool2d_backward(dy, switches.astype(np.int64), x.shape)
+        driver.max_pool2d_backward(dy, switches._replace(index=switches.index.astype(np.int64)),
+                                   x.shape)
+    with pytest.raises(InputError, match="what this driver's max_pool2d returned"):
+        driver.max_pool2d_backward(dy, switches.index, x.shape)  # the bare array: no window
     with pytest.raises(InputError, match="outside"):
         driver.max_pool2d_backward(dy, switches, (2, 3, 4, 4))   # plane too small for them
+    stray = switches._replace(index=switches.index.copy())
+    stray.index[0, 0, 0, 0] = 3 * 6 + 3     # inside the plane, in the window below-right
+    with pytest.raises(InputError, match="outside their 2x2 window"):
+        driver.max_pool2d_backward(dy, stray, x.shape)
+    y3, switches3 = driver.max_pool2d(x, 3, 2)     # the general kernel checks windows too
+    switches3.index[1, 2, 1, 1] = 0
+    with pytest.raises(InputError, match="outside their 3x3 window"):
+        driver.max_pool2d_backward(np.ones_like(y3), switches3, x.shape)
 
 
 def test_nan_propagates_through_relu_and_max_pool():
@@ -540,15 +551,13 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     np.testing.assert_array_equal(sw2, sw)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dx2 = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
-    assert pool.max_pool2d_backward(dy, sw, dx) == 0
+    assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 0
     assert pool.max_pool2x2_backward(dy, sw, dx2) == 0
     np.testing.assert_array_equal(dx2, dx)
-    # a switch outside its own window (inside the plane): counted, and the driver then
-    # scatters with the general kernel
+    # a switch outside its own window (inside the plane): both kernels count it the same
     sw[0, 0, 0, 0] = w + 2 if wo > 1 else w
     assert pool.max_pool2x2_backward(dy, sw, dx2) == 1
-    pool.max_pool2d_backward(dy, sw, dx)
-    np.testing.assert_array_equal(NumbaCpuDriver().max_pool2d_backward(dy, sw, x.shape), dx)
+    assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 1
 
 
 def test_warmup_compiles_every_kernel():

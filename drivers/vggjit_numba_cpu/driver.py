@@ -8,6 +8,7 @@ time).
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,18 @@ DEFAULT_TILE_KB = 1024
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
 CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd")
 DW_PATHS = ("auto", "rows", "channels")
+
+
+class MaxPoolSwitches(NamedTuple):
+    """This driver's record of a max pooling (what max_pool2d returns beside y).
+
+    index: int32 [N, C, Ho, Wo], each window's arg-max as ``row * W + col`` in its plane;
+    size, stride: the window, so the backward can check every index lies in its own window.
+    """
+
+    index: np.ndarray
+    size: int
+    stride: int
 
 
 class NumbaCpuDriver(Driver):
@@ -338,10 +351,13 @@ class NumbaCpuDriver(Driver):
                 pool.max_pool2x2_forward(x, y, switches)
             else:
                 pool.max_pool2d_forward(x, size, stride, y, switches)
-        return y, switches
+        return y, MaxPoolSwitches(switches, size, stride)
 
     def _max_pool2d_backward(self, dy, switches, x_shape):
-        sw = np.asarray(switches)
+        if not isinstance(switches, MaxPoolSwitches):
+            raise InputError(f"max_pool2d_backward: switches must be what this driver's "
+                             f"max_pool2d returned, got {type(switches).__name__}")
+        sw, size, stride = np.asarray(switches.index), switches.size, switches.stride
         if sw.shape != dy.shape or sw.dtype != np.int32:
             raise InputError(f"max_pool2d_backward: switches must be the int32 array of shape "
                              f"{dy.shape} that this driver's max_pool2d returned, got "
@@ -349,16 +365,14 @@ class NumbaCpuDriver(Driver):
         sw = np.ascontiguousarray(sw)
         dx = np.empty(x_shape, np.float32)
         with self._plan.kernels():
-            # the 2x2 kernel needs every switch inside its own window (this driver's forward
-            # makes them so); anything else goes to the general scatter
-            if _pool2x2_fits(dy.shape, x_shape) and pool.max_pool2x2_backward(dy, sw, dx) == 0:
-                bad = 0
+            if size == stride == 2 and _pool2x2_fits(dy.shape, x_shape):
+                bad = pool.max_pool2x2_backward(dy, sw, dx)   # counts strays, as the general
             else:
-                bad = pool.max_pool2d_backward(dy, sw, dx)
+                bad = pool.max_pool2d_backward(dy, sw, dx, size, stride)
         if bad:
-            raise InputError(f"max_pool2d_backward: {bad} switches point outside the "
-                             f"{x_shape[2]}x{x_shape[3]} input plane; were they made for "
-                             f"input shape {x_shape}?")
+            raise InputError(f"max_pool2d_backward: {bad} switches lie outside their "
+                             f"{size}x{size} window (negative, or made for another input than "
+                             f"shape {tuple(x_shape)})")
         return dx
 
     def _avg_pool2d(self, x, size, stride):

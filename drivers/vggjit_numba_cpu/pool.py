@@ -7,7 +7,8 @@ then race-free because only one worker ever touches that plane.
 
 Switches (this driver's record of the arg-max): int32 [N, C, Ho, Wo], the flat index
 ``row * W + col`` inside the plane of the window's first maximum in row-major window order (a
-later equal value does not replace it). A NaN in a window wins (the first NaN), so NaN
+later equal value does not replace it). The driver hands them out with the window's size and
+stride (``MaxPoolSwitches``), so the backward can refuse a switch outside its own window. A NaN in a window wins (the first NaN), so NaN
 propagates as the NaN policy in vggjit.checks asks.
 """
 from __future__ import annotations
@@ -90,13 +91,14 @@ def max_pool2x2_forward(x, y, switches):
 
 
 @jit
-def max_pool2d_backward(dy, switches, dx):
+def max_pool2d_backward(dy, switches, dx, size, stride):
     """dx [N, C, H, W] (overwritten) = dy routed to the switch positions, summed where windows
-    overlap; returns how many switches pointed outside the plane (then ignored; the caller
-    raises)."""
+    overlap; returns how many switches lie outside their own size x size window (those are
+    ignored; the caller raises: such a switch was not made by this forward for this input)."""
     N, C, H, W = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
     HW = H * W
-    M = dy.shape[2] * dy.shape[3]
+    Wo = dy.shape[3]
+    M = dy.shape[2] * Wo
     dyf = dy.reshape(-1)
     sf = switches.reshape(-1)
     dxf = dx.reshape(-1)
@@ -107,7 +109,12 @@ def max_pool2d_backward(dy, switches, dx):
             dxf[base + k] = 0.0
         for k in range(M):
             where = sf[p * M + k]
-            if where < 0 or where >= HW:
+            row0 = (k // Wo) * stride
+            col0 = (k % Wo) * stride
+            row = where // W
+            col = where - row * W
+            if (where < 0 or where >= HW or row < row0 or row >= row0 + size
+                    or col < col0 or col >= col0 + size):
                 bad += 1
             else:
                 dxf[base + where] += dyf[p * M + k]
@@ -118,8 +125,8 @@ def max_pool2d_backward(dy, switches, dx):
 def max_pool2x2_backward(dy, switches, dx):
     """max_pool2d_backward for size 2, stride 2: each window's four inputs are written once
     (dy at the switch, 0 elsewhere) instead of zeroing dx and scattering into it. Returns how
-    many switches lie outside their own window (the caller then runs the general kernel,
-    which accepts any position inside the plane); dx [N, C, H, W], odd edges zeroed."""
+    many switches lie outside their own window, as the general kernel does (the caller
+    refuses them); dx [N, C, H, W], odd edges zeroed."""
     N, C, H, W = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
     Ho, Wo = dy.shape[2], dy.shape[3]
     dyf = dy.reshape(-1)
