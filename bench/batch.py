@@ -18,7 +18,6 @@ Weights: VGG19.random written as a converted weight file (timing does not depend
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import markdown_table, timeit, write_results  # noqa: E402
+from bench.common import markdown_table, suite_main, timeit  # noqa: E402
 
 IMAGES, QUICK_IMAGES = 64, 16
 BATCHES = (1, 4, 16)
@@ -158,16 +157,8 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="16 images instead of 64")
-    parser.add_argument("--driver", help="driver to time (default: the best available)")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick, driver=args.driver)
-    print(result["markdown"])
-    paths = write_results("batch", {k: v for k, v in result.items() if k != "markdown"},
-                          result["markdown"])
-    print("wrote " + " and ".join(map(str, paths)))
-    return 0
+    return suite_main("batch", run, __doc__.split("\n\n")[0], argv,
+                      quick_help="16 images instead of 64", driver_option=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ max beside it, and every comparison is a ratio measured in the same run.
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -153,3 +154,21 @@ def write_results(suite: str, data: dict, markdown: str) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(payload, indent=2, default=float))
     md_path.write_text(markdown + "\n")
     return json_path, md_path
+
+
+def suite_main(suite: str, run, description: str, argv=None, *,
+               quick_help: str = "fewer repetitions", driver_option: bool = False) -> int:
+    """``python -m bench.<suite>``: parse --quick (and --driver), run the suite, print its table
+    and write its report (:func:`write_results`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{suite}", description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if driver_option:
+        parser.add_argument("--driver", help="driver to time (default: the best available)")
+    args = parser.parse_args(argv)
+    options = {"driver": args.driver} if driver_option else {}
+    result = run(quick=args.quick, **options)
+    print(result["markdown"])
+    paths = write_results(suite, {k: v for k, v in result.items() if k != "markdown"},
+                          result["markdown"])
+    print("wrote " + " and ".join(map(str, paths)))
+    return 0

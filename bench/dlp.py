@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, markdown_table, write_results  # noqa: E402
+from bench.common import interleaved, markdown_table, suite_main  # noqa: E402
 
 
 # -- images ------------------------------------------------------------------------------
@@ -124,15 +123,8 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and images")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick)
-    paths = write_results("dlp", {k: v for k, v in result.items() if k != "markdown"},
-                          result["markdown"])
-    print(result["markdown"])
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    return suite_main("dlp", run, __doc__.splitlines()[0], argv,
+                      quick_help="fewer runs and images")
 
 
 if __name__ == "__main__":

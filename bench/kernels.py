@@ -28,7 +28,6 @@ back to back and the median of the per-pair ratios is reported.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ if __package__ in (None, ""):
 import vggjit  # noqa: E402
 import vggjit.network  # noqa: E402
 from bench.common import (markdown_table, run_probe, summary, timeit,  # noqa: E402
-                          torch_or_none, write_results)
+                          suite_main, torch_or_none)
 
 DRIVER = "numba-cpu"
 
@@ -486,17 +485,8 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick)
-    data = {k: v for k, v in result.items() if k != "markdown"}
-    json_path, md_path = write_results("kernels", data, result["markdown"])
-    print()
-    print(result["markdown"])
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return suite_main("kernels", run, __doc__.split("\n\n")[0], argv,
+                      quick_help="fewer shapes and repetitions")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Weights are ``VGG19.random`` (He-normal, fc included): timing does not depend on
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (interleaved, markdown_table, peak_rss_mb, sgemm_gflops,  # noqa: E402
-                          timeit, torch_or_none, write_results)
+                          suite_main, timeit, torch_or_none)
 from bench.peers import peers  # noqa: E402
 
 #: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (docs/equations.md,
@@ -367,16 +366,7 @@ ENGINE_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--driver", help="driver to time (default: the best available)")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick, driver=args.driver)
-    print(result["markdown"])
-    paths = write_results("network", {k: v for k, v in result.items() if k != "markdown"},
-                          result["markdown"])
-    print("wrote " + " and ".join(map(str, paths)))
-    return 0
+    return suite_main("network", run, __doc__.split("\n\n")[0], argv, driver_option=True)
 
 
 if __name__ == "__main__":
