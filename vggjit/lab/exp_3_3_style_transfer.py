@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError, VggjitError
 from ..network import MEAN_PIXEL
 from ..optimizers import Adam
-from .files import course_conv_weight, layer_table, read_image, read_weights, write_image
+from .files import course_conv_weight, layer_table, load_model_weights, read_image, write_image
 from .layers_1 import FullyConnectedLayer, ReLULayer, SoftmaxLossLayer
 from .layers_2 import ConvolutionalLayer, FlattenLayer, MaxPoolingLayer
 from .layers_3 import ContentLossLayer, StyleLossLayer
@@ -62,11 +62,8 @@ class VGG19:
             self.layers[name].init_param()
 
     def load_model(self) -> None:
-        print(f"Loading parameters from file {self.param_path}")
         names = self._convs()
-        ws = read_weights(self.param_path)
-        self.image_mean = np.asarray(ws.mean_pixel, np.float64)
-        print(f"Get image mean: {self.image_mean}")
+        ws, self.image_mean = load_model_weights(self.param_path)
         for name in names:
             w, b = ws.params[name]
             self.layers[name].load_param(course_conv_weight(w), b)

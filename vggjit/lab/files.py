@@ -40,6 +40,16 @@ def read_weights(param_path=None) -> WeightSet:
     return load_weights(path)
 
 
+def load_model_weights(param_path) -> tuple[WeightSet, np.ndarray]:
+    """What the course's ``load_model`` says and reads: the weights at ``param_path`` and their
+    mean pixel (float64 RGB [3]), each announced as the course prints it."""
+    print(f"Loading parameters from file {param_path}")
+    ws = read_weights(param_path)
+    mean = np.asarray(ws.mean_pixel, np.float64)
+    print(f"Get image mean: {mean}")
+    return ws, mean
+
+
 def layer_table(param_path=None, weights: WeightSet | None = None):
     """The network's layers: the weight file's when it is there (so smaller VGG-shaped files
     work too), else VGG19's (a network to initialise at random)."""

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 from ..errors import VggjitError
-from .files import course_conv_weight, fc_columns_hwc, layer_table, read_image, read_weights
+from .files import (course_conv_weight, fc_columns_hwc, layer_table, load_model_weights,
+                    read_image, read_weights)
 from .layers_1 import FullyConnectedLayer, ReLULayer, SoftmaxLossLayer
 from .layers_2 import ConvolutionalLayer, FlattenLayer, MaxPoolingLayer
 
@@ -76,11 +77,8 @@ class VGG19:
 
     def load_model(self) -> None:
         """The weight file's parameters, in the course's layouts; the mean pixel."""
-        print(f"Loading parameters from file {self.param_path}")
         names = self._with_params()
-        ws = read_weights(self.param_path)
-        self.image_mean = np.asarray(ws.mean_pixel, np.float64)
-        print(f"Get image mean: {self.image_mean}")
+        ws, self.image_mean = load_model_weights(self.param_path)
         for name in names:
             w, b = ws.params[name]
             layer = self.layers[name]
