@@ -8,10 +8,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
+from PIL import Image
 from float64_driver import Float64Driver  # noqa: F401  (re-exported for the style tests)
 
 from vggjit.network import Network
 from vggjit.registry import PluginWarning, list_drivers
+from vggjit.style import transfer as transfer_mod
 
 TINY_BLOCKS = ((2, 1), (3, 1), (4, 1), (4, 2), (4, 1))
 TINY_CLASSIFIER = (8, 8, 4)
@@ -42,3 +45,24 @@ def picture(height: int, width: int, seed: int = 0) -> np.ndarray:
     disc = (xx - 0.5) ** 2 + (yy - 0.4) ** 2 < 0.05
     rgb[disc] = rng.uniform(0, 255, 3)
     return np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Every network the CLI builds is a tiny random one (records how often it was built)."""
+    built = []
+
+    def build(settings, driver=None):
+        built.append(settings)
+        return tiny_net(pooling=settings.pooling)
+    monkeypatch.setattr(transfer_mod, "build_network", build)
+    return built
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A small content and style image written to tmp_path: (content.png, style.jpg)."""
+    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
+    Image.fromarray(picture(36, 40, seed=1)).save(content)
+    Image.fromarray(picture(30, 30, seed=2)).save(style)
+    return content, style

@@ -1,4 +1,4 @@
-"""`vggjit stylize` and `vggjit demo` from the command line, on a tiny random network."""
+"""`vggjit stylize` from the command line, on a tiny random network."""
 from __future__ import annotations
 
 import json
@@ -9,25 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from style_tools import picture, tiny_net
+from style_tools import files, picture, tiny, tiny_net  # noqa: F401  (files, tiny: fixtures)
 from vggjit.cli import main
 from vggjit.losses import StyleObjective
-from vggjit.style import make_settings
 from vggjit.style import transfer as transfer_mod
 
 TINY = ["--content-layers", "relu4_1", "--size", "32", "--weights", "random"]
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """Every network the CLI builds is a tiny random one (records how often it was built)."""
-    built = []
-
-    def build(settings, driver=None):
-        built.append(settings)
-        return tiny_net(pooling=settings.pooling)
-    monkeypatch.setattr(transfer_mod, "build_network", build)
-    return built
 
 
 @pytest.fixture
@@ -35,14 +22,6 @@ def no_work(monkeypatch):
     def build(settings, driver=None):
         raise AssertionError("the network was built: work started before the inputs were checked")
     monkeypatch.setattr(transfer_mod, "build_network", build)
-
-
-@pytest.fixture
-def files(tmp_path):
-    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
-    Image.fromarray(picture(36, 40, seed=1)).save(content)
-    Image.fromarray(picture(30, 30, seed=2)).save(style)
-    return content, style
 
 
 def test_stylize_writes_result_intermediates_log_and_curve(tiny, files, tmp_path, capsys):
@@ -232,50 +211,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_image(tiny, files,
     err = capsys.readouterr().err
     assert rc == 2 and "the loss became inf at step 4" in err and "last good image (step 2)" in err
     assert out.exists()
-
-
-def test_demo_runs_end_to_end_with_random_weights(tiny, tmp_path, capsys):
-    out = tmp_path / "demo"
-    rc = main(["demo", "--output", str(out), "--size", "40", "-n", "4"])
-    assert rc == 0
-    printed = capsys.readouterr().out
-    assert "random VGG19 weights" in printed and "texture transfer only" in printed
-    assert str(out / "result.png") in printed
-    for name in ("content.png", "style.png", "result.png", "result.loss.png", "result.log.json"):
-        assert (out / name).exists(), name
-    settings = tiny[0]
-    assert settings.normalize and settings.pooling == "avg" and settings.weights == "random"
-    # Its own loss, whatever the defaults: the look of the gallery's random-weight pictures.
-    assert (settings.alpha, settings.beta, settings.tv_weight) == (1.0, 500.0, 0.0)
-    # A second run refuses to replace the first one's files unless asked to.
-    assert main(["demo", "--output", str(out), "--size", "40", "-n", "4"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
-
-
-def test_demo_and_stylize_use_a_weight_file_when_there_is_one(files, tmp_path, capsys):
-    """No monkeypatching: the real network builder loads a (small) MatConvNet file."""
-    from matconvnet_fixture import write_matconvnet
-
-    weights = tmp_path / "small-vgg19.mat"
-    write_matconvnet(weights)
-    out = tmp_path / "demo"
-    assert main(["demo", "--output", str(out), "--size", "40", "-n", "2",
-                 "--weights", str(weights)]) == 0
-    printed = capsys.readouterr().out
-    assert "random" not in printed and str(out / "result.png") in printed
-    s = json.loads((out / "result.log.json").read_text())["settings"]
-    assert not s["random_weights"] and s["pooling"] == "max"
-    # With real weights the demo runs the defaults (not the random network's beta 500, no TV).
-    defaults = make_settings()
-    assert (s["alpha"], s["beta"], s["tv_weight"], s["normalize"]) == (
-        defaults.alpha, defaults.beta, defaults.tv_weight, defaults.normalize)
-    assert s["driver"] != "cnml-dlp"  # the default driver for style transfer can go backward
-    content, style = files
-    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "w.png"), "--size",
-                 "32", "-n", "2", "--weights", str(weights), "--save-every", "0"]) == 0
-    assert main(["stylize", str(content), str(style), "-o", str(tmp_path / "d.png"), "--size",
-                 "32", "-n", "2", "--weights", str(weights), "--driver", "cnml-dlp"]) == 2
-    assert "backward" in capsys.readouterr().err
 
 
 def test_a_slow_driver_is_announced_once_before_the_first_step(files, tmp_path, capsys,
