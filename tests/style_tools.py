@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from float64_driver import Float64Driver  # noqa: F401  (re-exported for the style tests)
 
+from vggjit.losses import StyleObjective
 from vggjit.network import Network
 from vggjit.registry import PluginWarning, list_drivers
 from vggjit.style import transfer as transfer_mod
@@ -66,3 +67,18 @@ def files(tmp_path):
     Image.fromarray(picture(36, 40, seed=1)).save(content)
     Image.fromarray(picture(30, 30, seed=2)).save(style)
     return content, style
+
+
+class Interrupt:
+    """Wrap StyleObjective.__call__ to raise KeyboardInterrupt at the n-th evaluation."""
+
+    def __init__(self, monkeypatch, at: int):
+        self.calls, self.at = 0, at
+        original = StyleObjective.__call__
+
+        def call(obj, x, need_grad=True):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return original(obj, x, need_grad)
+        monkeypatch.setattr(StyleObjective, "__call__", call)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from style_tools import TINY_CONTENT, picture, tiny_net
+from style_tools import TINY_CONTENT, Interrupt, picture, tiny_net
 from vggjit.errors import InputError, OutputExistsError
 from vggjit.losses import StyleObjective
 from vggjit.style import transfer as transfer_mod
@@ -42,21 +42,6 @@ def test_loss_decreases_over_20_steps(net, images, optimizer):
         assert all(b <= a for a, b in zip(losses, losses[1:]))
     assert result.image.size == (32, 32) and result.image.mode == "RGB"
     assert result.settings["optimizer"] == optimizer and result.settings["height"] == 32
-
-
-class Interrupt:
-    """Wrap StyleObjective.__call__ to raise KeyboardInterrupt at the n-th evaluation."""
-
-    def __init__(self, monkeypatch, at: int):
-        self.calls, self.at = 0, at
-        original = StyleObjective.__call__
-
-        def call(obj, x, need_grad=True):
-            self.calls += 1
-            if self.calls == self.at:
-                raise KeyboardInterrupt
-            return original(obj, x, need_grad)
-        monkeypatch.setattr(StyleObjective, "__call__", call)
 
 
 @pytest.mark.parametrize("optimizer,at", [("adam", 5), ("lbfgs", 8)])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from style_tools import TINY_CONTENT, picture, tiny_net
+from style_tools import TINY_CONTENT, Interrupt, picture, tiny_net
 from vggjit.errors import InputError, OutputExistsError
 from vggjit.losses import StyleObjective
 from vggjit.network import vgg_layers
@@ -54,21 +54,6 @@ def idle():
 @pytest.fixture(scope="module")
 def images():
     return picture(32, 32, seed=1), picture(40, 28, seed=2)
-
-
-class Interrupt:
-    """StyleObjective.__call__ raises KeyboardInterrupt at the n-th evaluation."""
-
-    def __init__(self, monkeypatch, at: int):
-        self.calls, self.at = 0, at
-        original = StyleObjective.__call__
-
-        def call(obj, x, need_grad=True):
-            self.calls += 1
-            if self.calls == self.at:
-                raise KeyboardInterrupt
-            return original(obj, x, need_grad)
-        monkeypatch.setattr(StyleObjective, "__call__", call)
 
 
 # -- memory estimated before any work ------------------------------------------------------------
