@@ -8,6 +8,7 @@ atomically.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -53,9 +54,12 @@ def load_image(source) -> Image.Image:
                              else opened.copy())
         except InputError:
             raise
-        except Image.DecompressionBombError:
-            raise InputError(f"{shown(name)}: declares more pixels than vggjit reads "
-                             f"({MAX_PIXELS:,}); a decompression bomb or a damaged header"
+        except Image.DecompressionBombError as exc:
+            # Pillow refuses before vggjit sees the size; its message carries the pixel count
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            count = f" {int(declared.group(1)):,} pixels," if declared else ""
+            raise InputError(f"{shown(name)}: the header declares{count} more than vggjit "
+                             f"reads ({MAX_PIXELS:,}); a decompression bomb or a damaged file"
                              ) from None
         except FileNotFoundError:
             raise InputError(f"{shown(name)}: no such file") from None
