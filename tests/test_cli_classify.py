@@ -124,6 +124,8 @@ def test_bad_options(capsys, weights, images):
     assert code == 2 and "--top-k must be between 1 and 10" in err
     code, _, err = classify(capsys, images["red"], "--weights", weights, "--batch-size", "0")
     assert code == 2 and "--batch-size" in err
+    code, _, err = classify(capsys, images["red"], "--weights", "random")
+    assert code == 2 and "classes mean nothing" in err and "weights fetch" in err
 
 
 def test_help_teaches(capsys):

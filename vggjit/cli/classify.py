@@ -102,6 +102,9 @@ def run(args) -> int:
     from ..registry import get_driver
     from ..weights import describe_network, find_weights
 
+    if args.weights == "random":
+        raise InputError("--weights random is for style transfer: random weights' classes mean "
+                         "nothing; classify needs ImageNet weights (`vggjit weights fetch`)")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.quant and args.driver not in (None, "cnml-dlp"):
