@@ -4,11 +4,11 @@ inside the workers (docs/design-notes.md, note 1).
 G is symmetric, so most shapes compute only its upper triangle, half the flops of a full
 product: ssyrk (the symmetric rank-k update) for triangles, sgemm for the square blocks above
 them, then the upper triangle is copied to the lower one, which also makes G exactly symmetric.
-``plan_gram`` picks one of three work splits by shape (measured on VGG19's style layers,
-docs/performance.md):
+``plan_gram`` picks one of three work splits by shape (measured on VGG19's style layers:
+docs/performance.md, "Gram matrices"):
 
 - "split-k": fewer images than workers and H*W at least ``SPLIT_K_MIN_RATIO`` times C (the
-  style layers relu1_1..relu4_1 at batch 1): each worker one ssyrk over its share of the H*W
+  style layers at 512 px but relu5_1, batch 1): each worker one ssyrk over its share of the H*W
   columns into a partial G of its own; the calling thread then adds the partials and mirrors.
   Each worker reads only its part of F, and the partials are small next to F.
 - "blocks": each image's C cut into ceil(workers / N) row blocks; the blocks on and above the
