@@ -354,6 +354,18 @@ def test_every_gram_path_matches_naive_and_is_symmetric(naive, monkeypatch, path
         np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
 
 
+@pytest.mark.parametrize("blas", ["auto", "scipy"])
+def test_gram_finds_ssyrk_beside_either_sgemm(naive, blas):
+    # ssyrk comes from the library (and integer width) of the sgemm the driver was given
+    driver = NumbaCpuDriver(blas=blas, threads=2)
+    syrk = gram.syrk_for(driver._sgemm)
+    assert syrk.int_dtype == driver._sgemm.int_dtype and "ssyrk" in syrk.symbol
+    x = np.random.default_rng(3).standard_normal((1, 9, 6, 7)).astype(np.float32)
+    got = driver.gram(x)
+    assert_close(got, naive.gram(x), TOLERANCES["float32"]["gram"], f"gram with {blas}")
+    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+
+
 def test_gram_paths_follow_the_shape():
     # relu1_1 at 512 px and batch 1: the H*W columns split between the workers, one partial
     # triangle each; relu5_1 at 256 px: triangle blocks; 512 channels at 8x8: rows, unmirrored
