@@ -21,7 +21,7 @@ from tolerances import TOLERANCES, assert_close
 
 from vggjit import get_driver
 from vggjit.errors import InputError
-from vggjit_numba_cpu import conv, kernel_cache, pool, threads, winograd
+from vggjit_numba_cpu import conv, gram, kernel_cache, pool, threads, winograd
 from vggjit_numba_cpu.driver import NumbaCpuDriver
 
 #: numba-cpu's tiling and kernels are held to the suite's float32 bound (tests/tolerances.py);
@@ -335,6 +335,60 @@ def test_winograd_option_and_dispatch_rule():
     assert not winograd.use_winograd(1, 3, 64, 224, 224, 2)
     assert winograd.use_winograd(1, 256, 256, 56, 56, 2)
     assert not winograd.use_winograd(1, 512, 512, 14, 14, 2)
+
+
+# -- Gram: ssyrk triangles, sgemm blocks, split H*W --------------------------------------------
+@pytest.mark.parametrize("path", ["split-k", "blocks", "rows"])
+@pytest.mark.parametrize("shape", [(1, 7, 5, 9), (1, 37, 6, 6), (3, 20, 4, 5), (2, 1, 1, 3)])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_every_gram_path_matches_naive_and_is_symmetric(naive, monkeypatch, path, shape,
+                                                        workers):
+    # each path forced on uneven shapes (C not a multiple of the blocks, H*W not of the parts,
+    # more workers than images and the reverse); the triangle paths mirror, so G == G^T exactly
+    plan = gram.plan_gram
+    monkeypatch.setattr(gram, "plan_gram", lambda n, c, hw, w: plan(n, c, hw, w, path))
+    x = np.random.default_rng(shape[1]).standard_normal(shape).astype(np.float32)
+    got = NumbaCpuDriver(threads=workers).gram(x)
+    assert_close(got, naive.gram(x), TOLERANCES["float32"]["gram"], f"gram {path}")
+    if path != "rows":
+        np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("blas", ["auto", "scipy"])
+def test_gram_finds_ssyrk_beside_either_sgemm(naive, blas):
+    # ssyrk comes from the library (and integer width) of the sgemm the driver was given
+    driver = NumbaCpuDriver(blas=blas, threads=2)
+    syrk = gram.syrk_for(driver._sgemm)
+    assert syrk.int_dtype == driver._sgemm.int_dtype and "ssyrk" in syrk.symbol
+    x = np.random.default_rng(3).standard_normal((1, 9, 6, 7)).astype(np.float32)
+    got = driver.gram(x)
+    assert_close(got, naive.gram(x), TOLERANCES["float32"]["gram"], f"gram with {blas}")
+    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+
+
+def test_gram_paths_follow_the_shape():
+    # relu1_1 at 512 px and batch 1: the H*W columns split between the workers, one partial
+    # triangle each; relu5_1 at 256 px: triangle blocks; 512 channels at 8x8: rows, unmirrored
+    assert gram.plan_gram(1, 64, 512 * 512, 2)[3:] == (2, False)
+    assert gram.plan_gram(1, 512, 16 * 16, 2)[3:] == (1, True)
+    assert gram.plan_gram(1, 512, 8 * 8, 2)[3:] == (1, False)
+    assert gram.plan_gram(2, 64, 512 * 512, 2)[3:] == (1, True)      # one image per worker
+    with pytest.raises(ValueError, match="gram path"):
+        gram.plan_gram(1, 4, 4, 2, "diagonal")
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_gram_blocks_share_the_flops_evenly(workers):
+    # one image's upper-triangle blocks dealt to the workers: a diagonal block (ssyrk) counts
+    # half a square, and every worker gets the same share
+    items, first, used, parts, mirror = gram.plan_gram(1, 512, 256, workers, "blocks")
+    assert used == workers and parts == 1 and mirror
+    loads = []
+    for t in range(used):
+        rows = items[first[t]:first[t + 1]]
+        loads.append(sum((r[gram.R1] - r[gram.R0]) * (r[gram.C1] - r[gram.C0])
+                         / (2 if r[gram.TRIANGLE] else 1) for r in rows))
+    assert max(loads) == min(loads) == 512 * 512 / 2 / workers
 
 
 # -- skipped gradients -------------------------------------------------------------------------

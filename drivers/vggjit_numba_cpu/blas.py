@@ -1,4 +1,5 @@
-"""Single-threaded sgemm callable from inside Numba kernels, on the BLAS that NumPy uses.
+"""Single-threaded sgemm (and ssyrk, for the Gram matrices) callable from inside Numba
+kernels, on the BLAS that NumPy uses.
 
 Why not Numba's own ``np.dot``: it needs whole contiguous matrices (our tiles are sub-matrices
 of y and dy with a leading dimension), cannot accumulate (beta = 1), and goes to SciPy's BLAS,
@@ -189,3 +190,95 @@ def find_sgemm(prefer: str = "auto") -> Sgemm:
             raise ValueError("NumPy's BLAS exports no sgemm with a known integer width here; "
                              "use blas='scipy' or 'auto'")
     return _scipy_sgemm()
+
+
+# -- ssyrk: the symmetric rank-k update (C = A A^T, one triangle), for the Gram matrices -------
+@intrinsic
+def _call_ssyrk(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10):
+    """Call the function at address ``fn`` with 10 pointer arguments given as integers."""
+    args = (fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10)
+    if not all(isinstance(t, types.Integer) for t in args):
+        return None
+    sig = types.void(*args)
+
+    def codegen(context, builder, signature, llargs):
+        ptr = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [ptr] * 10)
+        values = [context.cast(builder, v, t, types.uintp) for v, t in zip(llargs, signature.args)]
+        target = builder.inttoptr(values[0], fnty.as_pointer())
+        builder.call(target, [builder.inttoptr(v, ptr) for v in values[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit(types.void(BLAS_ARGS, types.int64, types.int64, types.int64, types.uint64, types.int64,
+                types.uint64, types.int64), parallel=False)
+def ssyrk(blas, worker, n, k, a, lda, c, ldc):
+    """Row-major upper triangle of C[n, n] = A A^T, A [n, k], with one single-threaded call.
+
+    blas: the tuple from ``Ssyrk.kernel_args``; a, c: addresses (see ``address``), lda/ldc
+    their row strides in elements. The strictly lower triangle of C is left as it was. Fortran
+    sees row-major A as the column-major k x n matrix A^T, so we ask for its lower triangle of
+    (A^T)^T (A^T) (uplo "L", trans "T"), which is the row-major upper one.
+    """
+    fn, chars, consts, ints = blas
+    ints[worker, 0] = n
+    ints[worker, 1] = k
+    ints[worker, 2] = lda
+    ints[worker, 3] = ldc
+    size = np.uint64(ints.itemsize)
+    ip = ints.ctypes.data + np.uint64(worker) * np.uint64(ints.shape[1]) * size
+    cp = chars.ctypes.data
+    kp = consts.ctypes.data
+    _call_ssyrk(fn, cp, cp + np.uint64(1), ip, ip + size, kp, a, ip + np.uint64(2) * size,
+                kp + np.uint64(4), c, ip + np.uint64(3) * size)
+
+
+_SYRK_CHARS = np.array([ord("L"), ord("T")], np.uint8)
+
+
+@dataclass(frozen=True)
+class Ssyrk:
+    """A Fortran-ABI ssyrk from the same library (and integer width) as an ``Sgemm``."""
+
+    address: int
+    int_dtype: type
+    symbol: str
+
+    def kernel_args(self, workers: int):
+        """The ``blas`` tuple a kernel passes to ``ssyrk``: the same layout as
+        ``Sgemm.kernel_args`` (so the same int64 scratch serves both ABIs)."""
+        return (np.uint64(self.address), _SYRK_CHARS, _CONSTS,
+                np.zeros((max(1, workers), 8), np.int64))
+
+
+def find_ssyrk(gemm: Sgemm) -> Ssyrk:
+    """The ssyrk beside ``gemm``: the same library's (same integer width) when it exports one
+    under the matching name, else SciPy's ``cython_blas.ssyrk``."""
+    if not gemm.symbol.startswith("scipy.linalg.cython_blas"):
+        try:
+            fn = getattr(ctypes.CDLL(gemm.library), gemm.symbol.replace("sgemm", "ssyrk"), None)
+        except OSError:
+            fn = None
+        if fn is not None:
+            return Ssyrk(ctypes.cast(fn, ctypes.c_void_p).value, gemm.int_dtype,
+                         gemm.symbol.replace("sgemm", "ssyrk"))
+    return Ssyrk(_cython_blas_address("ssyrk"), np.int32, "scipy.linalg.cython_blas.ssyrk")
+
+
+def _cython_blas_address(name: str) -> int:
+    """Address of SciPy's ``cython_blas`` function ``name`` (32-bit integers, little-endian
+    only: see Sgemm.kernel_args)."""
+    import scipy.linalg.cython_blas as cython_blas
+
+    if sys.byteorder != "little":
+        raise ValueError(f"SciPy's {name} takes 32-bit integers, which this driver passes as "
+                         "the low half of 64-bit ones: big-endian machines are not supported")
+    capsule = cython_blas.__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
+                                                                  ctypes.c_char_p]
+    return get_pointer(capsule, get_name(capsule))

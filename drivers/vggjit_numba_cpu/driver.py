@@ -419,11 +419,15 @@ class NumbaCpuDriver(Driver):
     def _gram(self, x):
         n, c = x.shape[:2]
         g = np.empty((n, c, c), np.float32)
-        items_per_image = max(1, -(-self.threads // n))
-        rows = max(1, -(-c // items_per_image))
-        workers = min(self.threads, n * -(-c // rows))
-        self._plan.run(gram.gram_forward, workers, x, rows, workers, g,
-                       self._sgemm.kernel_args(workers))
+        items, first, workers, parts, mirror = gram.plan_gram(
+            n, c, x.shape[2] * x.shape[3], self.threads)
+        out = g if parts == 1 else np.empty((n * parts, c, c), np.float32)
+        self._plan.run(gram.gram_upper, workers, x, items, first, mirror, out,
+                       self._sgemm.kernel_args(workers),
+                       gram.syrk_for(self._sgemm).kernel_args(workers))
+        if parts > 1:
+            with self._plan.kernels():
+                gram.gram_sum_mirror(out, parts, g)
         return g
 
 
