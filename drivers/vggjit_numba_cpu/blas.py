@@ -159,22 +159,12 @@ def _numpy_sgemm() -> Sgemm | None:
 
 def _scipy_sgemm() -> Sgemm:
     import scipy
-    import scipy.linalg.cython_blas as cython_blas
 
-    capsule = cython_blas.__pyx_capi__["sgemm"]
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
-                                                                  ctypes.c_char_p]
-    pointer = get_pointer(capsule, get_name(capsule))
+    pointer = _cython_blas_address("sgemm")
     scipy_dir = str(Path(scipy.__file__).resolve().parent)
     libs = _blas_libraries()
     mine = [lib.filepath for lib in libs if _inside(lib.filepath, scipy_dir)]
     library = mine[0] if mine else (libs[0].filepath if len(libs) == 1 else "")
-    if sys.byteorder != "little":     # see Sgemm.kernel_args
-        raise ValueError("SciPy's sgemm takes 32-bit integers, which this driver passes as "
-                         "the low half of 64-bit ones: big-endian machines are not supported")
     return Sgemm(pointer, np.int32, library, "scipy.linalg.cython_blas.sgemm")
 
 
