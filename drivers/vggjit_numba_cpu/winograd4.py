@@ -188,40 +188,44 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
     """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
     max(that, 0) when ``relu`` (NaN stays NaN).
 
-    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; rb: at least 40*TW floats of scratch: A^T m
-    for a row of tiles (24 rows of TW), then the 4 output columns of one output row (4 rows of
-    TW); outputs past the edge of y are dropped.
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; rb: at least 40*T floats of scratch; outputs
+    past the edge of y are dropped. Per output channel, over all T tiles of the chunk at once
+    (M[e, co] is contiguous in t): A^T m into rb[:24T] (row 6i + j holds sum_a A^T[i, a]
+    M[6a + j]), then A^T along j into rb[24T:40T] (row 4i + jj: output (i, jj) of every tile),
+    then the scatter into y's rows. Why whole chunks: per tile row the loops ran over TW = 14
+    tiles at 56 px, and their overhead made this transform 4x slower than F(2x2)'s.
     """
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     HW = H * W
     CT = np.uint64(es)
-    tw = np.uint64(TW)
+    tn = np.uint64(T)
     yf = y.reshape(-1)
     full = np.uint64(W // 4)            # tiles whose four columns all lie inside y
     last = W - 4 * (W // 4)             # columns of the last, partial tile (0: none)
     four = np.uint64(4)
-    ys = np.uint64(24) * tw             # rb[ys:]: the 4 output columns of one row
+    ys = np.uint64(24) * tn             # rb[ys:]: the 16 outputs of every tile
     # ReLU as a clamp at ``floor`` (-inf: none), as in winograd.py (one loop body, not two)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)
     for co in range(Cout):
         bias = b[co]
+        p = np.uint64(co * T)
+        for j in range(6):
+            _combine(m, p + np.uint64(j) * CT, np.uint64(6) * CT, rb, np.uint64(j) * tn,
+                     np.uint64(6) * tn, tn)
+        for i in range(4):
+            _combine(rb, np.uint64(6 * i) * tn, tn, rb, ys + np.uint64(4 * i) * tn, tn, tn)
         for ti in range(tr0, tr1):
-            p = np.uint64(co * T + (ti - tr0) * TW)
-            # rb[(6i + j)*TW + tj] = sum_a A^T[i, a] M[6a + j] of tile tj
-            for j in range(6):
-                _combine(m, p + np.uint64(j) * CT, np.uint64(6) * CT, rb, np.uint64(j) * tw,
-                         np.uint64(6) * tw, tw)
             for i in range(4):
                 if 4 * ti + i >= H:
                     break
-                _combine(rb, np.uint64(6 * i) * tw, tw, rb, ys, tw, tw)
                 q = np.uint64(n * Cout * HW + co * HW + (4 * ti + i) * W)
+                src = ys + np.uint64(4 * i) * tn + np.uint64((ti - tr0) * TW)
                 for tj in range(full):
                     for jj in range(4):
-                        yv = rb[ys + np.uint64(jj) * tw + tj] + bias
+                        yv = rb[src + np.uint64(jj) * tn + tj] + bias
                         yf[q + four * tj + np.uint64(jj)] = floor if yv <= floor else yv
                 for jj in range(last):
-                    yv = rb[ys + np.uint64(jj) * tw + full] + bias
+                    yv = rb[src + np.uint64(jj) * tn + full] + bias
                     yf[q + four * full + np.uint64(jj)] = floor if yv <= floor else yv
 
 
@@ -234,7 +238,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     x [N, Cin, H, W]; u [36, Cout, Cin] = weight_transform(w) (for the backward dx,
     weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
     y [N, Cout, H, W] (overwritten); rows: tile rows per chunk; work: 1-D, per worker
-    chunk_floats(Cin, Cout, W, rows) floats; mask: empty, or shaped like x (x read as 0 where
+    chunk_floats(Cin, Cout, W, rows) floats (the last max(48*(TW + 1), 40*rows*TW) of them
+    the transforms' scratch); mask: empty, or shaped like x (x read as 0 where
     mask <= 0: the ReLU backward of dx, as in winograd.winograd_forward).
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
@@ -243,7 +248,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = rows * TW
-    scratch = 48 * (TW + 1)
+    scratch = max(48 * (TW + 1), 40 * rows * TW)
     per_worker = 36 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + scratch
     if work.shape[0] < workers * per_worker or u.shape[0] != 36 or u.shape[2] != Cin or \
             (mask.size and mask.size != x.size):
@@ -269,7 +274,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
     tw = (w + 3) // 4
-    return 36 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + 48 * (tw + 1)
+    return 36 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + max(48 * (tw + 1),
+                                                                             40 * rows * tw)
 
 
 #: fewest tiles per chunk: below this each of the 36 sgemm calls is too short to run at speed
