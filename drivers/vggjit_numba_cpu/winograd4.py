@@ -60,13 +60,14 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 1 / 2, -1 / 2, 0], [0, 1, 1, 1 / 4
 
 
 @jit(parallel=False)
-def _input_rows(x, n, c, ti, TW, rb, mask):
+def _input_rows(x, n, c, ti, TW, rb, off, ps, mask):
     """The 6 input rows of tile row ti of image n, channel c, zero padded and split by padded
-    column modulo 4: rb (1-D, used as [6, 4, TW + 1]) with
+    column modulo 4 (phase p):
 
-        rb[a, p, k] = xpad[4k + p],  xpad[u] = x[n, c, 4*ti - 1 + a, u - 1]
+        rb[off + (4a + p)*ps + k] = xpad[4k + p],  xpad[u] = x[n, c, 4*ti - 1 + a, u - 1]
 
-    and zero outside the image. Tile tj reads padded columns 4tj .. 4tj + 5, i.e. phases
+    for k <= TW, zero outside the image; ps: the distance between phases (the chunk's row of
+    phases, see _input_transform). Tile tj reads padded columns 4tj .. 4tj + 5, i.e. phases
     0..3 at k = tj and phases 0, 1 at k = tj + 1: contiguous in tj, so the transform loops
     vectorise. mask: empty, or shaped like x: x is read as 0 where mask <= 0 (or NaN).
     """
@@ -78,17 +79,16 @@ def _input_rows(x, n, c, ti, TW, rb, mask):
     plane = (n * x.shape[1] + c) * H * W
     for a in range(6):
         ih = 4 * ti - 1 + a
-        base = np.uint64(4 * a * S)
-        for k in range(np.uint64(4 * S)):
-            rb[base + k] = 0.0
-        if ih < 0 or ih >= H:
-            continue
-        src = plane + ih * W
         for p in range(4):
+            dst = np.uint64(off + (4 * a + p) * ps)
+            for k in range(np.uint64(S)):
+                rb[dst + k] = 0.0
+            if ih < 0 or ih >= H:
+                continue
+            src = plane + ih * W
             # padded column 4k + p is x column 4k + p - 1, inside [0, W) for k in [lo, hi)
             lo = 1 if p == 0 else 0
             hi = (W - p) // 4 + 1
-            dst = base + np.uint64(p * S)
             if masked:
                 for k in range(lo, hi):
                     i = np.uint64(src + 4 * k + p - 1)
@@ -103,62 +103,70 @@ def _input_rows(x, n, c, ti, TW, rb, mask):
 def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
     """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
 
-    v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj; rb: 48*(TW + 1) floats
-    (the 6 phase-split input rows, then the 6 rows of B^T d); mask: see _input_rows.
+    Tiles are numbered t = (ti - tr0)*(TW + 1) + tj: each tile row has one more column than it
+    has tiles (tj = TW), garbage that the GEMMs carry along and the output transform never
+    reads. Why: then a tile's inputs sit at t and t + 1 of the phase rows of the whole chunk,
+    so every loop below runs over all T = (tr1 - tr0)*(TW + 1) tiles of the chunk at once;
+    per tile row the loops ran over TW = 14 tiles at 56 px, and their overhead dominated.
+    v: 1-D, V[e, c, t] at v[e*es + c*T + t]; rb: 48*T floats (the 6 input rows of every tile
+    row, split into 4 phases, [6, 4, T]; then the 6 rows of B^T d, [6, 4, T]);
+    mask: see _input_rows.
     """
-    S = np.uint64(TW + 1)
-    row = np.uint64(4) * S                 # one phase-split row
+    S = TW + 1
+    tn = np.uint64(T)
+    row = np.uint64(4) * tn                # one input row of the chunk, 4 phases
     comb = np.uint64(6) * row              # rb[comb:]: the rows of B^T d
     CT = np.uint64(es)
     one = np.uint64(1)
     d0, d1, d2, d3, d4, d5 = (np.uint64(0), row, np.uint64(2) * row, np.uint64(3) * row,
                               np.uint64(4) * row, np.uint64(5) * row)
+    last = tn - one                        # the last tile reads no t + 1
     for c in range(x.shape[1]):
         for ti in range(tr0, tr1):
-            _input_rows(x, n, c, ti, TW, rb, mask)
-            # B^T d, a whole phase-split row at a time (row i of B^T d at rb[comb + i*row])
-            for k in range(row):
-                rb[comb + k] = rb[d0 + k] - 5.0 * rb[d2 + k] + 4.0 * rb[d4 + k]
-            for k in range(row):
-                rb[comb + d1 + k] = 4.0 * (rb[d3 + k] + rb[d4 + k]) - (rb[d1 + k] + rb[d2 + k])
-            for k in range(row):
-                rb[comb + d2 + k] = 4.0 * (rb[d4 + k] - rb[d3 + k]) + (rb[d1 + k] - rb[d2 + k])
-            for k in range(row):
-                rb[comb + d3 + k] = 2.0 * (rb[d3 + k] - rb[d1 + k]) + 4.0 * (rb[d4 + k]
-                                                                            - rb[d2 + k])
-            for k in range(row):
-                rb[comb + d4 + k] = 2.0 * (rb[d1 + k] - rb[d3 + k]) + 4.0 * (rb[d4 + k]
-                                                                            - rb[d2 + k])
-            for k in range(row):
-                rb[comb + d5 + k] = rb[d1 + k] - 5.0 * rb[d3 + k] + 4.0 * rb[d5 + k]
-            # (B^T d) B along each row r: with phases P0..P3 of row r, tile tj holds
-            # P0[tj], P1[tj], P2[tj], P3[tj], P0[tj + 1], P1[tj + 1]
-            base = np.uint64(c * T + (ti - tr0) * TW)
-            for r in range(6):
-                p0 = comb + np.uint64(r) * row
-                p1, p2, p3 = p0 + S, p0 + np.uint64(2) * S, p0 + np.uint64(3) * S
-                out = base + np.uint64(6 * r) * CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[p0 + tj] - 5.0 * rb[p2 + tj] + 4.0 * rb[p0 + tj + one]
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = 4.0 * (rb[p3 + tj] + rb[p0 + tj + one]) - (rb[p1 + tj]
-                                                                            + rb[p2 + tj])
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = 4.0 * (rb[p0 + tj + one] - rb[p3 + tj]) + (rb[p1 + tj]
-                                                                            - rb[p2 + tj])
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = 2.0 * (rb[p3 + tj] - rb[p1 + tj]) + 4.0 * (
-                        rb[p0 + tj + one] - rb[p2 + tj])
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = 2.0 * (rb[p1 + tj] - rb[p3 + tj]) + 4.0 * (
-                        rb[p0 + tj + one] - rb[p2 + tj])
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[p1 + tj] - 5.0 * rb[p3 + tj] + 4.0 * rb[p1 + tj + one]
+            _input_rows(x, n, c, ti, TW, rb, (ti - tr0) * S, T, mask)
+        # B^T d, every row of phases at once (row i of B^T d at rb[comb + i*row])
+        for k in range(row):
+            rb[comb + k] = rb[d0 + k] - 5.0 * rb[d2 + k] + 4.0 * rb[d4 + k]
+        for k in range(row):
+            rb[comb + d1 + k] = 4.0 * (rb[d3 + k] + rb[d4 + k]) - (rb[d1 + k] + rb[d2 + k])
+        for k in range(row):
+            rb[comb + d2 + k] = 4.0 * (rb[d4 + k] - rb[d3 + k]) + (rb[d1 + k] - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d3 + k] = 2.0 * (rb[d3 + k] - rb[d1 + k]) + 4.0 * (rb[d4 + k]
+                                                                        - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d4 + k] = 2.0 * (rb[d1 + k] - rb[d3 + k]) + 4.0 * (rb[d4 + k]
+                                                                        - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d5 + k] = rb[d1 + k] - 5.0 * rb[d3 + k] + 4.0 * rb[d5 + k]
+        # (B^T d) B along each row r: with phases P0..P3 of row r, tile t holds
+        # P0[t], P1[t], P2[t], P3[t], P0[t + 1], P1[t + 1]
+        base = np.uint64(c) * tn
+        for r in range(6):
+            p0 = comb + np.uint64(r) * row
+            p1, p2, p3 = p0 + tn, p0 + np.uint64(2) * tn, p0 + np.uint64(3) * tn
+            out = base + np.uint64(6 * r) * CT
+            for t in range(last):
+                v[out + t] = rb[p0 + t] - 5.0 * rb[p2 + t] + 4.0 * rb[p0 + t + one]
+            out += CT
+            for t in range(last):
+                v[out + t] = 4.0 * (rb[p3 + t] + rb[p0 + t + one]) - (rb[p1 + t] + rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 4.0 * (rb[p0 + t + one] - rb[p3 + t]) + (rb[p1 + t] - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 2.0 * (rb[p3 + t] - rb[p1 + t]) + 4.0 * (rb[p0 + t + one]
+                                                                      - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 2.0 * (rb[p1 + t] - rb[p3 + t]) + 4.0 * (rb[p0 + t + one]
+                                                                      - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = rb[p1 + t] - 5.0 * rb[p3 + t] + 4.0 * rb[p1 + t + one]
+            for e in range(6):               # the garbage tile: zero, so the GEMMs stay finite
+                v[base + np.uint64(6 * r + e) * CT + last] = 0.0
 
 
 @jit(parallel=False)
@@ -188,12 +196,13 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
     """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
     max(that, 0) when ``relu`` (NaN stays NaN).
 
-    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; rb: at least 40*T floats of scratch; outputs
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t], t = (ti - tr0)*(TW + 1) + tj (see
+    _input_transform); rb: at least 40*T floats of scratch; outputs
     past the edge of y are dropped. Per output channel, over all T tiles of the chunk at once
     (M[e, co] is contiguous in t): A^T m into rb[:24T] (row 6i + j holds sum_a A^T[i, a]
     M[6a + j]), then A^T along j into rb[24T:40T] (row 4i + jj: output (i, jj) of every tile),
     then the scatter into y's rows. Why whole chunks: per tile row the loops ran over TW = 14
-    tiles at 56 px, and their overhead made this transform 4x slower than F(2x2)'s.
+    tiles at 56 px, and their overhead made this transform 2x slower.
     """
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     HW = H * W
@@ -219,7 +228,7 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
                 if 4 * ti + i >= H:
                     break
                 q = np.uint64(n * Cout * HW + co * HW + (4 * ti + i) * W)
-                src = ys + np.uint64(4 * i) * tn + np.uint64((ti - tr0) * TW)
+                src = ys + np.uint64(4 * i) * tn + np.uint64((ti - tr0) * (TW + 1))
                 for tj in range(full):
                     for jj in range(4):
                         yv = rb[src + np.uint64(jj) * tn + tj] + bias
@@ -238,8 +247,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     x [N, Cin, H, W]; u [36, Cout, Cin] = weight_transform(w) (for the backward dx,
     weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
     y [N, Cout, H, W] (overwritten); rows: tile rows per chunk; work: 1-D, per worker
-    chunk_floats(Cin, Cout, W, rows) floats (the last max(48*(TW + 1), 40*rows*TW) of them
-    the transforms' scratch); mask: empty, or shaped like x (x read as 0 where
+    chunk_floats(Cin, Cout, W, rows) floats (the last 48*rows*(TW + 1) of them the
+    transforms' scratch); mask: empty, or shaped like x (x read as 0 where
     mask <= 0: the ReLU backward of dx, as in winograd.winograd_forward).
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
@@ -247,8 +256,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     TH, TW = (H + 3) // 4, (W + 3) // 4
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
-    Tmax = rows * TW
-    scratch = max(48 * (TW + 1), 40 * rows * TW)
+    Tmax = rows * (TW + 1)               # tiles of a chunk, with one garbage tile per row
+    scratch = 48 * Tmax
     per_worker = 36 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + scratch
     if work.shape[0] < workers * per_worker or u.shape[0] != 36 or u.shape[2] != Cin or \
             (mask.size and mask.size != x.size):
@@ -261,7 +270,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
         n = chunk // per_image
         tr0 = (chunk % per_image) * rows
         tr1 = min(tr0 + rows, TH)
-        T = (tr1 - tr0) * TW
+        T = (tr1 - tr0) * (TW + 1)
         ev, em = estride(Cin * T), estride(Cout * T)
         _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask)
         for e in range(36):
@@ -274,8 +283,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
     tw = (w + 3) // 4
-    return 36 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + max(48 * (tw + 1),
-                                                                             40 * rows * tw)
+    t = rows * (tw + 1)
+    return 36 * (estride(cin * t) + estride(cout * t)) + 48 * t
 
 
 #: fewest tiles per chunk: below this each of the 36 sgemm calls is too short to run at speed
@@ -288,7 +297,7 @@ def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_by
     MIN_CHUNK_TILES tiles, within ``bound_bytes`` for all workers (never under one tile row),
     then evened out over the workers (as winograd.plan_rows)."""
     th, tw = (h + 3) // 4, (w + 3) // 4
-    row_bytes = 4 * 36 * (cin + cout) * tw
+    row_bytes = 4 * 36 * (cin + cout) * (tw + 1)
     rows = max(1, tile_bytes // row_bytes, -(-MIN_CHUNK_TILES // tw))
     rows = min(rows, th)
     while rows > 1 and workers * 4 * chunk_floats(cin, cout, w, rows) > bound_bytes:
