@@ -48,7 +48,7 @@ import numpy as np
 from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
-from .winograd import estride
+from .winograd import estride, use_winograd
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
 BT = np.array([[1, 0, -5, 0, 4, 0], [0, -1, -1, 4, 4, 0], [0, 1, -1, -4, 4, 0],
@@ -319,5 +319,19 @@ def weight_transform(w: np.ndarray, flip: bool = False) -> np.ndarray:
 
 # -- when to use it (plain Python) ---------------------------------------------------------------
 def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
-    """Where F(4x4, 3x3) measured faster than F(2x2) and img2col (see the constants)."""
-    return False
+    """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
+    (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 and each worker
+    MIN_TILES_PER_WORKER of them, so that each of the 36 sgemm calls of a chunk (one image's
+    tile rows) has columns to run at speed. The same rule serves the forward and dx."""
+    tiles = ((h + 3) // 4) * ((w + 3) // 4)
+    return (use_winograd(n, cin, cout, h, w, workers) and tiles >= MIN_IMAGE_TILES
+            and n * tiles >= MIN_TILES_PER_WORKER * workers)
+
+
+#: VGG19 at 224, batch 1, 2 workers (conv_path "winograd4" against "winograd" and "img2col",
+#: medians of 11, interleaved, forward with the fused ReLU / backward dx; the machine was
+#: shared): conv1_2 0.83-0.84 / 0.87 of F(2x2)'s time, conv2_x 0.81-0.90 / 0.82-0.89,
+#: conv3_x 0.78-0.91 / 0.81-0.85; conv4_x at 28 px (49 tiles per image) 1.04-1.10 / 0.93-0.94,
+#: conv5_x at 14 px 1.3-1.6x slower (12-16 tiles per image: each sgemm gets a few columns).
+MIN_IMAGE_TILES = 100
+MIN_TILES_PER_WORKER = 64
