@@ -171,6 +171,15 @@ class NumbaCpuDriver(Driver):
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
 
+    @property
+    def accuracy_paths(self) -> tuple[str, ...]:
+        """The convolution paths this driver may take whose float32 error is larger than
+        img2col's (the test suite's tolerance table bounds each): "winograd4" (F(4x4), see
+        winograd4.py) unless Winograd is off or another path is forced."""
+        if self.winograd and self.conv_path in ("auto", "winograd4"):
+            return ("winograd4",)
+        return ()
+
     def _winograd_path(self, n, cin, cout, h, wd, k, stride, pad) -> str | None:
         """"winograd" (F(2x2)), "winograd4" (F(4x4)) or None (no Winograd) for this
         convolution: only 3x3 s1 p1, and (conv_path "auto") only where it measured faster."""
