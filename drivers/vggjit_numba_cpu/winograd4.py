@@ -81,14 +81,18 @@ def _input_rows(x, n, c, ti, TW, rb, off, ps, mask):
         ih = 4 * ti - 1 + a
         for p in range(4):
             dst = np.uint64(off + (4 * a + p) * ps)
-            for k in range(np.uint64(S)):
-                rb[dst + k] = 0.0
             if ih < 0 or ih >= H:
+                for k in range(np.uint64(S)):
+                    rb[dst + k] = 0.0
                 continue
             src = plane + ih * W
-            # padded column 4k + p is x column 4k + p - 1, inside [0, W) for k in [lo, hi)
+            # padded column 4k + p is x column 4k + p - 1, inside [0, W) for k in [lo, hi);
+            # the pad outside that range is zero
             lo = 1 if p == 0 else 0
-            hi = (W - p) // 4 + 1
+            hi = max(lo, (W - p) // 4 + 1)
+            rb[dst] = 0.0
+            for k in range(hi, S):
+                rb[dst + np.uint64(k)] = 0.0
             if masked:
                 for k in range(lo, hi):
                     i = np.uint64(src + 4 * k + p - 1)
