@@ -58,8 +58,8 @@ class NumbaCpuDriver(Driver):
       blas: which sgemm the workers call: "auto" (NumPy's BLAS when it can be called directly,
           else SciPy's), "numpy" or "scipy" (see blas.py).
       winograd: 3x3 stride-1 pad-1 convolutions (forward and backward dx) by Winograd
-          F(2x2, 3x3) where it measured faster (default True; False: img2col paths only, for
-          comparison; see winograd.py).
+          F(2x2, 3x3) or F(4x4, 3x3) where each measured faster (default True; False: img2col
+          paths only, for comparison; see winograd.py and winograd4.py).
       conv_path: "auto" (default: each convolution takes the path that measured fastest for
           its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
           wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,

@@ -33,8 +33,9 @@ well-conditioned choice: the points +-2 give the same error here, larger points 
 
 Tiling as in winograd.py: worker t takes chunks t, t + workers, ... of tile rows of one image,
 transforms them into its own part of the work buffer, runs the 36 single-threaded sgemm calls
-and writes the outputs straight into y; the transforms are short loops over whole rows of tiles
-with few load streams each (why: winograd.py's _input_transform).
+and writes the outputs straight into y. The transforms are loops over all tiles of a chunk at
+once (one unused tile per tile row makes that possible, see _input_transform), each with few
+load streams (why few: winograd.py's _input_transform).
 
 Backward dx: the forward run on dy with the kernel flipped and transposed,
 g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]. Unlike F(2x2), whose points are closed under
