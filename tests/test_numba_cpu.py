@@ -390,6 +390,21 @@ def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
     _close4(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
 
 
+def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
+    _, x, wt, b = _case(27, 2, 40, 33, 20, 40, 3)        # 9 tile rows of 5 tiles
+    tiny = NumbaCpuDriver(conv_path="winograd4", memory_bound_mb=0.001)
+    assert winograd4.plan_rows(33, 20, 40, 40, tiny.threads, 2, tiny.tile_bytes,
+                               tiny.memory_bound) == 1
+    _close4(tiny.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "one tile row")
+    # a bound that holds 3 tile rows per worker (of 9): shorter chunks, workspace within it
+    bound = 2 * 4 * winograd4.chunk_floats(40, 40, 20, 3)
+    small = NumbaCpuDriver(conv_path="winograd4", threads=2, memory_bound_mb=bound / 2**20)
+    rows = winograd4.plan_rows(33, 20, 40, 40, 2, 2, small.tile_bytes, small.memory_bound)
+    assert 1 < rows <= 3
+    _close4(small.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"{rows} tile rows")
+    assert small.workspace_bytes <= small.memory_bound
+
+
 def test_winograd4_error_on_a_deep_layer_stays_in_its_bound(naive):
     # 512 input channels, the deepest sum of VGG: the larger transform entries of F(4x4)
     # (tests/tolerances.py says what they cost) must stay inside its bound
