@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tolerances import TOLERANCES, assert_close
+from tolerances import PATH_TOLERANCES, TOLERANCES, assert_close
 
 from vggjit import get_driver
 from vggjit.errors import InputError
-from vggjit_numba_cpu import conv, gram, kernel_cache, pool, threads, winograd
+from vggjit_numba_cpu import conv, gram, kernel_cache, pool, threads, winograd, winograd4
 from vggjit_numba_cpu.driver import NumbaCpuDriver
 
 #: numba-cpu's tiling and kernels are held to the suite's float32 bound (tests/tolerances.py);
@@ -391,6 +391,85 @@ def test_gram_blocks_share_the_flops_evenly(workers):
     assert max(loads) == min(loads) == 512 * 512 / 2 / workers
 
 
+# -- Winograd F(4x4, 3x3) -------------------------------------------------------------------------
+#: F(4x4)'s own bound in the shared table (tests/tolerances.py, PATH_TOLERANCES)
+TOL4 = PATH_TOLERANCES["winograd4"]["conv2d"]
+
+
+def _close4(got, want, what=""):
+    assert_close(got, want, TOL4, what)
+
+
+def test_winograd4_matrices_compute_the_3_tap_correlation():
+    # sum_k A^T[i, k] G[k, j] B^T[k, l] = 1 where l = i + j, else 0: output i of the tile is
+    # sum_j g[j] d[i + j], which is what the transforms must compute
+    product = np.einsum("ik,kj,kl->ijl", winograd4.AT, winograd4.G, winograd4.BT)
+    want = np.zeros((4, 3, 6))
+    for i in range(4):
+        for j in range(3):
+            want[i, j, i + j] = 1.0
+    np.testing.assert_allclose(product, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 6),
+                                                 (1, 2, 1, 1, 3), (1, 4, 2, 3, 5),
+                                                 (3, 7, 6, 5, 2), (1, 6, 8, 12, 3)])
+def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
+    # H, W of every residue modulo 4: the tile grid reaches 1-3 rows/columns past the edge
+    rng, x, wt, b = _case(24, n, cin, h, w, cout, 3)
+    driver = NumbaCpuDriver(conv_path="winograd4")
+    y = driver.conv2d(x, wt, b, 1, 1)
+    assert driver._transforms4.misses == 1                 # it did take the F(4x4) path
+    _close4(y, naive.conv2d(x, wt, b, 1, 1), "forward")
+    relu = driver.conv2d(x, wt, b, 1, 1, relu=True)
+    np.testing.assert_array_equal(relu, np.maximum(y, 0))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0]
+    assert driver._transforms4_dx.misses == 1              # ... and dx its own transform
+    _close4(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx")
+    dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=relu)[0]
+    _close4(dx, naive.conv2d_backward(naive.relu_backward(dy, relu), x, wt, 1, 1)[0],
+           "dx through the ReLU")
+
+
+@pytest.mark.parametrize("workers, rows", [(1, 1), (2, 2), (3, 1)])
+def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
+    # TH = 4 tile rows (H = 15), 2 images: chunks of 1-2 tile rows, uneven over the workers
+    _, x, wt, b = _case(25, 2, 3, 15, 9, 4, 3)
+    driver = NumbaCpuDriver()
+    y = np.full((2, 4, 15, 9), np.nan, np.float32)
+    work = np.empty(workers * winograd4.chunk_floats(3, 4, 9, rows), np.float32)
+    driver._plan.run(winograd4.winograd4_forward, workers, x, winograd4.weight_transform(wt), b,
+                     rows, workers, work, y, driver._sgemm.kernel_args(workers), False, NO_MASK)
+    _close4(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
+
+
+def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
+    _, x, wt, b = _case(27, 2, 40, 33, 20, 40, 3)        # 9 tile rows of 5 tiles
+    tiny = NumbaCpuDriver(conv_path="winograd4", memory_bound_mb=0.001)
+    assert winograd4.plan_rows(33, 20, 40, 40, tiny.threads, 2, tiny.tile_bytes,
+                               tiny.memory_bound) == 1
+    _close4(tiny.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "one tile row")
+    # a bound that holds 3 tile rows per worker (of 9): shorter chunks, workspace within it
+    bound = 2 * 4 * winograd4.chunk_floats(40, 40, 20, 3)
+    small = NumbaCpuDriver(conv_path="winograd4", threads=2, memory_bound_mb=bound / 2**20)
+    rows = winograd4.plan_rows(33, 20, 40, 40, 2, 2, small.tile_bytes, small.memory_bound)
+    assert 1 < rows <= 3
+    _close4(small.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"{rows} tile rows")
+    assert small.workspace_bytes <= small.memory_bound
+
+
+def test_winograd4_error_on_a_deep_layer_stays_in_its_bound(naive):
+    # 512 input channels, the deepest sum of VGG: the larger transform entries of F(4x4)
+    # (tests/tolerances.py says what they cost) must stay inside its bound
+    rng = np.random.default_rng(26)
+    x = rng.standard_normal((1, 512, 8, 8)).astype(np.float32)
+    wt = (rng.standard_normal((8, 512, 3, 3)) / np.sqrt(9 * 512)).astype(np.float32)
+    b = np.zeros(8, np.float32)
+    _close4(NumbaCpuDriver(conv_path="winograd4").conv2d(x, wt, b, 1, 1),
+           naive.conv2d(x, wt, b, 1, 1), "512 channels")
+
+
 # -- skipped gradients -------------------------------------------------------------------------
 def test_need_dw_false_gives_the_same_dx_and_no_dw():
     rng, x, wt, b = _case(8, 2, 3, 9, 8, 4, 3)
@@ -620,11 +699,12 @@ def test_warmup_compiles_every_kernel():
     # a compiled signature after it (fresh process, so other tests cannot help).
     script = textwrap.dedent("""
         import numba
-        from vggjit_numba_cpu import conv, elementwise, gram, linear, pool, softmax, winograd
+        from vggjit_numba_cpu import (conv, elementwise, gram, linear, pool, softmax, winograd,
+                                      winograd4)
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         NumbaCpuDriver(threads=2).warmup()
         missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool,
-                                                    softmax, winograd)
+                                                    softmax, winograd, winograd4)
                    for name, f in vars(m).items()
                    if isinstance(f, numba.core.registry.CPUDispatcher) and not f.signatures
                    and f.py_func.__module__ == m.__name__ and not name.startswith("_")]
@@ -732,5 +812,11 @@ def test_each_declared_variant_forces_its_path():
     assert paths["shifted"] == ("shifted", True)
     assert paths["cout-split"] == ("cout-split", True)
     assert paths["winograd"] == ("winograd", False)
+    assert paths["winograd4"] == ("winograd4", True)
+    # only a driver that may take F(4x4) gets its looser bound (tests/tolerances.py)
+    assert NumbaCpuDriver(**VARIANTS["winograd4"]).accuracy_paths == ("winograd4",)
+    assert NumbaCpuDriver().accuracy_paths == ("winograd4",)
+    assert NumbaCpuDriver(**VARIANTS["winograd"]).accuracy_paths == ()
+    assert NumbaCpuDriver(winograd=False).accuracy_paths == ()
     # by default these small shapes take the shifted path and dw by channel blocks
     assert NumbaCpuDriver()._forward_path(1, 3, 4, 9, 10, 3, 1, 1) == "shifted"

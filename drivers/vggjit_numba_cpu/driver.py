@@ -18,6 +18,7 @@ from vggjit.errors import InputError
 
 from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
+from . import winograd4 as wino4
 from .blas import find_sgemm
 from .kernel_cache import CACHE
 from .threads import ThreadPlan
@@ -27,7 +28,9 @@ from .threads import ThreadPlan
 DEFAULT_TILE_KB = 1024
 
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
-CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd")
+CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd4")
+#: the Winograd paths among them (F(2x2, 3x3) in winograd.py, F(4x4, 3x3) in winograd4.py)
+WINOGRAD_PATHS = ("winograd", "winograd4")
 DW_PATHS = ("auto", "rows", "channels")
 
 
@@ -55,12 +58,13 @@ class NumbaCpuDriver(Driver):
       blas: which sgemm the workers call: "auto" (NumPy's BLAS when it can be called directly,
           else SciPy's), "numpy" or "scipy" (see blas.py).
       winograd: 3x3 stride-1 pad-1 convolutions (forward and backward dx) by Winograd
-          F(2x2, 3x3) where it measured faster (default True; False: img2col paths only, for
-          comparison; see winograd.py).
+          F(2x2, 3x3) or F(4x4, 3x3) where each measured faster (default True; False: img2col
+          paths only, for comparison; see winograd.py and winograd4.py).
       conv_path: "auto" (default: each convolution takes the path that measured fastest for
           its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
           wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,
-          K > 1), "cout-split", "winograd" (3x3 stride 1 pad 1, forward and backward dx).
+          K > 1), "cout-split", "winograd" (F(2x2, 3x3)) or "winograd4" (F(4x4, 3x3)), both
+          for 3x3 stride 1 pad 1, forward and backward dx.
           Forcing is for checking and timing each path (the record's conformance variants,
           see __init__.py); every path gives the same results within float32 rounding.
       dw_path: "auto" (default), "rows" or "channels": how the weight gradient is split among
@@ -94,6 +98,10 @@ class NumbaCpuDriver(Driver):
         self.winograd = bool(winograd)
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
         self._transforms = wino.TransformCache()
+        # F(4x4)'s forward and dx kernels have transforms of their own (winograd4.py)
+        self._transforms4 = wino.TransformCache(transform=wino4.weight_transform)
+        self._transforms4_dx = wino.TransformCache(
+            transform=functools.partial(wino4.weight_transform, flip=True))
 
     @property
     def threads(self) -> int:
@@ -129,7 +137,8 @@ class NumbaCpuDriver(Driver):
         """Drop the work buffer and the cached Winograd weight transforms (both are re-created
         by the next convolution)."""
         self._work = None
-        self._transforms.clear()
+        for cache in (self._transforms, self._transforms4, self._transforms4_dx):
+            cache.clear()
 
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
@@ -146,7 +155,8 @@ class NumbaCpuDriver(Driver):
         b = np.zeros(3, np.float32)
         saved = self.conv_path, self.dw_path
         try:
-            for path in CONV_PATHS[1:] if self.winograd else CONV_PATHS[1:-1]:
+            for path in [p for p in CONV_PATHS[1:]
+                         if self.winograd or p not in WINOGRAD_PATHS]:
                 self.conv_path = path
                 y = self.conv2d(x, w, b, 1, 1, relu=True)
                 self.conv2d_backward(y, x, w, 1, 1, need_dw=False, relu_out=y)
@@ -161,22 +171,36 @@ class NumbaCpuDriver(Driver):
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
 
-    def _use_winograd(self, n, cin, cout, h, wd, k, stride, pad) -> bool:
-        """Winograd for this convolution? Only 3x3 s1 p1, and (conv_path "auto") only where
-        it measured faster."""
+    @property
+    def accuracy_paths(self) -> tuple[str, ...]:
+        """The convolution paths this driver may take whose float32 error is larger than
+        img2col's (the test suite's tolerance table bounds each): "winograd4" (F(4x4), see
+        winograd4.py) unless Winograd is off or another path is forced."""
+        if self.winograd and self.conv_path in ("auto", "winograd4"):
+            return ("winograd4",)
+        return ()
+
+    def _winograd_path(self, n, cin, cout, h, wd, k, stride, pad) -> str | None:
+        """"winograd" (F(2x2)), "winograd4" (F(4x4)) or None (no Winograd) for this
+        convolution: only 3x3 s1 p1, and (conv_path "auto") only where it measured faster."""
         if not (self.winograd and wino.applies(k, stride, pad)):
-            return False
+            return None
         if self.conv_path != "auto":
-            return self.conv_path == "winograd"
-        return wino.use_winograd(n, cin, cout, h, wd, self.threads)
+            return self.conv_path if self.conv_path in WINOGRAD_PATHS else None
+        if wino4.use_winograd4(n, cin, cout, h, wd, self.threads):
+            return "winograd4"
+        if wino.use_winograd(n, cin, cout, h, wd, self.threads):
+            return "winograd"
+        return None
 
     def _forward_path(self, n, cin, cout, h, wd, k, stride, pad) -> str:
-        """"winograd", "shifted", "cout-split" or "img2col" for this convolution: the forced
-        path where its geometry allows it, else the measured rule."""
+        """"winograd", "winograd4", "shifted", "cout-split" or "img2col" for this convolution:
+        the forced path where its geometry allows it, else the measured rule."""
         ho = conv_output_length(h, k, stride, pad)
         wo = conv_output_length(wd, k, stride, pad)
-        if self._use_winograd(n, cin, cout, h, wd, k, stride, pad):
-            return "winograd"
+        winograd_path = self._winograd_path(n, cin, cout, h, wd, k, stride, pad)
+        if winograd_path is not None:
+            return winograd_path
         forced = self.conv_path
         if forced == "shifted" or (forced == "auto" and conv.use_shifted(stride, k, cout)):
             if stride == 1 and k > 1:
@@ -194,14 +218,25 @@ class NumbaCpuDriver(Driver):
             return self.dw_path == "rows"
         return conv.use_rows_dw(cout, kd, n, ho, wo)
 
-    def _winograd(self, x, w, b, flip, relu=False, mask=None):
-        """conv3x3(x, w) + b (stride 1, pad 1) by Winograd F(2x2, 3x3); flip=True convolves
-        with the backward-dx kernel of w instead (see winograd.py), b then has Cin entries;
-        relu=True applies the ReLU as the output is written; mask (shaped like x): x is read
-        as 0 where mask <= 0."""
+    def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
+        """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3))
+        or "winograd4" (F(4x4, 3x3)); flip=True convolves with the backward-dx kernel of w
+        instead (see winograd.py), b then has Cin entries; relu=True applies the ReLU as the
+        output is written; mask (shaped like x): x is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = np.empty((n, cout, h, wd), np.float32)
+        mask = conv.NO_MASK if mask is None else mask
+        if path == "winograd4":
+            rows = wino4.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
+                                   self.memory_bound)
+            workers = max(1, min(self.threads, n * -(-((h + 3) // 4) // rows)))
+            work = self._workspace(workers * wino4.chunk_floats(cin, cout, wd, rows))
+            with self._plan.kernels():
+                u = (self._transforms4_dx if flip else self._transforms4).get(w)
+            self._plan.run(wino4.winograd4_forward, workers, x, u, b, rows, workers, work, y,
+                           self._sgemm.kernel_args(workers), relu, mask)
+            return y
         rows = wino.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
                               self.memory_bound)
         workers = max(1, min(self.threads, n * -(-((h + 1) // 2) // rows)))
@@ -209,8 +244,7 @@ class NumbaCpuDriver(Driver):
         with self._plan.kernels():
             u = self._transforms.get(w)   # one transform serves forward and dx (flip)
         self._plan.run(wino.winograd_forward, workers, x, u, b, rows, workers, work, y,
-                       self._sgemm.kernel_args(workers), flip, relu,
-                       conv.NO_MASK if mask is None else mask)
+                       self._sgemm.kernel_args(workers), flip, relu, mask)
         return y
 
     # -- convolution --------------------------------------------------------------------------
@@ -228,8 +262,8 @@ class NumbaCpuDriver(Driver):
         ho, wo = conv_output_length(h, k, stride, pad), conv_output_length(wd, k, stride, pad)
         kd = cin * k * k
         path = self._forward_path(n, cin, cout, h, wd, k, stride, pad)
-        if path == "winograd":
-            return self._winograd(x, w, b, False, relu)
+        if path in WINOGRAD_PATHS:
+            return self._winograd(path, x, w, b, False, relu)
         y = np.empty((n, cout, ho, wo), np.float32)
         if path == "shifted":
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
@@ -277,9 +311,11 @@ class NumbaCpuDriver(Driver):
             return None, None, None
         kd = cin * k * k
         dx = dw = db = None
-        if need_dx and self._use_winograd(n, cout, cin, ho, wo, k, stride, pad):
+        winograd_path = need_dx and self._winograd_path(n, cout, cin, ho, wo, k, stride, pad)
+        if winograd_path:
             # dx = conv3x3(dy, w flipped and transposed): a forward convolution, see winograd.py
-            dx = self._winograd(dy, w, np.zeros(cin, np.float32), True, mask=relu_out)
+            dx = self._winograd(winograd_path, dy, w, np.zeros(cin, np.float32), True,
+                                mask=relu_out)
             need_dx = False
             if not need_dw:
                 return dx, None, None

@@ -363,13 +363,14 @@ class TransformCache:
     in place, recompute). Bounded by ``max_bytes`` of transforms.
     """
 
-    def __init__(self, max_bytes: int = 512 << 20):
+    def __init__(self, max_bytes: int = 512 << 20, transform=weight_transform):
         self.max_bytes = max_bytes
+        self.transform = transform      # w -> its transform (winograd4.py has its own)
         self._entries: OrderedDict = OrderedDict()
         self.misses = 0
 
     def get(self, w: np.ndarray) -> np.ndarray:
-        """weight_transform(w), from the cache while w is unchanged."""
+        """transform(w), from the cache while w is unchanged."""
         key = id(w)
         stamp = (w.ctypes.data, w.shape, int(checksum(w)))
         hit = self._entries.get(key)
@@ -377,7 +378,7 @@ class TransformCache:
             self._entries.move_to_end(key)
             return hit[1]
         self.misses += 1
-        u = weight_transform(w)
+        u = self.transform(w)
         self._entries[key] = (stamp, u)
         self._entries.move_to_end(key)
         while sum(e[1].nbytes for e in self._entries.values()) > self.max_bytes \

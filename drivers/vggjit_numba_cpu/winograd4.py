@@ -1,0 +1,342 @@
+"""Winograd F(4x4, 3x3) convolution for K = 3, stride 1, pad 1: the larger-tile sibling of
+winograd.py's F(2x2, 3x3).
+
+Why: a 4x4 output tile from a 6x6 input tile takes 36 multiplies per (input channel, output
+channel), 2.25 per output against F(2x2)'s 4 and img2col's 9: the GEMM work drops to 0.25 of
+img2col's (F(2x2): 0.44), for heavier tile transforms and a larger float32 error (the
+transforms' entries reach 5 and 1/8, against F(2x2)'s 1 and 1/2; docs/design-notes.md,
+note 4, gives the measured error).
+
+Layout as in winograd.py: x [N, Cin, H, W], w [Cout, Cin, 3, 3], y [N, Cout, H, W]; output
+tiles TH = ceil(H/4) by TW = ceil(W/4), the grid reaching up to three rows/columns past the
+edge (read as zero padding, cropped when written).
+
+    input transform   V[e, c, t]   = (B^T d_{c,t} B)[e]      d: the 6x6 input patch of tile t
+    weight transform  U[e, co, c]  = (G g_{co,c} G^T)[e]     done once per weight array
+    36 GEMMs          M[e]         = U[e] [Cout, Cin] @ V[e] [Cin, T]
+    output transform  y tile       = A^T m_{co,t} A + b[co]  (a 4x4 block, cropped)
+
+with e = 6*i + j and the interpolation points 0, 1, -1, 1/2, -1/2 and infinity (the
+well-conditioned choice: the points +-2 give the same error here, larger points more):
+
+    B^T = [[1,  0, -5,  0, 4, 0],          G = [[   1,    0,    0],
+           [0, -1, -1,  4, 4, 0],               [ 1/6,  1/6,  1/6],
+           [0,  1, -1, -4, 4, 0],               [ 1/6, -1/6,  1/6],
+           [0, -2, -4,  2, 4, 0],               [-2/3, -1/3, -1/6],
+           [0,  2, -4, -2, 4, 0],               [-2/3,  1/3, -1/6],
+           [0,  1,  0, -5, 0, 4]]               [   0,    0,  1/4]]
+
+    A^T = [[1, 1,  1,   1,    1,   0],
+           [0, 1, -1, 1/2, -1/2,   0],
+           [0, 1,  1, 1/4,  1/4,   0],
+           [0, 1, -1, 1/8, -1/8,   1]].
+
+Tiling as in winograd.py: worker t takes chunks t, t + workers, ... of tile rows of one image,
+transforms them into its own part of the work buffer, runs the 36 single-threaded sgemm calls
+and writes the outputs straight into y. The transforms are loops over all tiles of a chunk at
+once (one unused tile per tile row makes that possible, see _input_transform), each with few
+load streams (why few: winograd.py's _input_transform).
+
+Backward dx: the forward run on dy with the kernel flipped and transposed,
+g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]. Unlike F(2x2), whose points are closed under
+p -> 1/p, reversing g here maps the point 1/2 to 2, so the dx kernel has a transform of its
+own (weight_transform(w, flip=True)), cached beside the forward one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .blas import TRANS_N, address, sgemm
+from .conv import balanced_rows
+from .kernel_cache import jit
+from .winograd import estride, use_winograd
+
+#: the transform matrices (float64; the kernels below hard-code them as explicit sums)
+BT = np.array([[1, 0, -5, 0, 4, 0], [0, -1, -1, 4, 4, 0], [0, 1, -1, -4, 4, 0],
+               [0, -2, -4, 2, 4, 0], [0, 2, -4, -2, 4, 0], [0, 1, 0, -5, 0, 4]], np.float64)
+G = np.array([[1, 0, 0], [1 / 6, 1 / 6, 1 / 6], [1 / 6, -1 / 6, 1 / 6],
+              [-2 / 3, -1 / 3, -1 / 6], [-2 / 3, 1 / 3, -1 / 6], [0, 0, 1 / 4]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 1 / 2, -1 / 2, 0], [0, 1, 1, 1 / 4, 1 / 4, 0],
+               [0, 1, -1, 1 / 8, -1 / 8, 1]], np.float64)
+
+
+@jit(parallel=False)
+def _input_rows(x, n, c, ti, TW, rb, off, ps, mask):
+    """The 6 input rows of tile row ti of image n, channel c, zero padded and split by padded
+    column modulo 4 (phase p):
+
+        rb[off + (4a + p)*ps + k] = xpad[4k + p],  xpad[u] = x[n, c, 4*ti - 1 + a, u - 1]
+
+    for k <= TW, zero outside the image; ps: the distance between phases (the chunk's row of
+    phases, see _input_transform). Tile tj reads padded columns 4tj .. 4tj + 5, i.e. phases
+    0..3 at k = tj and phases 0, 1 at k = tj + 1: contiguous in tj, so the transform loops
+    vectorise. mask: empty, or shaped like x: x is read as 0 where mask <= 0 (or NaN).
+    """
+    H, W = x.shape[2], x.shape[3]
+    S = TW + 1
+    xf = x.reshape(-1)
+    masked = mask.size > 0
+    mf = mask.reshape(-1)
+    plane = (n * x.shape[1] + c) * H * W
+    for a in range(6):
+        ih = 4 * ti - 1 + a
+        for p in range(4):
+            dst = np.uint64(off + (4 * a + p) * ps)
+            if ih < 0 or ih >= H:
+                for k in range(np.uint64(S)):
+                    rb[dst + k] = 0.0
+                continue
+            src = plane + ih * W
+            # padded column 4k + p is x column 4k + p - 1, inside [0, W) for k in [lo, hi);
+            # the pad outside that range is zero
+            lo = 1 if p == 0 else 0
+            hi = max(lo, (W - p) // 4 + 1)
+            rb[dst] = 0.0
+            for k in range(hi, S):
+                rb[dst + np.uint64(k)] = 0.0
+            if masked:
+                for k in range(lo, hi):
+                    i = np.uint64(src + 4 * k + p - 1)
+                    v = xf[i]
+                    rb[dst + np.uint64(k)] = v if mf[i] > 0.0 else 0.0
+            else:
+                for k in range(lo, hi):
+                    rb[dst + np.uint64(k)] = xf[np.uint64(src + 4 * k + p - 1)]
+
+
+@jit(parallel=False)
+def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
+    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
+
+    Tiles are numbered t = (ti - tr0)*(TW + 1) + tj: each tile row has one more column than it
+    has tiles (tj = TW), garbage that the GEMMs carry along and the output transform never
+    reads. Why: then a tile's inputs sit at t and t + 1 of the phase rows of the whole chunk,
+    so every loop below runs over all T = (tr1 - tr0)*(TW + 1) tiles of the chunk at once;
+    per tile row the loops ran over TW = 14 tiles at 56 px, and their overhead dominated.
+    v: 1-D, V[e, c, t] at v[e*es + c*T + t]; rb: 48*T floats (the 6 input rows of every tile
+    row, split into 4 phases, [6, 4, T]; then the 6 rows of B^T d, [6, 4, T]);
+    mask: see _input_rows.
+    """
+    S = TW + 1
+    tn = np.uint64(T)
+    row = np.uint64(4) * tn                # one input row of the chunk, 4 phases
+    comb = np.uint64(6) * row              # rb[comb:]: the rows of B^T d
+    CT = np.uint64(es)
+    one = np.uint64(1)
+    d0, d1, d2, d3, d4, d5 = (np.uint64(0), row, np.uint64(2) * row, np.uint64(3) * row,
+                              np.uint64(4) * row, np.uint64(5) * row)
+    last = tn - one                        # the last tile reads no t + 1
+    for c in range(x.shape[1]):
+        for ti in range(tr0, tr1):
+            _input_rows(x, n, c, ti, TW, rb, (ti - tr0) * S, T, mask)
+        # B^T d, every row of phases at once (row i of B^T d at rb[comb + i*row])
+        for k in range(row):
+            rb[comb + k] = rb[d0 + k] - 5.0 * rb[d2 + k] + 4.0 * rb[d4 + k]
+        for k in range(row):
+            rb[comb + d1 + k] = 4.0 * (rb[d3 + k] + rb[d4 + k]) - (rb[d1 + k] + rb[d2 + k])
+        for k in range(row):
+            rb[comb + d2 + k] = 4.0 * (rb[d4 + k] - rb[d3 + k]) + (rb[d1 + k] - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d3 + k] = 2.0 * (rb[d3 + k] - rb[d1 + k]) + 4.0 * (rb[d4 + k]
+                                                                        - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d4 + k] = 2.0 * (rb[d1 + k] - rb[d3 + k]) + 4.0 * (rb[d4 + k]
+                                                                        - rb[d2 + k])
+        for k in range(row):
+            rb[comb + d5 + k] = rb[d1 + k] - 5.0 * rb[d3 + k] + 4.0 * rb[d5 + k]
+        # (B^T d) B along each row r: with phases P0..P3 of row r, tile t holds
+        # P0[t], P1[t], P2[t], P3[t], P0[t + 1], P1[t + 1]
+        base = np.uint64(c) * tn
+        for r in range(6):
+            p0 = comb + np.uint64(r) * row
+            p1, p2, p3 = p0 + tn, p0 + np.uint64(2) * tn, p0 + np.uint64(3) * tn
+            out = base + np.uint64(6 * r) * CT
+            for t in range(last):
+                v[out + t] = rb[p0 + t] - 5.0 * rb[p2 + t] + 4.0 * rb[p0 + t + one]
+            out += CT
+            for t in range(last):
+                v[out + t] = 4.0 * (rb[p3 + t] + rb[p0 + t + one]) - (rb[p1 + t] + rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 4.0 * (rb[p0 + t + one] - rb[p3 + t]) + (rb[p1 + t] - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 2.0 * (rb[p3 + t] - rb[p1 + t]) + 4.0 * (rb[p0 + t + one]
+                                                                      - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = 2.0 * (rb[p1 + t] - rb[p3 + t]) + 4.0 * (rb[p0 + t + one]
+                                                                      - rb[p2 + t])
+            out += CT
+            for t in range(last):
+                v[out + t] = rb[p1 + t] - 5.0 * rb[p3 + t] + 4.0 * rb[p1 + t + one]
+            for e in range(6):               # the garbage tile: zero, so the GEMMs stay finite
+                v[base + np.uint64(6 * r + e) * CT + last] = 0.0
+
+
+@jit(parallel=False)
+def _combine(src, s0, stride, dst, d0, dstride, n):
+    """A^T applied along one axis: dst[d0 + i*dstride + k] = sum_a A^T[i, a] src[s0 +
+    a*stride + k] for i = 0..3, k < n, in loops of at most four load streams."""
+    a0, a1, a2 = s0, s0 + stride, s0 + np.uint64(2) * stride
+    a3, a4, a5 = s0 + np.uint64(3) * stride, s0 + np.uint64(4) * stride, \
+        s0 + np.uint64(5) * stride
+    q0, q1, q2, q3 = d0, d0 + dstride, d0 + np.uint64(2) * dstride, d0 + np.uint64(3) * dstride
+    for k in range(n):
+        dst[q0 + k] = src[a0 + k] + src[a1 + k] + src[a2 + k]
+    for k in range(n):
+        dst[q0 + k] += src[a3 + k] + src[a4 + k]
+    for k in range(n):
+        dst[q1 + k] = src[a1 + k] - src[a2 + k] + 0.5 * (src[a3 + k] - src[a4 + k])
+    for k in range(n):
+        dst[q2 + k] = src[a1 + k] + src[a2 + k] + 0.25 * (src[a3 + k] + src[a4 + k])
+    for k in range(n):
+        dst[q3 + k] = src[a1 + k] - src[a2 + k] + src[a5 + k]
+    for k in range(n):
+        dst[q3 + k] += 0.125 * (src[a3 + k] - src[a4 + k])
+
+
+@jit(parallel=False)
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
+    """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
+    max(that, 0) when ``relu`` (NaN stays NaN).
+
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t], t = (ti - tr0)*(TW + 1) + tj (see
+    _input_transform); rb: at least 40*T floats of scratch; outputs
+    past the edge of y are dropped. Per output channel, over all T tiles of the chunk at once
+    (M[e, co] is contiguous in t): A^T m into rb[:24T] (row 6i + j holds sum_a A^T[i, a]
+    M[6a + j]), then A^T along j into rb[24T:40T] (row 4i + jj: output (i, jj) of every tile),
+    then the scatter into y's rows. Why whole chunks: per tile row the loops ran over TW = 14
+    tiles at 56 px, and their overhead made this transform 2x slower.
+    """
+    Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
+    HW = H * W
+    CT = np.uint64(es)
+    tn = np.uint64(T)
+    yf = y.reshape(-1)
+    full = np.uint64(W // 4)            # tiles whose four columns all lie inside y
+    last = W - 4 * (W // 4)             # columns of the last, partial tile (0: none)
+    four = np.uint64(4)
+    ys = np.uint64(24) * tn             # rb[ys:]: the 16 outputs of every tile
+    # ReLU as a clamp at ``floor`` (-inf: none), as in winograd.py (one loop body, not two)
+    floor = np.float32(0.0) if relu else np.float32(-np.inf)
+    for co in range(Cout):
+        bias = b[co]
+        p = np.uint64(co * T)
+        for j in range(6):
+            _combine(m, p + np.uint64(j) * CT, np.uint64(6) * CT, rb, np.uint64(j) * tn,
+                     np.uint64(6) * tn, tn)
+        for i in range(4):
+            _combine(rb, np.uint64(6 * i) * tn, tn, rb, ys + np.uint64(4 * i) * tn, tn, tn)
+        for ti in range(tr0, tr1):
+            for i in range(4):
+                if 4 * ti + i >= H:
+                    break
+                q = np.uint64(n * Cout * HW + co * HW + (4 * ti + i) * W)
+                src = ys + np.uint64(4 * i) * tn + np.uint64((ti - tr0) * (TW + 1))
+                for tj in range(full):
+                    for jj in range(4):
+                        yv = rb[src + np.uint64(jj) * tn + tj] + bias
+                        yf[q + four * tj + np.uint64(jj)] = floor if yv <= floor else yv
+                for jj in range(last):
+                    yv = rb[src + np.uint64(jj) * tn + full] + bias
+                    yf[q + four * full + np.uint64(jj)] = floor if yv <= floor else yv
+
+
+# -- forward -----------------------------------------------------------------------------------
+@jit(parallel=False)
+def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
+    """Worker t's chunks of y = conv3x3(x, w) + b (stride 1, pad 1) by F(4x4, 3x3), tiled
+    over rows of tiles: chunks t, t + workers, ...
+
+    x [N, Cin, H, W]; u [36, Cout, Cin] = weight_transform(w) (for the backward dx,
+    weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
+    y [N, Cout, H, W] (overwritten); rows: tile rows per chunk; work: 1-D, per worker
+    chunk_floats(Cin, Cout, W, rows) floats (the last 48*rows*(TW + 1) of them the
+    transforms' scratch); mask: empty, or shaped like x (x read as 0 where
+    mask <= 0: the ReLU backward of dx, as in winograd.winograd_forward).
+    """
+    N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Cout = u.shape[1]
+    TH, TW = (H + 3) // 4, (W + 3) // 4
+    per_image = (TH + rows - 1) // rows
+    nchunks = N * per_image
+    Tmax = rows * (TW + 1)               # tiles of a chunk, with one garbage tile per row
+    scratch = 48 * Tmax
+    per_worker = 36 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + scratch
+    if work.shape[0] < workers * per_worker or u.shape[0] != 36 or u.shape[2] != Cin or \
+            (mask.size and mask.size != x.size):
+        raise ValueError("winograd4_forward: work buffer too small, bad weight transform or mask")
+    uf = u.reshape(-1)
+    vs = t * per_worker
+    ms = vs + 36 * estride(Cin * Tmax)
+    rs = ms + 36 * estride(Cout * Tmax)
+    for chunk in range(t, nchunks, workers):
+        n = chunk // per_image
+        tr0 = (chunk % per_image) * rows
+        tr1 = min(tr0 + rows, TH)
+        T = (tr1 - tr0) * (TW + 1)
+        ev, em = estride(Cin * T), estride(Cout * T)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask)
+        for e in range(36):
+            sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
+                  address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
+        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
+                          work[rs:rs + scratch])
+
+
+def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
+    """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
+    tw = (w + 3) // 4
+    t = rows * (tw + 1)
+    return 36 * (estride(cin * t) + estride(cout * t)) + 48 * t
+
+
+#: fewest tiles per chunk: below this each of the 36 sgemm calls is too short to run at speed
+MIN_CHUNK_TILES = 128
+
+
+def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_bytes: int,
+              bound_bytes: int) -> int:
+    """Tile rows per chunk: V + M of about ``tile_bytes`` per worker but at least
+    MIN_CHUNK_TILES tiles, within ``bound_bytes`` for all workers (never under one tile row),
+    then evened out over the workers (as winograd.plan_rows)."""
+    th, tw = (h + 3) // 4, (w + 3) // 4
+    row_bytes = 4 * 36 * (cin + cout) * (tw + 1)
+    rows = max(1, tile_bytes // row_bytes, -(-MIN_CHUNK_TILES // tw))
+    rows = min(rows, th)
+    while rows > 1 and workers * 4 * chunk_floats(cin, cout, w, rows) > bound_bytes:
+        rows -= 1
+    return balanced_rows(th, rows, n, workers)
+
+
+# -- weight transform ----------------------------------------------------------------------------
+def weight_transform(w: np.ndarray, flip: bool = False) -> np.ndarray:
+    """U [36, Cout, Cin] float32 with U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c];
+    flip=True: g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], the backward-dx kernel
+    (U [36, Cin, Cout]). Computed in float64, one rounding to float32."""
+    g = w.astype(np.float64)
+    if flip:
+        g = g.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    u = np.einsum("ia,ocab,jb->ijoc", G, g, G, optimize=True)
+    return np.ascontiguousarray(u.reshape(36, g.shape[0], g.shape[1]), dtype=np.float32)
+
+
+# -- when to use it (plain Python) ---------------------------------------------------------------
+def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
+    """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
+    (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 and each worker
+    MIN_TILES_PER_WORKER of them, so that each of the 36 sgemm calls of a chunk (one image's
+    tile rows) has columns to run at speed. The same rule serves the forward and dx."""
+    tiles = ((h + 3) // 4) * ((w + 3) // 4)
+    return (use_winograd(n, cin, cout, h, w, workers) and tiles >= MIN_IMAGE_TILES
+            and n * tiles >= MIN_TILES_PER_WORKER * workers)
+
+
+#: VGG19 at 224, batch 1, 2 workers (conv_path "winograd4" against "winograd" and "img2col",
+#: medians of 11, interleaved, forward with the fused ReLU / backward dx; the machine was
+#: shared): conv1_2 0.83-0.84 / 0.87 of F(2x2)'s time, conv2_x 0.81-0.90 / 0.82-0.89,
+#: conv3_x 0.78-0.91 / 0.81-0.85; conv4_x at 28 px (49 tiles per image) 1.04-1.10 / 0.93-0.94,
+#: conv5_x at 14 px 1.3-1.6x slower (12-16 tiles per image: each sgemm gets a few columns).
+MIN_IMAGE_TILES = 100
+MIN_TILES_PER_WORKER = 64
