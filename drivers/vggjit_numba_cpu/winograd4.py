@@ -327,10 +327,11 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
     """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
     (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 and each worker
     MIN_TILES_PER_WORKER of them, so that each of the 36 sgemm calls of a chunk (one image's
-    tile rows) has columns to run at speed. The same rule serves the forward and dx."""
+    tile rows) has columns to run at speed; and at most MAX_CHANNELS channels, for memory (see
+    there). The same rule serves the forward and dx."""
     tiles = ((h + 3) // 4) * ((w + 3) // 4)
-    return (use_winograd(n, cin, cout, h, w, workers) and tiles >= MIN_IMAGE_TILES
-            and n * tiles >= MIN_TILES_PER_WORKER * workers)
+    return (use_winograd(n, cin, cout, h, w, workers) and max(cin, cout) <= MAX_CHANNELS
+            and tiles >= MIN_IMAGE_TILES and n * tiles >= MIN_TILES_PER_WORKER * workers)
 
 
 #: VGG19 at 224, batch 1, 2 workers (conv_path "winograd4" against "winograd" and "img2col",
@@ -339,4 +340,11 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
 #: conv3_x 0.78-0.91 / 0.81-0.85; conv4_x at 28 px (49 tiles per image) 1.04-1.10 / 0.93-0.94,
 #: conv5_x at 14 px 1.3-1.6x slower (12-16 tiles per image: each sgemm gets a few columns).
 MIN_IMAGE_TILES = 100
+
+#: The forward and the dx transform of a layer are cached separately (F(2x2) serves both from
+#: one), 36 * Cin * Cout floats each: 2 x 37.7 MB for a 512 -> 512 layer against F(2x2)'s one
+#: 16.8 MB. With conv4_x on F(4x4) (a 512 px style run, where conv4_x works at 64 px) the
+#: caches held 323 MB against F(2x2)'s 88 MB and the step's peak RSS rose from 1.03 to 1.33 GB,
+#: more than PyTorch's; with F(4x4) kept to 256 channels they hold about 130 MB.
+MAX_CHANNELS = 256
 MIN_TILES_PER_WORKER = 64
