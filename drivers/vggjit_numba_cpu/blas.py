@@ -38,23 +38,28 @@ _ILP64_SYMBOLS = ("scipy_sgemm_64_", "sgemm_64_", "sgemm64_", "scipy_sgemm64_")
 TRANS_N, TRANS_T = 0, 1
 
 
-@intrinsic
-def _call_sgemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13):
-    """Call the function at address ``fn`` with 13 pointer arguments given as integers."""
-    args = (fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13)
+def _address_call(args):
+    """(signature, codegen) of an intrinsic that calls the function at address ``args[0]``
+    with ``args[1:]`` as pointer arguments, all given as integers; None for other types."""
     if not all(isinstance(t, types.Integer) for t in args):
         return None
-    sig = types.void(*args)
+    count = len(args) - 1
 
     def codegen(context, builder, signature, llargs):
         ptr = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [ptr] * 13)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr] * count)
         values = [context.cast(builder, v, t, types.uintp) for v, t in zip(llargs, signature.args)]
         target = builder.inttoptr(values[0], fnty.as_pointer())
         builder.call(target, [builder.inttoptr(v, ptr) for v in values[1:]])
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(*args), codegen
+
+
+@intrinsic
+def _call_sgemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13):
+    """Call the function at address ``fn`` with 13 pointer arguments given as integers."""
+    return _address_call((fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13))
 
 
 @jit(parallel=False)
@@ -186,20 +191,7 @@ def find_sgemm(prefer: str = "auto") -> Sgemm:
 @intrinsic
 def _call_ssyrk(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10):
     """Call the function at address ``fn`` with 10 pointer arguments given as integers."""
-    args = (fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10)
-    if not all(isinstance(t, types.Integer) for t in args):
-        return None
-    sig = types.void(*args)
-
-    def codegen(context, builder, signature, llargs):
-        ptr = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [ptr] * 10)
-        values = [context.cast(builder, v, t, types.uintp) for v, t in zip(llargs, signature.args)]
-        target = builder.inttoptr(values[0], fnty.as_pointer())
-        builder.call(target, [builder.inttoptr(v, ptr) for v in values[1:]])
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _address_call((fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10))
 
 
 @jit(types.void(BLAS_ARGS, types.int64, types.int64, types.int64, types.uint64, types.int64,
