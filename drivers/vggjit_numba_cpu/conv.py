@@ -324,8 +324,13 @@ def conv2d_forward_s1(t, x, wk, b, K, pad, rows, workers, work, y, blas, relu):
 
 
 # -- backward ----------------------------------------------------------------------------------
-def _widest(bounds) -> int:
-    return int(np.diff(bounds).max())
+@jit(parallel=False)
+def _widest(bounds):
+    """The most channels in one block: bounds int64 [nblocks + 1] are the block boundaries."""
+    widest = 0
+    for i in range(bounds.shape[0] - 1):
+        widest = max(widest, bounds[i + 1] - bounds[i])
+    return widest
 
 
 @jit(parallel=False)
@@ -336,9 +341,7 @@ def _input_grad(t, dy, w2, K, stride, pad, rows, bounds, workers, work, dx, blas
     Ho, Wo = dy.shape[2], dy.shape[3]
     KK = K * K
     nblocks = bounds.shape[0] - 1
-    widest = 0
-    for i in range(nblocks):
-        widest = max(widest, bounds[i + 1] - bounds[i])
+    widest = _widest(bounds)
     per_worker = (widest * KK + Cout) * rows * Wo
     if work.shape[0] < workers * per_worker or (mask.size and mask.size != dy.size):
         raise ValueError("conv2d input_grad: work buffer too small or mask not shaped like dy")
@@ -384,7 +387,7 @@ def input_grad(t, dy, w2, k, stride, pad, rows, bounds, workers, work, dx, blas,
 
 def input_grad_floats(cout: int, k: int, wo: int, rows: int, bounds, workers: int) -> int:
     """Work floats of input_grad."""
-    return workers * (_widest(bounds) * k * k + cout) * rows * wo
+    return workers * (int(_widest(np.asarray(bounds, np.int64))) * k * k + cout) * rows * wo
 
 
 @jit(parallel=False)
@@ -402,9 +405,7 @@ def weight_grad_channels(t, dy, x, K, stride, pad, rows, bounds, workers, work, 
     Ho, Wo = dy.shape[2], dy.shape[3]
     KK = K * K
     nblocks = bounds.shape[0] - 1
-    widest = 0
-    for i in range(nblocks):
-        widest = max(widest, bounds[i + 1] - bounds[i])
+    widest = _widest(bounds)
     per_worker = (widest * KK + Cout) * rows * Wo
     if work.shape[0] < workers * per_worker:
         raise ValueError("conv2d weight_grad_channels: work buffer too small")
