@@ -81,6 +81,7 @@ class Inputs:
         self.unique = unique
         self.sources = [os.fspath(s) for s in sources]
         self.manifests = [os.fspath(m) for m in manifests]
+        self._count: int | None = None
         if not self.sources and not self.manifests:
             raise InputError("no images given: name files, directories, globs or --manifest")
 
@@ -127,8 +128,11 @@ class Inputs:
         return (path for path, _ in self.labelled())
 
     def count(self) -> int:
-        """How many paths iteration yields (a listing pass; no image is opened)."""
-        return sum(1 for _ in self)
+        """How many paths iteration yields (one listing pass, the first time it is asked; no
+        image is opened). The command line asks before the run, the run again for its total."""
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
 
 
 def chunks(paths: Iterable[str], size: int) -> Iterator[list[str]]:
