@@ -329,3 +329,17 @@ def test_vgg19_and_vgg16_classes_insist_on_their_depth(tmp_path, monkeypatch):
         VGG19.from_file(path)
     assert type(VGG16.from_file(path)) is VGG16
     assert len(Network.from_file(path).layers) == len(vgg_layers(FIXTURE16_BLOCKS))
+
+
+@pytest.mark.parametrize("driver", ["numba-cpu", "naive"])
+def test_backward_leaves_the_callers_seed_gradients_alone(driver):
+    # the network adds a seed into the gradient coming down in place; never into a seed
+    net = Network.random(0, driver, blocks=TINY_BLOCKS, classifier=TINY_CLASSIFIER)
+    x = np.random.default_rng(3).standard_normal((1, 3, 28, 28)).astype(np.float32)
+    outs = net.forward(x, ("relu1_1", "relu2_1"), keep=True)
+    seeds = {name: np.ones_like(f) for name, f in outs.items()}
+    copies = {name: g.copy() for name, g in seeds.items()}
+    dx = net.backward(seeds)
+    for name, g in seeds.items():
+        np.testing.assert_array_equal(g, copies[name])
+    assert np.abs(dx).max() > 0

@@ -432,6 +432,38 @@ def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
            "dx through the ReLU")
 
 
+@pytest.mark.parametrize("module, g", [(winograd, winograd._G), (winograd4, winograd4.G)])
+@pytest.mark.parametrize("flip", [False, True])
+def test_weight_transform_kernel_matches_the_matrix_product(module, g, flip):
+    # the reference: G k G^T as one float64 einsum over all kernels, rounded once
+    w = np.random.default_rng(28).standard_normal((7, 5, 3, 3)).astype(np.float32)
+    k = w.astype(np.float64)
+    if flip:
+        k = k.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    r = g.shape[0]
+    want = np.einsum("ia,pqab,jb->ijpq", g, k, g).reshape(r * r, *k.shape[:2])
+    got = module.weight_transform(w, flip)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7)
+
+
+def test_winograd4_transform_per_call_on_large_maps(naive, monkeypatch):
+    # from PER_CALL_PIXELS on, F(4x4) computes its transforms per call instead of caching them:
+    # the same results, nothing cached
+    rng, x, wt, b = _case(29, 1, 6, 12, 12, 5, 3)
+    cached = NumbaCpuDriver(conv_path="winograd4")
+    y_cached = cached.conv2d(x, wt, b, 1, 1)
+    dy = rng.standard_normal(y_cached.shape).astype(np.float32)
+    dx_cached = cached.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0]
+    monkeypatch.setattr(winograd4, "PER_CALL_PIXELS", 12 * 12)
+    per_call = NumbaCpuDriver(conv_path="winograd4")
+    np.testing.assert_array_equal(per_call.conv2d(x, wt, b, 1, 1), y_cached)
+    np.testing.assert_array_equal(per_call.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0],
+                                  dx_cached)
+    assert per_call._transforms4.misses == per_call._transforms4_dx.misses == 0
+    _close4(y_cached, naive.conv2d(x, wt, b, 1, 1), "forward")
+
+
 @pytest.mark.parametrize("workers, rows", [(1, 1), (2, 2), (3, 1)])
 def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
     # TH = 4 tile rows (H = 15), 2 images: chunks of 1-2 tile rows, uneven over the workers

@@ -31,6 +31,12 @@ __all__ = ["CLASSIFIER", "MEAN_PIXEL", "VGG16_BLOCKS", "VGG19_BLOCKS", "Layer", 
            "RandomWeights", "VGG16", "VGG19", "param_shapes", "vgg_layers"]
 
 
+def _own_array(a: np.ndarray, others) -> bool:
+    """May ``a`` (a gradient an op's backward returned) be updated in place? Yes unless it is
+    read-only or shares memory with one of ``others`` (the caller's seed arrays)."""
+    return a.flags.writeable and not any(np.may_share_memory(a, o) for o in others)
+
+
 class RandomWeights(Mapping):
     """He-normal weights (std sqrt(2 / fan_in)), zero biases, made on first use of each layer.
 
@@ -236,7 +242,12 @@ class Network:
             op = ops[i]
             if i in seeds:
                 g = np.asarray(seeds[i], np.float32)
-                dy = g if dy is None else dy + g
+                if dy is None:
+                    dy = g
+                elif _own_array(dy, seeds.values()):
+                    dy += g        # saves allocating (and page-faulting) a new gradient
+                else:
+                    dy = dy + g
             if i > 0 and self._relu_follows(i - 1, i) and i - 1 not in seeds:
                 # fused unless a loss is seeded at the conv output
                 relu_out = saved[i]

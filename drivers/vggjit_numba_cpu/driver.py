@@ -20,6 +20,7 @@ from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
 from .blas import find_sgemm
+from .buffers import Recycler
 from .kernel_cache import CACHE
 from .threads import ThreadPlan
 
@@ -95,6 +96,8 @@ class NumbaCpuDriver(Driver):
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
         self._work: np.ndarray | None = None
+        # every large output array: recycled once nothing references it (buffers.py)
+        self._outputs = Recycler()
         self.winograd = bool(winograd)
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
         self._transforms = wino.TransformCache()
@@ -218,6 +221,17 @@ class NumbaCpuDriver(Driver):
             return self.dw_path == "rows"
         return conv.use_rows_dw(cout, kd, n, ho, wo)
 
+    def _transform4(self, w, flip, pixels):
+        """F(4x4)'s weight transform of w (flip: the dx kernel's) for a call on ``pixels``
+        output pixels (N*H*W): from the cache while w is unchanged, but computed into a
+        recycled buffer on large maps, where it costs a few percent of the convolution and
+        the cached forward and dx copies (each 4x the weights) would add to the peak memory of
+        a style step (winograd4.PER_CALL_PIXELS)."""
+        if pixels < wino4.PER_CALL_PIXELS:
+            return (self._transforms4_dx if flip else self._transforms4).get(w)
+        shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
+        return wino4.weight_transform(w, flip, out=self._outputs.empty(shape))
+
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3))
         or "winograd4" (F(4x4, 3x3)); flip=True convolves with the backward-dx kernel of w
@@ -225,7 +239,7 @@ class NumbaCpuDriver(Driver):
         output is written; mask (shaped like x): x is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
-        y = np.empty((n, cout, h, wd), np.float32)
+        y = self._outputs.empty((n, cout, h, wd))
         mask = conv.NO_MASK if mask is None else mask
         if path == "winograd4":
             rows = wino4.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
@@ -233,7 +247,7 @@ class NumbaCpuDriver(Driver):
             workers = max(1, min(self.threads, n * -(-((h + 3) // 4) // rows)))
             work = self._workspace(workers * wino4.chunk_floats(cin, cout, wd, rows))
             with self._plan.kernels():
-                u = (self._transforms4_dx if flip else self._transforms4).get(w)
+                u = self._transform4(w, flip, n * h * wd)
             self._plan.run(wino4.winograd4_forward, workers, x, u, b, rows, workers, work, y,
                            self._sgemm.kernel_args(workers), relu, mask)
             return y
@@ -264,7 +278,7 @@ class NumbaCpuDriver(Driver):
         path = self._forward_path(n, cin, cout, h, wd, k, stride, pad)
         if path in WINOGRAD_PATHS:
             return self._winograd(path, x, w, b, False, relu)
-        y = np.empty((n, cout, ho, wo), np.float32)
+        y = self._outputs.empty((n, cout, ho, wo))
         if path == "shifted":
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
                                              self.tile_bytes, self.memory_bound)
@@ -340,7 +354,7 @@ class NumbaCpuDriver(Driver):
                 conv.sum_partials_t(partial, dw)
             db[:] = db_partial.sum(axis=0)
         if need_dx:
-            dx = np.empty_like(x)
+            dx = self._outputs.empty_like(x)
             self._by_channels(functools.partial(conv.input_grad, relu_out=relu_out), cin, dy,
                               w.reshape(cout, kd), k, stride, pad, dx)
         if need_dw and not rows_dw:
@@ -364,13 +378,13 @@ class NumbaCpuDriver(Driver):
 
     # -- ReLU ---------------------------------------------------------------------------------
     def _relu(self, x):
-        y = np.empty_like(x)
+        y = self._outputs.empty_like(x)
         with self._plan.kernels():
             elementwise.relu_forward(x.reshape(-1), y.reshape(-1))
         return y
 
     def _relu_backward(self, dy, x):
-        dx = np.empty_like(dy)
+        dx = self._outputs.empty_like(dy)
         with self._plan.kernels():
             elementwise.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
         return dx
@@ -380,8 +394,8 @@ class NumbaCpuDriver(Driver):
         n, c, h, wd = x.shape
         shape = (n, c, conv_output_length(h, size, stride, 0),
                  conv_output_length(wd, size, stride, 0))
-        y = np.empty(shape, np.float32)
-        switches = np.empty(shape, np.int32)
+        y = self._outputs.empty(shape)
+        switches = self._outputs.empty(shape, np.int32)
         with self._plan.kernels():
             if size == stride == 2:
                 pool.max_pool2x2_forward(x, y, switches)
@@ -399,7 +413,7 @@ class NumbaCpuDriver(Driver):
                              f"{dy.shape} that this driver's max_pool2d returned, got "
                              f"{sw.dtype} {sw.shape}")
         sw = np.ascontiguousarray(sw)
-        dx = np.empty(x_shape, np.float32)
+        dx = self._outputs.empty(x_shape)
         with self._plan.kernels():
             if size == stride == 2 and _pool2x2_fits(dy.shape, x_shape):
                 bad = pool.max_pool2x2_backward(dy, sw, dx)   # counts strays, as the general
@@ -413,14 +427,14 @@ class NumbaCpuDriver(Driver):
 
     def _avg_pool2d(self, x, size, stride):
         n, c, h, wd = x.shape
-        y = np.empty((n, c, conv_output_length(h, size, stride, 0),
-                      conv_output_length(wd, size, stride, 0)), np.float32)
+        y = self._outputs.empty((n, c, conv_output_length(h, size, stride, 0),
+                                 conv_output_length(wd, size, stride, 0)))
         with self._plan.kernels():
             pool.avg_pool2d_forward(x, size, stride, y)
         return y
 
     def _avg_pool2d_backward(self, dy, x_shape, size, stride):
-        dx = np.empty(x_shape, np.float32)
+        dx = self._outputs.empty(x_shape)
         with self._plan.kernels():
             pool.avg_pool2d_backward(dy, size, stride, dx)
         return dx
