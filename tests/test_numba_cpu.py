@@ -464,6 +464,34 @@ def test_winograd4_transform_per_call_on_large_maps(naive, monkeypatch):
     _close4(y_cached, naive.conv2d(x, wt, b, 1, 1), "forward")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 37),
+                                                 (1, 2, 1, 1, 3), (1, 17, 6, 5, 40)])
+def test_winograd4_split_by_output_channels(naive, threads, n, cin, h, w, cout):
+    # every worker transforms its share of the input channels, then its block of outputs:
+    # blocks of 16 channels (37, 40 give a short last block; 3, 4 leave workers without one)
+    rng, x, wt, b = _case(30, n, cin, h, w, cout, 3)
+    driver = NumbaCpuDriver(conv_path="winograd4-split", threads=threads)
+    y = driver.conv2d(x, wt, b, 1, 1, relu=True)
+    _close4(y, np.maximum(naive.conv2d(x, wt, b, 1, 1), 0), "forward")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=y)[0]
+    _close4(dx, naive.conv2d_backward(naive.relu_backward(dy, y), x, wt, 1, 1)[0], "dx")
+    assert driver._transforms4.misses == driver._transforms4_dx.misses == 1
+
+
+def test_winograd4_split_rule():
+    # conv4_x of 224 px classification (28 px, 49 tiles, one image) only
+    assert winograd4.use_split(1, 512, 512, 28, 28, 2)
+    assert winograd4.use_split(1, 256, 512, 28, 28, 2)
+    assert not winograd4.use_split(2, 512, 512, 28, 28, 2)      # batches: by tile rows
+    assert not winograd4.use_split(1, 512, 512, 14, 14, 2)      # 16 tiles: img2col's split
+    assert not winograd4.use_split(1, 512, 512, 32, 32, 2)      # style transfer's conv5_1
+    assert not winograd4.use_split(1, 512, 512, 28, 28, 1)
+    assert NumbaCpuDriver(threads=2)._forward_path(1, 512, 512, 28, 28, 3, 1, 1) == \
+        "winograd4-split"
+
+
 @pytest.mark.parametrize("workers, rows", [(1, 1), (2, 2), (3, 1)])
 def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
     # TH = 4 tile rows (H = 15), 2 images: chunks of 1-2 tile rows, uneven over the workers

@@ -29,9 +29,10 @@ from .threads import ThreadPlan
 DEFAULT_TILE_KB = 1024
 
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
-CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd4")
+CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd4",
+              "winograd4-split")
 #: the Winograd paths among them (F(2x2, 3x3) in winograd.py, F(4x4, 3x3) in winograd4.py)
-WINOGRAD_PATHS = ("winograd", "winograd4")
+WINOGRAD_PATHS = ("winograd", "winograd4", "winograd4-split")
 DW_PATHS = ("auto", "rows", "channels")
 
 
@@ -64,8 +65,9 @@ class NumbaCpuDriver(Driver):
       conv_path: "auto" (default: each convolution takes the path that measured fastest for
           its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
           wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,
-          K > 1), "cout-split", "winograd" (F(2x2, 3x3)) or "winograd4" (F(4x4, 3x3)), both
-          for 3x3 stride 1 pad 1, forward and backward dx.
+          K > 1), "cout-split", "winograd" (F(2x2, 3x3)), "winograd4" (F(4x4, 3x3)) or
+          "winograd4-split" (F(4x4, 3x3) with the output channels split among the workers),
+          the last three for 3x3 stride 1 pad 1, forward and backward dx.
           Forcing is for checking and timing each path (the record's conformance variants,
           see __init__.py); every path gives the same results within float32 rounding.
       dw_path: "auto" (default), "rows" or "channels": how the weight gradient is split among
@@ -179,25 +181,28 @@ class NumbaCpuDriver(Driver):
         """The convolution paths this driver may take whose float32 error is larger than
         img2col's (the test suite's tolerance table bounds each): "winograd4" (F(4x4), see
         winograd4.py) unless Winograd is off or another path is forced."""
-        if self.winograd and self.conv_path in ("auto", "winograd4"):
+        if self.winograd and self.conv_path in ("auto", "winograd4", "winograd4-split"):
             return ("winograd4",)
         return ()
 
     def _winograd_path(self, n, cin, cout, h, wd, k, stride, pad) -> str | None:
-        """"winograd" (F(2x2)), "winograd4" (F(4x4)) or None (no Winograd) for this
-        convolution: only 3x3 s1 p1, and (conv_path "auto") only where it measured faster."""
+        """"winograd" (F(2x2)), "winograd4" or "winograd4-split" (F(4x4)), or None (no
+        Winograd) for this convolution: only 3x3 s1 p1, and (conv_path "auto") only where it
+        measured faster."""
         if not (self.winograd and wino.applies(k, stride, pad)):
             return None
         if self.conv_path != "auto":
             return self.conv_path if self.conv_path in WINOGRAD_PATHS else None
         if wino4.use_winograd4(n, cin, cout, h, wd, self.threads):
             return "winograd4"
+        if wino4.use_split(n, cin, cout, h, wd, self.threads):
+            return "winograd4-split"
         if wino.use_winograd(n, cin, cout, h, wd, self.threads):
             return "winograd"
         return None
 
     def _forward_path(self, n, cin, cout, h, wd, k, stride, pad) -> str:
-        """"winograd", "winograd4", "shifted", "cout-split" or "img2col" for this convolution:
+        """One of WINOGRAD_PATHS, "shifted", "cout-split" or "img2col" for this convolution:
         the forced path where its geometry allows it, else the measured rule."""
         ho = conv_output_length(h, k, stride, pad)
         wo = conv_output_length(wd, k, stride, pad)
@@ -233,14 +238,27 @@ class NumbaCpuDriver(Driver):
         return wino4.weight_transform(w, flip, out=self._outputs.empty(shape))
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
-        """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3))
-        or "winograd4" (F(4x4, 3x3)); flip=True convolves with the backward-dx kernel of w
+        """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
+        "winograd4" (F(4x4, 3x3) by tile rows) or "winograd4-split" (F(4x4, 3x3) by output
+        channels, one image at a time: every worker first transforms its share of the input
+        channels, then computes its block of output channels from all of them); flip=True convolves with the backward-dx kernel of w
         instead (see winograd.py), b then has Cin entries; relu=True applies the ReLU as the
         output is written; mask (shaped like x): x is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = self._outputs.empty((n, cout, h, wd))
         mask = conv.NO_MASK if mask is None else mask
+        if path == "winograd4-split":
+            workers = self.threads
+            work = self._workspace(wino4.split_floats(cin, cout, h, wd, workers))
+            with self._plan.kernels():
+                u = self._transform4(w, flip, n * h * wd)
+            blas = self._sgemm.kernel_args(workers)
+            for i in range(n):
+                self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
+                self._plan.run(wino4.split_outputs, workers, u, b, i, workers, work, y, blas,
+                               relu, cin)
+            return y
         if path == "winograd4":
             rows = wino4.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
                                    self.memory_bound)

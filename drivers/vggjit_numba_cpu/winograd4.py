@@ -105,8 +105,9 @@ def _input_rows(x, n, c, ti, TW, rb, off, ps, mask):
 
 
 @jit(parallel=False)
-def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
-    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
+def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask, c0, c1):
+    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n, input
+    channels c0 <= c < c1.
 
     Tiles are numbered t = (ti - tr0)*(TW + 1) + tj: each tile row has one more column than it
     has tiles (tj = TW), garbage that the GEMMs carry along and the output transform never
@@ -126,7 +127,7 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
     d0, d1, d2, d3, d4, d5 = (np.uint64(0), row, np.uint64(2) * row, np.uint64(3) * row,
                               np.uint64(4) * row, np.uint64(5) * row)
     last = tn - one                        # the last tile reads no t + 1
-    for c in range(x.shape[1]):
+    for c in range(c0, c1):
         for ti in range(tr0, tr1):
             _input_rows(x, n, c, ti, TW, rb, (ti - tr0) * S, T, mask)
         # B^T d, every row of phases at once (row i of B^T d at rb[comb + i*row])
@@ -197,9 +198,9 @@ def _combine(src, s0, stride, dst, d0, dstride, n):
 
 
 @jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
-    """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
-    max(that, 0) when ``relu`` (NaN stays NaN).
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb, co0, co1):
+    """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1) and
+    output channels co0 <= co < co1, max(that, 0) when ``relu`` (NaN stays NaN).
 
     m: 1-D, M[e, co, t] at m[e*es + co*T + t], t = (ti - tr0)*(TW + 1) + tj (see
     _input_transform); rb: at least 40*T floats of scratch; outputs
@@ -220,7 +221,7 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
     ys = np.uint64(24) * tn             # rb[ys:]: the 16 outputs of every tile
     # ReLU as a clamp at ``floor`` (-inf: none), as in winograd.py (one loop body, not two)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)
-    for co in range(Cout):
+    for co in range(co0, co1):
         bias = b[co]
         p = np.uint64(co * T)
         for j in range(6):
@@ -277,12 +278,67 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
         tr1 = min(tr0 + rows, TH)
         T = (tr1 - tr0) * (TW + 1)
         ev, em = estride(Cin * T), estride(Cout * T)
-        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask,
+                         0, Cin)
         for e in range(36):
             sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
                   address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
         _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
-                          work[rs:rs + scratch])
+                          work[rs:rs + scratch], 0, Cout)
+
+
+# -- forward on small maps: output channels split among the workers ------------------------------
+@jit(parallel=False)
+def split_inputs(t, x, n, workers, work, mask, Cout):
+    """Step 1 of F(4x4) split by output channels (for maps with too few tiles to share out):
+    worker t transforms its block of input channels of every tile of image n into the shared
+    V at the start of work (layout: split_floats). Step 2 (split_outputs) starts when every
+    worker has finished this one."""
+    Cin, H, W = x.shape[1], x.shape[2], x.shape[3]
+    TH, TW = (H + 3) // 4, (W + 3) // 4
+    T = TH * (TW + 1)
+    ev = estride(Cin * T)
+    vsize = 36 * ev
+    rs = vsize + 36 * estride(Cout * T) + t * 48 * T
+    c0, c1 = Cin * t // workers, Cin * (t + 1) // workers
+    _input_transform(x, n, 0, TH, TW, T, ev, work[rs:rs + 48 * T], work[:vsize], mask, c0, c1)
+
+
+@jit(parallel=False)
+def split_outputs(t, u, b, n, workers, work, y, blas, relu, Cin):
+    """Step 2: worker t's block of output channels (a multiple of 16 wide where possible):
+    the 36 products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
+    y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
+    Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
+    TH, TW = (H + 3) // 4, (W + 3) // 4
+    T = TH * (TW + 1)
+    ev, em = estride(Cin * T), estride(Cout * T)
+    ms = 36 * ev
+    rs = ms + 36 * em + t * 48 * T
+    co0, co1 = _block(Cout, t, workers), _block(Cout, t + 1, workers)
+    if co1 > co0:
+        uf = u.reshape(-1)
+        for e in range(36):
+            sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
+                  address(uf, e * Cout * Cin + co0 * Cin), Cin, address(work, e * ev), T, 0,
+                  address(work, ms + e * em + co0 * T), T)
+        _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
+                          work[rs:rs + 48 * T], co0, co1)
+
+
+@jit(parallel=False)
+def _block(cout, t, workers):
+    """Start of worker t's output channels: cout split evenly in multiples of 16."""
+    if t >= workers:
+        return cout
+    return min(cout, (cout * t // workers + 8) // 16 * 16)
+
+
+def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
+    """Floats of the split path's work buffer: the shared V [36, Cin, T] and M [36, Cout, T]
+    of one image (each matrix estride apart) and each worker's 48*T transform scratch."""
+    t = ((h + 3) // 4) * ((w + 3) // 4 + 1)
+    return 36 * (estride(cin * t) + estride(cout * t)) + workers * 48 * t
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
@@ -334,6 +390,22 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
     return (use_winograd(n, cin, cout, h, w, workers) and max(cin, cout) <= MAX_CHANNELS
             and tiles >= MIN_IMAGE_TILES and n * tiles >= MIN_TILES_PER_WORKER * workers)
 
+
+def use_split(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
+    """Where F(4x4) split by output channels (split_inputs / split_outputs) measured faster
+    than the other paths: one image whose SPLIT_TILES tiles are too few to share out by tile
+    rows (conv4_x at 28 px in 224 px classification), on any channel count."""
+    tiles = ((h + 3) // 4) * ((w + 3) // 4)
+    return (n == 1 and workers > 1 and tiles in SPLIT_TILES
+            and use_winograd(n, cin, cout, h, w, workers))
+
+
+#: VGG19's conv4_x at 28 px, batch 1 (49 tiles), 2 workers, forward with the fused ReLU against
+#: the dispatch before it (F(2x2) by tile rows), interleaved medians of 9 on the shared VM:
+#: 512 -> 512 0.84-0.91 of its time, 256 -> 512 0.70; at 24 px (36 tiles) equal, at 14 px (16
+#: tiles) 1.35x slower, at batch 2 1.07x slower. It stops below 64 tiles (32 px: conv5_1 of a
+#: 512 px style step, where its cached forward and dx transforms would add 75 MB).
+SPLIT_TILES = range(42, 64)
 
 #: VGG19 at 224, batch 1, 2 workers (conv_path "winograd4" against "winograd" and "img2col",
 #: medians of 11, interleaved, forward with the fused ReLU / backward dx; the machine was
