@@ -1,11 +1,13 @@
-"""Output arrays recycled once nothing references them.
+"""Large output arrays recycled once nothing references them.
 
-Why: a style-transfer step allocates the same activations and gradients every step (about
-0.7 GB at 512 px), and a fresh large array is fresh pages: the kernel maps and zeroes every page
-again on first touch, and with NumPy's transparent-huge-page advice it may first compact memory
-to find huge pages. On the 2-core VM that was 0.3-0.5 s of system time per 512 px step, and
-single ops such as a pooling backward ran 5x slower inside a step than alone
-(docs/design-notes.md, note 15).
+Why: a style-transfer step allocates the same activations and gradients every step, and glibc's
+malloc hands every block of 32 MB or more (its largest mmap threshold) straight back to the
+kernel when it is freed. The next step's array of that size is then fresh pages again: mapped
+and zeroed on first touch, and with NumPy's transparent-huge-page advice the kernel may first
+compact memory to find huge pages. On the 2-core VM that was a large share of a 512 px step's
+system time, and single ops such as the first pooling's backward ran several times slower
+inside a step than alone (docs/design-notes.md, note 16). Smaller blocks malloc keeps and reuses
+by itself, so they are left to it.
 
 How: every array of at least ``MIN_BYTES`` that the driver returns is a view of a byte buffer
 kept here. A buffer is free again when no array refers to it any more (its reference count is
@@ -14,9 +16,9 @@ gets it back: the pages stay mapped and warm. Nothing is reused while any view, 
 derived from it is alive, because those hold a reference to the buffer (``ndarray.base``).
 
 Memory: when a request finds no free buffer of its size, every free buffer is released before
-the new one is allocated, so the process never holds more than it would without recycling at
-the moments it grows; the price is that sizes met only once are not kept. Free buffers stay
-held until the next such allocation or :meth:`Recycler.release`.
+the new one is allocated, as malloc would have released them, so the process never holds more
+at the moments it grows than it would without recycling. Free buffers stay held until the next
+such allocation or :meth:`Recycler.release`.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ import threading
 
 import numpy as np
 
-#: smaller arrays come straight from np.empty (malloc reuses small blocks well by itself)
-MIN_BYTES = 1 << 20
+#: smaller arrays come straight from np.empty: malloc keeps and reuses blocks below its mmap
+#: threshold (at most 32 MB on 64-bit glibc) by itself
+MIN_BYTES = 32 << 20
 
 
 def _reference_counts(buffers: list) -> list[int]:
