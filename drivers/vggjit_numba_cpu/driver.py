@@ -98,6 +98,7 @@ class NumbaCpuDriver(Driver):
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
         self._work: np.ndarray | None = None
+        self._transform_work: np.ndarray | None = None    # F(4x4) transforms made per call
         # every large output array: recycled once nothing references it (buffers.py)
         self._outputs = Recycler()
         self.winograd = bool(winograd)
@@ -229,13 +230,18 @@ class NumbaCpuDriver(Driver):
     def _transform4(self, w, flip, pixels):
         """F(4x4)'s weight transform of w (flip: the dx kernel's) for a call on ``pixels``
         output pixels (N*H*W): from the cache while w is unchanged, but computed into a
-        recycled buffer on large maps, where it costs a few percent of the convolution and
+        buffer kept for the purpose on large maps, where it costs a few percent of the convolution and
         the cached forward and dx copies (each 4x the weights) would add to the peak memory of
         a style step (winograd4.PER_CALL_PIXELS)."""
         if pixels < wino4.PER_CALL_PIXELS:
             return (self._transforms4_dx if flip else self._transforms4).get(w)
         shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
-        return wino4.weight_transform(w, flip, out=self._outputs.empty(shape))
+        size = 36 * w.shape[0] * w.shape[1]
+        # one buffer kept for every call (a fresh 9 MB array per call cost page faults)
+        if self._transform_work is None or self._transform_work.size < size:
+            self._transform_work = None
+            self._transform_work = np.empty(size, np.float32)
+        return wino4.weight_transform(w, flip, out=self._transform_work[:size].reshape(shape))
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
