@@ -20,7 +20,6 @@ from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
 from .blas import find_sgemm
-from .buffers import Recycler
 from .kernel_cache import CACHE
 from .threads import ThreadPlan
 
@@ -99,8 +98,6 @@ class NumbaCpuDriver(Driver):
         self.tile_bytes = int(tile_kb * 1024)
         self._work: np.ndarray | None = None
         self._transform_work: np.ndarray | None = None    # F(4x4) transforms made per call
-        # every large output array: recycled once nothing references it (buffers.py)
-        self._outputs = Recycler()
         self.winograd = bool(winograd)
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
         self._transforms = wino.TransformCache()
@@ -252,7 +249,7 @@ class NumbaCpuDriver(Driver):
         output is written; mask (shaped like x): x is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
-        y = self._outputs.empty((n, cout, h, wd))
+        y = np.empty((n, cout, h, wd), np.float32)
         mask = conv.NO_MASK if mask is None else mask
         if path == "winograd4-split":
             workers = self.threads
@@ -302,7 +299,7 @@ class NumbaCpuDriver(Driver):
         path = self._forward_path(n, cin, cout, h, wd, k, stride, pad)
         if path in WINOGRAD_PATHS:
             return self._winograd(path, x, w, b, False, relu)
-        y = self._outputs.empty((n, cout, ho, wo))
+        y = np.empty((n, cout, ho, wo), np.float32)
         if path == "shifted":
             rows = conv.plan_forward_shifted(ho, wd, pad, cin, cout, k, self.threads, n,
                                              self.tile_bytes, self.memory_bound)
@@ -378,7 +375,7 @@ class NumbaCpuDriver(Driver):
                 conv.sum_partials_t(partial, dw)
             db[:] = db_partial.sum(axis=0)
         if need_dx:
-            dx = self._outputs.empty_like(x)
+            dx = np.empty_like(x)
             self._by_channels(functools.partial(conv.input_grad, relu_out=relu_out), cin, dy,
                               w.reshape(cout, kd), k, stride, pad, dx)
         if need_dw and not rows_dw:
@@ -402,13 +399,13 @@ class NumbaCpuDriver(Driver):
 
     # -- ReLU ---------------------------------------------------------------------------------
     def _relu(self, x):
-        y = self._outputs.empty_like(x)
+        y = np.empty_like(x)
         with self._plan.kernels():
             elementwise.relu_forward(x.reshape(-1), y.reshape(-1))
         return y
 
     def _relu_backward(self, dy, x):
-        dx = self._outputs.empty_like(dy)
+        dx = np.empty_like(dy)
         with self._plan.kernels():
             elementwise.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
         return dx
@@ -418,8 +415,8 @@ class NumbaCpuDriver(Driver):
         n, c, h, wd = x.shape
         shape = (n, c, conv_output_length(h, size, stride, 0),
                  conv_output_length(wd, size, stride, 0))
-        y = self._outputs.empty(shape)
-        switches = self._outputs.empty(shape, np.int32)
+        y = np.empty(shape, np.float32)
+        switches = np.empty(shape, np.int32)
         with self._plan.kernels():
             if size == stride == 2:
                 pool.max_pool2x2_forward(x, y, switches)
@@ -437,7 +434,7 @@ class NumbaCpuDriver(Driver):
                              f"{dy.shape} that this driver's max_pool2d returned, got "
                              f"{sw.dtype} {sw.shape}")
         sw = np.ascontiguousarray(sw)
-        dx = self._outputs.empty(x_shape)
+        dx = np.empty(x_shape, np.float32)
         with self._plan.kernels():
             if size == stride == 2 and _pool2x2_fits(dy.shape, x_shape):
                 bad = pool.max_pool2x2_backward(dy, sw, dx)   # counts strays, as the general
@@ -451,14 +448,14 @@ class NumbaCpuDriver(Driver):
 
     def _avg_pool2d(self, x, size, stride):
         n, c, h, wd = x.shape
-        y = self._outputs.empty((n, c, conv_output_length(h, size, stride, 0),
-                                 conv_output_length(wd, size, stride, 0)))
+        y = np.empty((n, c, conv_output_length(h, size, stride, 0),
+                      conv_output_length(wd, size, stride, 0)), np.float32)
         with self._plan.kernels():
             pool.avg_pool2d_forward(x, size, stride, y)
         return y
 
     def _avg_pool2d_backward(self, dy, x_shape, size, stride):
-        dx = self._outputs.empty(x_shape)
+        dx = np.empty(x_shape, np.float32)
         with self._plan.kernels():
             pool.avg_pool2d_backward(dy, size, stride, dx)
         return dx
