@@ -227,9 +227,9 @@ class NumbaCpuDriver(Driver):
     def _transform4(self, w, flip, pixels):
         """F(4x4)'s weight transform of w (flip: the dx kernel's) for a call on ``pixels``
         output pixels (N*H*W): from the cache while w is unchanged, but computed into a
-        buffer kept for the purpose on large maps, where it costs a few percent of the convolution and
-        the cached forward and dx copies (each 4x the weights) would add to the peak memory of
-        a style step (winograd4.PER_CALL_PIXELS)."""
+        buffer kept for the purpose on large maps, where it costs a few percent of the
+        convolution and the cached forward and dx copies (each 4x the weights) would add to
+        the peak memory of a style step (winograd4.PER_CALL_PIXELS)."""
         if pixels < wino4.PER_CALL_PIXELS:
             return (self._transforms4_dx if flip else self._transforms4).get(w)
         shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
@@ -244,9 +244,10 @@ class NumbaCpuDriver(Driver):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
         "winograd4" (F(4x4, 3x3) by tile rows) or "winograd4-split" (F(4x4, 3x3) by output
         channels, one image at a time: every worker first transforms its share of the input
-        channels, then computes its block of output channels from all of them); flip=True convolves with the backward-dx kernel of w
-        instead (see winograd.py), b then has Cin entries; relu=True applies the ReLU as the
-        output is written; mask (shaped like x): x is read as 0 where mask <= 0."""
+        channels, then computes its block of output channels from all of them); flip=True
+        convolves with the backward-dx kernel of w instead (see winograd.py), b then has Cin
+        entries; relu=True applies the ReLU as the output is written; mask (shaped like x): x
+        is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = np.empty((n, cout, h, wd), np.float32)
