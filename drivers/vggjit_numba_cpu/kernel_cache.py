@@ -25,10 +25,21 @@ Cache location
     :data:`CACHE` says why. Numba keys a cached kernel by the content of the file that defines
     it, not of the helpers it inlines from other files, so :func:`purge_stale_cache` drops all
     of this package's cached kernels whenever any of its source files changed.
+
+Several processes, one cache
+    Numba writes every cache file to a temporary name and renames it into place, so a reader
+    never sees half a file. Adding a kernel to its index is not atomic, though: Numba reads the
+    index, picks the first free data-file number and writes both back, so two processes adding
+    different signatures of one kernel at once could both pick ``.1.nbc`` and leave an index
+    that names the other's code. :func:`serialise_cache_writes` holds a file lock
+    (``vggjit_numba_cpu.lock`` in the cache directory) around that step for this package's
+    kernels, which makes the two-process warm-up (warmup.py) and any other processes sharing
+    the cache (a cluster's workers, parallel test runs) safe.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -170,9 +181,46 @@ def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -
     return removed
 
 
+def serialise_cache_writes(cache_dir: Path | None) -> bool:
+    """Hold an exclusive file lock while Numba adds a kernel of ``cache_dir`` to its index and
+    writes its data file (see the module docstring). Returns False, changing nothing, where
+    there is no ``fcntl`` (not POSIX) or this Numba stores its cache otherwise."""
+    try:
+        import fcntl
+
+        from numba.core.caching import IndexDataCacheFile
+    except ImportError:   # pragma: no cover - Windows, or another Numba layout
+        return False
+    save = getattr(IndexDataCacheFile, "save", None)
+    if cache_dir is None or save is None:
+        return False
+    if getattr(save, "vggjit_locks", None) is not None:
+        save.vggjit_locks.add(os.path.realpath(cache_dir))
+        return True
+    locked_dirs = {os.path.realpath(cache_dir)}
+
+    @functools.wraps(save)
+    def locked_save(self, key, data):
+        directory = os.path.realpath(getattr(self, "_cache_path", ""))
+        if directory not in locked_dirs:     # another package's kernels: Numba's own way
+            return save(self, key, data)
+        try:
+            lock = open(os.path.join(directory, "vggjit_numba_cpu.lock"), "ab")
+        except OSError:                       # cannot lock: save as Numba would
+            return save(self, key, data)
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return save(self, key, data)     # closing the file releases the lock
+
+    locked_save.vggjit_locks = locked_dirs
+    IndexDataCacheFile.save = locked_save
+    return True
+
+
 CACHE = choose_cache()
 configure_cache(CACHE)
 purge_stale_cache(_kernel_cache_dir(CACHE))
+serialise_cache_writes(_kernel_cache_dir(CACHE))
 
 
 # -- the JIT helper ----------------------------------------------------------------------------

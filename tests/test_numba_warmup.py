@@ -1,0 +1,138 @@
+"""numba-cpu's two-process warm-up (drivers/vggjit_numba_cpu/warmup.py): its split covers every
+kernel the full warm-up loads, after a warm-up a network's forward, backward and Gram need no
+kernel more, and a helper process that fails only costs time.
+
+Each check runs in a fresh process (this one has every kernel loaded already), on the kernel
+cache the session's warm-up filled (tests/conftest.py), so no test compiles: a kernel shows up
+as a new signature of its dispatcher whether it is loaded from the cache or compiled.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from vggjit import get_driver
+from vggjit_numba_cpu import warmup
+
+TESTS = Path(__file__).resolve().parent
+
+#: prints json: {name: [the package's kernel signatures loaded so far]} at each stage
+_SNAPSHOT = textwrap.dedent("""
+    import gc, json, sys, warnings
+    import numpy as np
+    from numba.core.registry import CPUDispatcher
+
+    def kernels():
+        return sorted(f"{d.py_func.__module__}.{d.py_func.__qualname__} {sig}"
+                      for d in gc.get_objects() if isinstance(d, CPUDispatcher)
+                      and d.py_func.__module__.startswith("vggjit_numba_cpu")
+                      for sig in d.overloads)
+""")
+
+
+def _run(script: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _SNAPSHOT + textwrap.dedent(script)],
+                         capture_output=True, text=True, timeout=600, cwd=TESTS)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_split_covers_the_warmup_and_a_network_needs_nothing_more():
+    stages = _run("""
+        from matconvnet_fixture import FIXTURE_BLOCKS, FIXTURE_CLASSIFIER, random_params
+        from vggjit.network import Network, vgg_layers
+        from vggjit_numba_cpu import linear, warmup
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+
+        driver = NumbaCpuDriver(threads=2)
+        for step in warmup.HERE_STEPS + warmup.HELPER_STEPS:   # the split's two shares, here
+            step(driver)
+        split = kernels()
+        driver.warmup()                                         # the whole warm-up
+        full = kernels()
+        net = Network(vgg_layers(FIXTURE_BLOCKS, FIXTURE_CLASSIFIER), random_params(),
+                      driver=driver)
+        rng = np.random.default_rng(0)
+        for batch in (1, linear.STREAM_MAX_BATCH + 1):          # classify: streamed and sgemm fc
+            net.forward(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+        x = rng.standard_normal((1, 3, 64, 48)).astype(np.float32)
+        out = net.forward(x, outputs=("relu1_1", "relu3_1", "conv4_2"), keep=True)
+        for name in ("relu1_1", "relu3_1"):                     # style transfer: Gram, dx
+            driver.gram(out[name])
+        net.backward({name: np.ones_like(a) for name, a in out.items()})
+        net.forward(x, outputs=("conv4_2",), keep=True)         # training: dw and db too
+        net.backward({"conv4_2": np.ones_like(out["conv4_2"])}, weight_grads=True)
+        print(json.dumps({"split": split, "full": full, "after": kernels()}))
+    """)
+    assert stages["split"], "the split's steps loaded no kernel"
+    assert sorted(set(stages["full"]) - set(stages["split"])) == []
+    assert sorted(set(stages["after"]) - set(stages["full"])) == []
+
+
+def test_a_failed_helper_is_reported_once_and_the_warmup_still_completes():
+    result = _run("""
+        from vggjit_numba_cpu import warmup
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+
+        def broken(driver):
+            raise RuntimeError("no kernels today")
+
+        driver = NumbaCpuDriver(threads=2)
+        reason = warmup.helper_unavailable(driver)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = warmup.split_warmup(driver, here=(), helper=(broken,))
+            second = warmup.split_warmup(driver, here=(), helper=(broken,))
+            driver.warmup()          # no helper any more: everything here, loaded or compiled
+        print(json.dumps({"reason": reason, "first": first, "second": second,
+                          "warnings": [str(w.message) for w in caught
+                                       if issubclass(w.category, RuntimeWarning)],
+                          "after": kernels()}))
+    """)
+    if result["reason"] is not None:
+        pytest.skip(f"no helper process here: {result['reason']}")
+    assert result["first"] == "helper failed: RuntimeError: no kernels today"
+    assert result["second"] == "one process: a helper process failed earlier in this process"
+    assert len(result["warnings"]) == 1 and "no kernels today" in result["warnings"][0]
+    assert any("winograd4_forward" in k for k in result["after"])
+
+
+def test_a_working_helper_shares_the_warmup():
+    result = _run("""
+        from vggjit_numba_cpu import warmup
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+
+        driver = NumbaCpuDriver(threads=2)
+        reason = warmup.helper_unavailable(driver)
+        outcome = warmup.split_warmup(driver) if reason is None else ""
+        print(json.dumps({"reason": reason, "outcome": outcome, "here": kernels()}))
+    """)
+    if result["reason"] is not None:
+        pytest.skip(f"no helper process here: {result['reason']}")
+    assert result["outcome"] == "two processes"
+    here = result["here"]
+    assert any("winograd_forward" in k for k in here)          # this process's share ...
+    assert not any("linear_forward" in k for k in here)        # ... and not the helper's
+
+
+def test_no_helper_where_fork_would_copy_a_running_thread():
+    driver = get_driver("numba-cpu")
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert "threads" in warmup.helper_unavailable(driver)
+        assert warmup.split_warmup(driver, here=(), helper=()).startswith("one process")
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_no_helper_for_a_one_thread_driver():
+    assert warmup.helper_unavailable(get_driver("numba-cpu", threads=1)) == "one CPU"
