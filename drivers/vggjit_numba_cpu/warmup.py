@@ -148,7 +148,7 @@ def helper_unavailable(driver) -> str | None:
     if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
         return "the helper process needs fork (Linux)"
     if len(os.sched_getaffinity(0)) < 2 or driver.threads < 2:
-        return "one CPU"
+        return "one CPU, or a driver of one thread"
     if threading.active_count() > 1:
         return "other threads are running (fork copies only this one)"
     try:
