@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vggjit import get_driver
-from vggjit_numba_cpu import warmup
+from vggjit_numba_cpu import kernel_cache, warmup
 
 TESTS = Path(__file__).resolve().parent
 
@@ -136,3 +136,31 @@ def test_no_helper_where_fork_would_copy_a_running_thread():
 
 def test_no_helper_for_a_one_thread_driver():
     assert warmup.helper_unavailable(get_driver("numba-cpu", threads=1)).startswith("one CPU")
+
+
+def test_cache_index_updates_hold_the_lock_of_their_directory(tmp_path):
+    # Numba pickles the kernel while the wrapper holds the lock: a probe in the data tries to
+    # take the same lock (a second open file, as another process would) and must be refused.
+    fcntl = pytest.importorskip("fcntl")
+    from numba.core.caching import IndexDataCacheFile
+
+    held = []
+
+    class Probe:
+        def __reduce__(self):
+            with open(ours / "vggjit_numba_cpu.lock", "ab") as other:
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held.append(False)
+                except BlockingIOError:
+                    held.append(True)
+            return (int, (0,))
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    assert kernel_cache.serialise_cache_writes(ours)
+    IndexDataCacheFile(str(ours), "conv.f-1.py311", "stamp").save("key", Probe())
+    IndexDataCacheFile(str(theirs), "other.f-1.py311", "stamp").save("key", Probe())
+    assert held == [True, False]           # our kernels' directory locked, another one not
+    assert (ours / "conv.f-1.py311.nbi").exists()
