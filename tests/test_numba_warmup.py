@@ -83,6 +83,7 @@ def test_a_failed_helper_is_reported_once_and_the_warmup_still_completes():
         def broken(driver):
             raise RuntimeError("no kernels today")
 
+        warmup.cache_is_warm = lambda: False     # as on a cold cache (the kernels are there)
         driver = NumbaCpuDriver(threads=2)
         reason = warmup.helper_unavailable(driver)
         with warnings.catch_warnings(record=True) as caught:
@@ -108,6 +109,7 @@ def test_a_working_helper_shares_the_warmup():
         from vggjit_numba_cpu import warmup
         from vggjit_numba_cpu.driver import NumbaCpuDriver
 
+        warmup.cache_is_warm = lambda: False     # as on a cold cache (the kernels are there)
         driver = NumbaCpuDriver(threads=2)
         reason = warmup.helper_unavailable(driver)
         outcome = warmup.split_warmup(driver) if reason is None else ""
@@ -121,7 +123,29 @@ def test_a_working_helper_shares_the_warmup():
     assert not any("linear_forward" in k for k in here)        # ... and not the helper's
 
 
-def test_no_helper_where_fork_would_copy_a_running_thread():
+def test_no_helper_once_a_warmup_has_filled_the_cache():
+    # the session's warm-up (tests/conftest.py) marked the cache warm
+    assert warmup.helper_unavailable(get_driver("numba-cpu")).startswith(
+        "the kernel cache is warm")
+
+
+def test_the_warm_mark_follows_the_sources(tmp_path):
+    pkg, cache = tmp_path / "pkg", tmp_path / "cache"
+    pkg.mkdir()
+    (pkg / "conv.py").write_text("A = 1\n")
+    kernel_cache.purge_stale_cache(cache, pkg)               # a new cache: stamped, empty
+    assert not kernel_cache.cache_is_warm(cache, pkg)
+    kernel_cache.mark_cache_warm(cache, pkg)                 # a complete warm-up filled it
+    assert kernel_cache.cache_is_warm(cache, pkg)
+    (pkg / "conv.py").write_text("A = 2\n")                 # a source changed:
+    assert not kernel_cache.cache_is_warm(cache, pkg)
+    assert kernel_cache.purge_stale_cache(cache, pkg) is False   # (no kernels to remove)
+    (pkg / "conv.py").write_text("A = 1\n")                 # and back, after a purge
+    assert not kernel_cache.cache_is_warm(cache, pkg)        # the mark went with the kernels
+
+
+def test_no_helper_where_fork_would_copy_a_running_thread(monkeypatch):
+    monkeypatch.setattr(warmup, "cache_is_warm", lambda: False)
     driver = get_driver("numba-cpu")
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
@@ -134,7 +158,8 @@ def test_no_helper_where_fork_would_copy_a_running_thread():
         thread.join()
 
 
-def test_no_helper_for_a_one_thread_driver():
+def test_no_helper_for_a_one_thread_driver(monkeypatch):
+    monkeypatch.setattr(warmup, "cache_is_warm", lambda: False)
     assert warmup.helper_unavailable(get_driver("numba-cpu", threads=1)).startswith("one CPU")
 
 

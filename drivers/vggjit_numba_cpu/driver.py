@@ -20,7 +20,7 @@ from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
 from .blas import find_sgemm
-from .kernel_cache import CACHE
+from .kernel_cache import CACHE, mark_cache_warm
 from .threads import ThreadPlan
 from .warmup import split_warmup
 
@@ -175,6 +175,7 @@ class NumbaCpuDriver(Driver):
         self.max_pool2d_backward(y, switches, x.shape)
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
+        mark_cache_warm()     # every kernel is in the cache now: later warm-ups need no helper
 
     @property
     def accuracy_paths(self) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -147,6 +148,11 @@ def source_stamp(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
+#: written into the cache directory by a complete warm-up: the sources, Numba and Python it
+#: compiled for (see mark_cache_warm)
+WARM_MARK = "vggjit_numba_cpu.warm"
+
+
 def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -> bool:
     """Drop this package's cached kernels when any of its source files changed.
 
@@ -171,6 +177,8 @@ def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -
         pass
     modules = {path.stem for path in package_dir.glob("*.py")}
     removed = False
+    with contextlib.suppress(OSError):
+        (cache_dir / WARM_MARK).unlink()
     for path in cache_dir.iterdir():
         if path.suffix in (".nbi", ".nbc") and path.name.split(".", 1)[0] in modules:
             with contextlib.suppress(OSError):
@@ -215,6 +223,32 @@ def serialise_cache_writes(cache_dir: Path | None) -> bool:
     locked_save.vggjit_locks = locked_dirs
     IndexDataCacheFile.save = locked_save
     return True
+
+
+def _warm_token(package_dir: Path = PACKAGE_DIR) -> str:
+    return (f"{source_stamp(package_dir)} numba {numba.__version__} "
+            f"{sys.implementation.cache_tag}")
+
+
+def mark_cache_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_DIR) -> None:
+    """Note in the cache directory that a complete warm-up has filled it (the driver's warmup
+    calls this at its end), so the next warm-up need not share work with a helper process."""
+    cache_dir = _kernel_cache_dir(CACHE) if cache_dir is None else cache_dir
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            (cache_dir / WARM_MARK).write_text(_warm_token(package_dir))
+
+
+def cache_is_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_DIR) -> bool:
+    """Has a complete warm-up filled the kernel cache for these sources, this Numba and this
+    Python? (purge_stale_cache drops the mark with the kernels.) A mark whose kernels were
+    deleted by hand only costs the next warm-up its helper process."""
+    cache_dir = _kernel_cache_dir(CACHE) if cache_dir is None else cache_dir
+    try:
+        return cache_dir is not None and (cache_dir / WARM_MARK).read_text() == _warm_token(
+            package_dir)
+    except OSError:
+        return False
 
 
 CACHE = choose_cache()

@@ -11,7 +11,9 @@ Why fork and not a fresh interpreter: the forked helper starts at once with Numb
 and the kernels compiled at import already in memory (a fresh ``python`` would spend about 2 s
 of CPU importing them again). Forking is only safe from a single-threaded process, so the
 helper is not used (everything compiles here, as before) when:
-the kernel cache is disabled (the helper's work could not reach this process), the platform is
+the kernel cache is disabled (the helper's work could not reach this process) or warm already
+(kernel_cache.cache_is_warm: a complete warm-up filled it, so there is nothing to share and a
+fork would only slow the warm start down by a few tenths of a second), the platform is
 not Linux, fewer than two CPUs are usable or the driver runs one thread, another Python thread
 or Numba's worker threads are running, or a helper failed earlier in this process.
 
@@ -40,7 +42,7 @@ import numba
 import numpy as np
 
 from . import linear
-from .kernel_cache import CACHE
+from .kernel_cache import CACHE, cache_is_warm
 
 #: the least time the helper is given after this process finished its own share; then 3 times
 #: what that share took (a loaded machine slows both alike).
@@ -145,6 +147,8 @@ def helper_unavailable(driver) -> str | None:
         return "a helper process failed earlier in this process"
     if not CACHE.enabled:
         return "the kernel cache is disabled"
+    if cache_is_warm():
+        return "the kernel cache is warm: nothing to compile"
     if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
         return "the helper process needs fork (Linux)"
     if len(os.sched_getaffinity(0)) < 2 or driver.threads < 2:
