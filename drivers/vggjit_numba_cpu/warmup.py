@@ -19,13 +19,15 @@ or Numba's worker threads are running, or a helper failed earlier in this proces
 
 Sharing one cache: Numba writes each cache file under a temporary name and renames it, and
 kernel_cache.serialise_cache_writes locks the index updates, so the two processes can add
-kernels side by side. The two step lists are still disjoint (no kernel compiled twice), except
-for helpers both sides inline, which compile to the same code on either side.
+kernels side by side. The two step lists are disjoint all the same: no kernel of this package,
+nor any helper one inlines, is compiled on both sides (the shared ones, sgemm, address and
+_img2col, have explicit signatures and were compiled at import, before the fork).
 
-The split (docs/design-notes.md, "Cold compile"): the compile CPU of each kernel was measured
-with Numba's event API; the two Winograd kernels (about 10 s and 9 s) and the 2x2 pooling pair
-(5 s) here, every other convolution path, the weight gradients, the general pooling, linear,
-softmax, ReLU and Gram (about 23 s together) in the helper.
+The split (docs/design-notes.md, note 15) follows the compile CPU of each kernel, measured with
+Numba's event API on a cold cache: the F(2x2) and F(4x4) Winograd kernels (9.4 and 8.1 s), the
+2x2 max pooling pair (3.6 s) and the transform checksum here, 22 s together; the other
+convolution paths and weight gradients (8.7 s), the general and average pooling (5.1 s) and
+linear, softmax, ReLU and Gram (4.9 s) in the helper, 18.7 s together.
 """
 from __future__ import annotations
 
