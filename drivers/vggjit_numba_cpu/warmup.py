@@ -177,7 +177,17 @@ def split_warmup(driver, here=HERE_STEPS, helper=HELPER_STEPS) -> str:
     sys.stdout.flush()
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork whenever the process has other OS threads; here those
+            # can only be the BLAS library's idle pool (Python's and Numba's were checked
+            # above), which OpenBLAS shuts down around a fork by itself.
+            warnings.filterwarnings("ignore", ".*fork", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        return f"one process: no fork ({exc})"
     if pid == 0:                                      # the helper: never returns
         os.close(read_fd)
         _run_helper(driver, helper, write_fd)
