@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -109,15 +108,26 @@ def test_a_working_helper_shares_the_warmup():
         from vggjit_numba_cpu import warmup
         from vggjit_numba_cpu.driver import NumbaCpuDriver
 
+        import threading
+
         warmup.cache_is_warm = lambda: False     # as on a cold cache (the kernels are there)
         driver = NumbaCpuDriver(threads=2)
         reason = warmup.helper_unavailable(driver)
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()                           # fork would copy only the calling thread
+        with_thread = warmup.helper_unavailable(driver)
+        stop.set()
+        thread.join()
         outcome = warmup.split_warmup(driver) if reason is None else ""
-        print(json.dumps({"reason": reason, "outcome": outcome, "here": kernels()}))
+        print(json.dumps({"reason": reason, "with_thread": with_thread, "outcome": outcome,
+                          "here": kernels(), "after": warmup.helper_unavailable(driver)}))
     """)
     if result["reason"] is not None:
         pytest.skip(f"no helper process here: {result['reason']}")
+    assert result["with_thread"] == "other threads are running (fork copies only this one)"
     assert result["outcome"] == "two processes"
+    assert "threads are running" in result["after"]            # Numba's, started by the split
     here = result["here"]
     assert any("winograd_forward" in k for k in here)          # this process's share ...
     assert not any("linear_forward" in k for k in here)        # ... and not the helper's
@@ -142,20 +152,6 @@ def test_the_warm_mark_follows_the_sources(tmp_path):
     assert kernel_cache.purge_stale_cache(cache, pkg) is False   # (no kernels to remove)
     (pkg / "conv.py").write_text("A = 1\n")                 # and back, after a purge
     assert not kernel_cache.cache_is_warm(cache, pkg)        # the mark went with the kernels
-
-
-def test_no_helper_where_fork_would_copy_a_running_thread(monkeypatch):
-    monkeypatch.setattr(warmup, "cache_is_warm", lambda: False)
-    driver = get_driver("numba-cpu")
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        assert "threads" in warmup.helper_unavailable(driver)
-        assert warmup.split_warmup(driver, here=(), helper=()).startswith("one process")
-    finally:
-        stop.set()
-        thread.join()
 
 
 def test_no_helper_for_a_one_thread_driver(monkeypatch):
