@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numba
 
-from vggjit.fileio import home_dir
+from vggjit.fileio import atomic_write, home_dir
 
 # The threading layer must be chosen before the first parallel kernel is compiled; every kernel
 # module imports this one first.
@@ -235,8 +235,8 @@ def mark_cache_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_D
     calls this at its end), so the next warm-up need not share work with a helper process."""
     cache_dir = _kernel_cache_dir(CACHE) if cache_dir is None else cache_dir
     if cache_dir is not None:
-        with contextlib.suppress(OSError):
-            (cache_dir / WARM_MARK).write_text(_warm_token(package_dir))
+        with contextlib.suppress(OSError), atomic_write(cache_dir / WARM_MARK, "w") as mark:
+            mark.write(_warm_token(package_dir))
 
 
 def cache_is_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_DIR) -> bool:
