@@ -103,6 +103,31 @@ def test_a_failed_helper_is_reported_once_and_the_warmup_still_completes():
     assert any("winograd4_forward" in k for k in result["after"])
 
 
+def test_a_hanging_helper_is_killed_and_reported():
+    result = _run("""
+        import time
+        from vggjit_numba_cpu import warmup
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+
+        def hang(driver):
+            time.sleep(600)
+
+        warmup.cache_is_warm = lambda: False
+        warmup.MIN_WAIT_S = 0.5
+        driver = NumbaCpuDriver(threads=2)
+        reason = warmup.helper_unavailable(driver)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outcome = warmup.split_warmup(driver, here=(), helper=(hang,))
+        print(json.dumps({"reason": reason, "outcome": outcome,
+                          "warnings": [str(w.message) for w in caught]}))
+    """)
+    if result["reason"] is not None:
+        pytest.skip(f"no helper process here: {result['reason']}")
+    assert result["outcome"] == "helper failed: it did not finish within 0.5 s"
+    assert len(result["warnings"]) == 1
+
+
 def test_a_working_helper_shares_the_warmup():
     result = _run("""
         from vggjit_numba_cpu import warmup

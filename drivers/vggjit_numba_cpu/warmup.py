@@ -237,7 +237,7 @@ def _wait(pid: int, report_fd: int, timeout: float) -> str | None:
         ready, _, _ = select.select([report_fd], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             _kill(pid)
-            return f"it did not finish within {timeout:.0f} s"
+            return f"it did not finish within {timeout:.3g} s"
         chunk = os.read(report_fd, 4096)
         if not chunk:
             break
