@@ -217,7 +217,8 @@ def serialise_cache_writes(cache_dir: Path | None) -> bool:
         except OSError:                       # cannot lock: save as Numba would
             return save(self, key, data)
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):   # a file system without locks: save unlocked
+                fcntl.flock(lock, fcntl.LOCK_EX)
             return save(self, key, data)     # closing the file releases the lock
 
     locked_save.vggjit_locks = locked_dirs
