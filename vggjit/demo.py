@@ -109,8 +109,10 @@ def run_demo(output="output", *, weights=None, driver=None, size: int = DEMO_SIZ
              iterations: int = DEMO_ITERATIONS, save_every: int = DEMO_SAVE_EVERY,
              overwrite: bool = False, progress: bool = True, log=print):
     """Draw the images, pick the weights, stylise, write everything under ``output``."""
+    from .contract import BACKWARD
     from .fileio import check_writable
     from .images import save_image
+    from .registry import get_driver
     from .style import StyleTransfer, make_settings
     from .weights import find_weights
 
@@ -136,6 +138,10 @@ def run_demo(output="output", *, weights=None, driver=None, size: int = DEMO_SIZ
     settings = make_settings(optimizer="lbfgs", iterations=iterations, size=size,
                              init="content", save_every=save_every, print_every=save_every,
                              driver=driver, **options)
+    # Every kernel now, before the first image: on a cold cache numba-cpu compiles them on two
+    # processes at once (its warmup.py), sooner than one by one on first use; warm, it loads
+    # them in a fraction of a second.
+    get_driver(settings.driver, require={BACKWARD}).warmup()   # the driver the run takes
     content, style = content_image(), style_image()
     save_image(content, out / "content.png")
     save_image(style, out / "style.png")

@@ -62,7 +62,10 @@ def _call_sgemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12
     return _address_call((fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13))
 
 
-@jit(parallel=False)
+# One explicit signature (compiled at import): callers pass offsets as int64 expressions or as
+# the literal 0, which would otherwise be two specialisations, and the warm-up's helper process
+# (warmup.py) finds it compiled instead of compiling it a second time.
+@jit(types.uint64(types.float32[::1], types.int64), parallel=False)
 def address(a, offset):
     """Address of element ``offset`` of the (flat, float32) array ``a``, as uint64."""
     return a.ctypes.data + np.uint64(offset) * np.uint64(4)

@@ -133,7 +133,8 @@ def _col2im(dcols, n, c0, c1, r0, r1, K, stride, pad, Wo, dx):
 
 
 # -- forward -----------------------------------------------------------------------------------
-@jit(parallel=False)
+# one signature: conv2d_forward_cout passes the literals 1 and 0, a specialisation of its own
+@jit(types.void(types.float32[::1], *([types.int64] * 4)), parallel=False)
 def _relu_rows(yf, start, count, stride, length):
     """max(v, 0) in place on ``count`` runs of ``length`` floats, ``stride`` apart, from
     ``start``: the fused ReLU, applied to a tile while it is still in cache. NaN stays NaN."""

@@ -20,8 +20,9 @@ from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
 from .blas import find_sgemm
-from .kernel_cache import CACHE
+from .kernel_cache import CACHE, mark_cache_warm
 from .threads import ThreadPlan
+from .warmup import split_warmup
 
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
 #: per core here, and OpenBLAS needs room for its packed panels beside it).
@@ -146,11 +147,15 @@ class NumbaCpuDriver(Driver):
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
 
-        The base class runs every op once on tiny shapes; then each convolution path is forced
-        in turn (whatever this machine's thread count would pick) for a forward with the fused
-        ReLU, dx through a ReLU's output and dw both ways, and the general max pooling (3x3)
-        and the sgemm linear (a batch above linear.STREAM_MAX_BATCH) get a call of their own.
+        First, where it can, warmup.split_warmup compiles the kernels on two processes at once
+        (a forked helper and this one). Then, whatever that did, the base class runs every op
+        once on tiny shapes here (loading what the helper compiled from the cache); then each
+        convolution path is forced in turn (whatever this machine's thread count would pick)
+        for a forward with the fused ReLU, dx through a ReLU's output and dw both ways, and the
+        general max pooling (3x3) and the sgemm linear (a batch above linear.STREAM_MAX_BATCH)
+        get a call of their own.
         """
+        split_warmup(self)
         super().warmup()
         rng = np.random.default_rng(0)
         x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
@@ -173,6 +178,7 @@ class NumbaCpuDriver(Driver):
         self.max_pool2d_backward(y, switches, x.shape)
         fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
         self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
+        mark_cache_warm()     # every kernel is in the cache now: later warm-ups need no helper
 
     @property
     def accuracy_paths(self) -> tuple[str, ...]:

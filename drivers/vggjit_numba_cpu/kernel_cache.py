@@ -25,12 +25,24 @@ Cache location
     :data:`CACHE` says why. Numba keys a cached kernel by the content of the file that defines
     it, not of the helpers it inlines from other files, so :func:`purge_stale_cache` drops all
     of this package's cached kernels whenever any of its source files changed.
+
+Several processes, one cache
+    Numba writes every cache file to a temporary name and renames it into place, so a reader
+    never sees half a file. Adding a kernel to its index is not atomic, though: Numba reads the
+    index, picks the first free data-file number and writes both back, so two processes adding
+    different signatures of one kernel at once could both pick ``.1.nbc`` and leave an index
+    that names the other's code. :func:`serialise_cache_writes` holds a file lock
+    (``vggjit_numba_cpu.lock`` in the cache directory) around that step for this package's
+    kernels, which makes the two-process warm-up (warmup.py) and any other processes sharing
+    the cache (a cluster's workers, parallel test runs) safe.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -38,7 +50,7 @@ from pathlib import Path
 
 import numba
 
-from vggjit.fileio import home_dir
+from vggjit.fileio import atomic_write, home_dir
 
 # The threading layer must be chosen before the first parallel kernel is compiled; every kernel
 # module imports this one first.
@@ -136,6 +148,11 @@ def source_stamp(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
+#: written into the cache directory by a complete warm-up: the sources, Numba and Python it
+#: compiled for (see mark_cache_warm)
+WARM_MARK = "vggjit_numba_cpu.warm"
+
+
 def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -> bool:
     """Drop this package's cached kernels when any of its source files changed.
 
@@ -160,6 +177,8 @@ def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -
         pass
     modules = {path.stem for path in package_dir.glob("*.py")}
     removed = False
+    with contextlib.suppress(OSError):
+        (cache_dir / WARM_MARK).unlink()
     for path in cache_dir.iterdir():
         if path.suffix in (".nbi", ".nbc") and path.name.split(".", 1)[0] in modules:
             with contextlib.suppress(OSError):
@@ -170,9 +189,73 @@ def purge_stale_cache(cache_dir: Path | None, package_dir: Path = PACKAGE_DIR) -
     return removed
 
 
+def serialise_cache_writes(cache_dir: Path | None) -> bool:
+    """Hold an exclusive file lock while Numba adds a kernel of ``cache_dir`` to its index and
+    writes its data file (see the module docstring). Returns False, changing nothing, where
+    there is no ``fcntl`` (not POSIX) or this Numba stores its cache otherwise."""
+    try:
+        import fcntl
+
+        from numba.core.caching import IndexDataCacheFile
+    except ImportError:   # pragma: no cover - Windows, or another Numba layout
+        return False
+    save = getattr(IndexDataCacheFile, "save", None)
+    if cache_dir is None or save is None:
+        return False
+    if getattr(save, "vggjit_locks", None) is not None:
+        save.vggjit_locks.add(os.path.realpath(cache_dir))
+        return True
+    locked_dirs = {os.path.realpath(cache_dir)}
+
+    @functools.wraps(save)
+    def locked_save(self, key, data):
+        directory = os.path.realpath(getattr(self, "_cache_path", ""))
+        if directory not in locked_dirs:     # another package's kernels: Numba's own way
+            return save(self, key, data)
+        try:
+            lock = open(os.path.join(directory, "vggjit_numba_cpu.lock"), "ab")
+        except OSError:                       # cannot lock: save as Numba would
+            return save(self, key, data)
+        with lock:
+            with contextlib.suppress(OSError):   # a file system without locks: save unlocked
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            return save(self, key, data)     # closing the file releases the lock
+
+    locked_save.vggjit_locks = locked_dirs
+    IndexDataCacheFile.save = locked_save
+    return True
+
+
+def _warm_token(package_dir: Path = PACKAGE_DIR) -> str:
+    return (f"{source_stamp(package_dir)} numba {numba.__version__} "
+            f"{sys.implementation.cache_tag}")
+
+
+def mark_cache_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_DIR) -> None:
+    """Note in the cache directory that a complete warm-up has filled it (the driver's warmup
+    calls this at its end), so the next warm-up need not share work with a helper process."""
+    cache_dir = _kernel_cache_dir(CACHE) if cache_dir is None else cache_dir
+    if cache_dir is not None:
+        with contextlib.suppress(OSError), atomic_write(cache_dir / WARM_MARK, "w") as mark:
+            mark.write(_warm_token(package_dir))
+
+
+def cache_is_warm(cache_dir: Path | None = None, package_dir: Path = PACKAGE_DIR) -> bool:
+    """Has a complete warm-up filled the kernel cache for these sources, this Numba and this
+    Python? (purge_stale_cache drops the mark with the kernels.) A mark whose kernels were
+    deleted by hand only costs the next warm-up its helper process."""
+    cache_dir = _kernel_cache_dir(CACHE) if cache_dir is None else cache_dir
+    try:
+        return cache_dir is not None and (cache_dir / WARM_MARK).read_text() == _warm_token(
+            package_dir)
+    except OSError:
+        return False
+
+
 CACHE = choose_cache()
 configure_cache(CACHE)
 purge_stale_cache(_kernel_cache_dir(CACHE))
+serialise_cache_writes(_kernel_cache_dir(CACHE))
 
 
 # -- the JIT helper ----------------------------------------------------------------------------

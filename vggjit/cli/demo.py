@@ -16,8 +16,9 @@ and a colourful swirl texture), offline. Writes to output/ (or --output DIR):
 With the ImageNet VGG19 weights (see `vggjit weights fetch`) the result is real style transfer.
 Without them the demo uses random weights and says so: the result then shows texture transfer
 only (with per-layer loss normalisation and average pooling, which keep the subject
-recognisable on a random network). The first run also compiles the JIT kernels (cached
-afterwards). For your own images use `vggjit stylize`."""
+recognisable on a random network). The first run also compiles the JIT kernels, all of them
+before the first image (as `vggjit warmup` does: on two processes where two CPUs are free;
+cached afterwards). For your own images use `vggjit stylize`."""
 
 
 def register(subparsers) -> None:
