@@ -81,9 +81,10 @@ def _conv_path(driver, path: str) -> None:
 
 
 def winograd_paths(driver) -> None:
-    """F(2x2, 3x3) and F(4x4, 3x3), forward and dx (winograd.py, winograd4.py)."""
+    """F(2x2, 3x3) and F(4x4, 3x3) by tile rows and split by output channels, forward and dx,
+    with the weight transform kernel (winograd.py, winograd4.py)."""
     if driver.winograd:
-        for path in ("winograd", "winograd4"):
+        for path in ("winograd", "winograd4", "winograd4-split"):
             _conv_path(driver, path)
 
 
