@@ -480,6 +480,15 @@ def test_winograd4_split_by_output_channels(naive, threads, n, cin, h, w, cout):
     assert driver._transforms4.misses == driver._transforms4_dx.misses == 1
 
 
+def test_winograd4_transform_per_call_rule():
+    # large maps, or large transforms on 64 px and more: per call; 224 px classification: cached
+    assert winograd4.transform_per_call(128 * 128, 64, 64)
+    assert winograd4.transform_per_call(64 * 64, 512, 512)            # 512 px style, conv4_x
+    assert not winograd4.transform_per_call(64 * 64, 256, 256)
+    assert not winograd4.transform_per_call(28 * 28, 512, 512)        # 224 px, conv4_x
+    assert not winograd4.transform_per_call(4 * 56 * 56, 256, 256)    # batch 4, conv3_x
+
+
 def test_winograd4_split_rule():
     # conv4_x of 224 px classification (28 px, 49 tiles, one image) only
     assert winograd4.use_split(1, 512, 512, 28, 28, 2)

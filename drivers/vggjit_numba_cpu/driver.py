@@ -235,8 +235,8 @@ class NumbaCpuDriver(Driver):
         output pixels (N*H*W): from the cache while w is unchanged, but computed into a
         buffer kept for the purpose on large maps, where it costs a few percent of the
         convolution and the cached forward and dx copies (each 4x the weights) would add to
-        the peak memory of a style step (winograd4.PER_CALL_PIXELS)."""
-        if pixels < wino4.PER_CALL_PIXELS:
+        the peak memory of a style step (winograd4.transform_per_call)."""
+        if not wino4.transform_per_call(pixels, w.shape[0], w.shape[1]):
             return (self._transforms4_dx if flip else self._transforms4).get(w)
         shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
         size = 36 * w.shape[0] * w.shape[1]

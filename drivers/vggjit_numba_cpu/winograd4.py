@@ -384,11 +384,18 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
     """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
     (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 and each worker
     MIN_TILES_PER_WORKER of them, so that each of the 36 sgemm calls of a chunk (one image's
-    tile rows) has columns to run at speed; and at most MAX_CHANNELS channels, for memory (see
-    there). The same rule serves the forward and dx."""
+    tile rows) has columns to run at speed. The same rule serves the forward and dx."""
     tiles = ((h + 3) // 4) * ((w + 3) // 4)
-    return (use_winograd(n, cin, cout, h, w, workers) and max(cin, cout) <= MAX_CHANNELS
+    return (use_winograd(n, cin, cout, h, w, workers)
             and tiles >= MIN_IMAGE_TILES and n * tiles >= MIN_TILES_PER_WORKER * workers)
+
+
+def transform_per_call(pixels: int, cin: int, cout: int) -> bool:
+    """Compute the weight transform for this call (into the driver's buffer) instead of caching
+    it? Where it costs little next to the convolution (PER_CALL_PIXELS), or where a cached copy
+    would be large (over CACHED_PAIRS kernels) and the map at least LARGE_PER_CALL_PIXELS."""
+    return pixels >= PER_CALL_PIXELS or (cin * cout > CACHED_PAIRS
+                                         and pixels >= LARGE_PER_CALL_PIXELS)
 
 
 def use_split(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
@@ -414,17 +421,19 @@ SPLIT_TILES = range(42, 64)
 #: conv5_x at 14 px 1.3-1.6x slower (12-16 tiles per image: each sgemm gets a few columns).
 MIN_IMAGE_TILES = 100
 
-#: The forward and the dx transform of a layer are cached separately (F(2x2) serves both from
-#: one), 36 * Cin * Cout floats each: 2 x 37.7 MB for a 512 -> 512 layer against F(2x2)'s one
-#: 16.8 MB. With conv4_x on F(4x4) (a 512 px style run, where conv4_x works at 64 px) the
-#: caches held 323 MB against F(2x2)'s 88 MB and the step's peak RSS rose from 1.03 to 1.33 GB,
-#: more than PyTorch's; with F(4x4) kept to 256 channels they hold about 130 MB.
-MAX_CHANNELS = 256
-
 #: From this many output pixels per call (N*H*W) the weight transform is computed per call
 #: instead of cached (the driver's _transform4). A 256 -> 256 transform takes about 2 ms
 #: (transform_kernels), under 4 % of a conv3_x call at 128 x 128 (512 px style transfer),
 #: and the cached forward and dx transforms of conv1_2..conv3_x held 74 MB of a 512 px step's
 #: peak RSS; below (e.g. 224 px classification, 49-3136 tiles per image) the cache stays.
 PER_CALL_PIXELS = 128 * 128
+
+#: The forward and the dx transform of a layer have separate caches (F(2x2) serves both from
+#: one), 36 * Cin * Cout floats each: 2 x 37.7 MB for a 512 -> 512 layer. Cached for conv4_x
+#: of a 512 px style step (64 px) they took its peak RSS from 1.03 to 1.33 GB, so transforms of
+#: more than 256 x 256 kernels are computed per call from 64 x 64 pixels on: 4.5 ms of a 44 ms
+#: call there, which still leaves F(4x4) 0.78-0.80 of F(2x2)'s time (forward and dx,
+#: 512 -> 512 at 64 px, medians of 7, the shared VM), and frees F(2x2)'s cached 59 MB.
+CACHED_PAIRS = 256 * 256
+LARGE_PER_CALL_PIXELS = 64 * 64
 MIN_TILES_PER_WORKER = 64
