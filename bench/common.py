@@ -44,11 +44,17 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
     return summary(times)
 
 
-def interleaved(fns: dict, repeat: int) -> dict[str, dict]:
-    """Time each callable ``repeat`` times, alternating between them; median/min/max seconds."""
+def interleaved(fns: dict, repeat: int, pause: float = 0.0) -> dict[str, dict]:
+    """Time each callable ``repeat`` times, alternating between them; median/min/max seconds.
+
+    pause: seconds to sleep before each timed call. Other engines' thread pools (ONNX Runtime,
+    OpenVINO, OpenBLAS) keep spinning for a while after a call, which slows whatever runs right
+    after them; with a pause every engine starts from an idle machine."""
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
