@@ -8,6 +8,7 @@ was grown by an earlier, larger call).
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from tolerances import PATH_TOLERANCES, TOLERANCES, assert_close
 
 from vggjit import get_driver
 from vggjit.errors import InputError
-from vggjit_numba_cpu import conv, gram, kernel_cache, pool, threads, winograd, winograd4
+from vggjit_numba_cpu import (allocator, conv, gram, kernel_cache, pool, threads, winograd,
+                              winograd4)
 from vggjit_numba_cpu.driver import NumbaCpuDriver
 
 #: numba-cpu's tiling and kernels are held to the suite's float32 bound (tests/tolerances.py);
@@ -889,3 +891,10 @@ def test_each_declared_variant_forces_its_path():
     assert NumbaCpuDriver(winograd=False).accuracy_paths == ()
     # by default these small shapes take the shifted path and dw by channel blocks
     assert NumbaCpuDriver()._forward_path(1, 3, 4, 9, 10, 3, 1, 1) == "shifted"
+
+
+def test_malloc_thresholds_are_fixed_on_glibc():
+    # where glibc's own rule ends: blocks under 32 MB from the heap whatever was freed before
+    settled = NumbaCpuDriver().describe()["malloc_thresholds_fixed"]
+    assert settled == (platform.libc_ver()[0] == "glibc")
+    assert allocator.settle_malloc() == settled               # once per process, same answer
