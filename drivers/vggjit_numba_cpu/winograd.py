@@ -364,9 +364,16 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
     tests use it to check that identity. Computed in float64 so that the transform adds no
     rounding of its own beyond one cast (transform_kernels).
     """
+    return transformed(w, _G, flip, out)
+
+
+def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None) -> np.ndarray:
+    """transform_kernels(w, g, flip) into ``out``, or into a new array of the shape it fills:
+    [R*R, Cout, Cin], or [R*R, Cin, Cout] with flip (R = g.shape[0]). Both tile sizes' weight
+    transforms go through here."""
     p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-    u = np.empty((16, p, q), np.float32) if out is None else out
-    transform_kernels(w, _G, flip, u)
+    u = np.empty((g.shape[0] ** 2, p, q), np.float32) if out is None else out
+    transform_kernels(w, g, flip, u)
     return u
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
-from .winograd import estride, transform_kernels, use_winograd
+from .winograd import estride, transformed, use_winograd
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
 BT = np.array([[1, 0, -5, 0, 4, 0], [0, -1, -1, 4, 4, 0], [0, 1, -1, -4, 4, 0],
@@ -372,11 +372,8 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
     """U [36, Cout, Cin] float32 with U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c];
     flip=True: g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], the backward-dx kernel
     (U [36, Cin, Cout]). Computed in float64, one rounding to float32
-    (winograd.transform_kernels); into ``out`` when given (C-contiguous, that shape)."""
-    p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-    u = np.empty((36, p, q), np.float32) if out is None else out
-    transform_kernels(w, G, flip, u)
-    return u
+    (winograd.transformed); into ``out`` when given (C-contiguous, that shape)."""
+    return transformed(w, G, flip, out)
 
 
 # -- when to use it (plain Python) ---------------------------------------------------------------
@@ -423,7 +420,7 @@ MIN_IMAGE_TILES = 100
 
 #: From this many output pixels per call (N*H*W) the weight transform is computed per call
 #: instead of cached (the driver's _transform4). A 256 -> 256 transform takes about 2 ms
-#: (transform_kernels), under 4 % of a conv3_x call at 128 x 128 (512 px style transfer),
+#: (winograd.transform_kernels), under 4 % of a conv3_x call at 128 x 128 (512 px style transfer),
 #: and the cached forward and dx transforms of conv1_2..conv3_x held 74 MB of a 512 px step's
 #: peak RSS; below (e.g. 224 px classification, 49-3136 tiles per image) the cache stays.
 PER_CALL_PIXELS = 128 * 128
