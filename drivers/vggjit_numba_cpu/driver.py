@@ -267,9 +267,10 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 u = self._transform4(w, flip, n * h * wd)
             blas = self._sgemm.kernel_args(workers)
+            bounds = conv.channel_blocks(cout, workers)
             for i in range(n):
                 self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
-                self._plan.run(wino4.split_outputs, workers, u, b, i, workers, work, y, blas,
+                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, blas,
                                relu, cin)
             return y
         if path == "winograd4":

@@ -305,9 +305,10 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
 
 
 @jit(parallel=False)
-def split_outputs(t, u, b, n, workers, work, y, blas, relu, Cin):
-    """Step 2: worker t's block of output channels (a multiple of 16 wide where possible):
-    the 36 products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
+def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
+    """Step 2: worker t's block of output channels, bounds[t] <= co < bounds[t + 1] (int64
+    block boundaries, conv.channel_blocks; a worker past the last block has none): the 36
+    products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     TH, TW = (H + 3) // 4, (W + 3) // 4
@@ -315,8 +316,8 @@ def split_outputs(t, u, b, n, workers, work, y, blas, relu, Cin):
     ev, em = estride(Cin * T), estride(Cout * T)
     ms = 36 * ev
     rs = ms + 36 * em + t * 48 * T
-    co0, co1 = _block(Cout, t, workers), _block(Cout, t + 1, workers)
-    if co1 > co0:
+    if t < bounds.shape[0] - 1:
+        co0, co1 = bounds[t], bounds[t + 1]
         uf = u.reshape(-1)
         for e in range(36):
             sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
@@ -324,14 +325,6 @@ def split_outputs(t, u, b, n, workers, work, y, blas, relu, Cin):
                   address(work, ms + e * em + co0 * T), T)
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
                           work[rs:rs + 48 * T], co0, co1)
-
-
-@jit(parallel=False)
-def _block(cout, t, workers):
-    """Start of worker t's output channels: cout split evenly in multiples of 16."""
-    if t >= workers:
-        return cout
-    return min(cout, (cout * t // workers + 8) // 16 * 16)
 
 
 def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
