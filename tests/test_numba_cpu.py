@@ -197,7 +197,7 @@ def test_buffers_are_reused_across_calls_of_different_shapes(naive):
         for got, want, label in zip(driver.conv2d_backward(dy, x, wt, s, p),
                                     naive.conv2d_backward(dy, x, wt, s, p), "dx dw db".split()):
             _close(got, want, f"{label} {x.shape} s{s} p{p}")
-        outputs.append(driver._work)
+        outputs.append(driver._work.array)
     # The first (largest) call's work buffer served every later call.
     assert all(buf is outputs[0] for buf in outputs)
 
@@ -463,6 +463,9 @@ def test_winograd4_transform_per_call_on_large_maps(naive, monkeypatch):
     np.testing.assert_array_equal(per_call.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0],
                                   dx_cached)
     assert per_call._transforms4.misses == per_call._transforms4_dx.misses == 0
+    assert per_call._transform_work.nbytes >= 4 * 36 * 6 * 5    # kept for the next call ...
+    per_call.release_buffers()
+    assert per_call._transform_work.nbytes == 0                  # ... until released
     _close4(y_cached, naive.conv2d(x, wt, b, 1, 1), "forward")
 
 

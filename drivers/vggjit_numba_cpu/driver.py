@@ -99,8 +99,8 @@ class NumbaCpuDriver(Driver):
         settle_malloc()    # activations reuse heap memory whatever the history (allocator.py)
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
-        self._work: np.ndarray | None = None
-        self._transform_work: np.ndarray | None = None    # F(4x4) transforms made per call
+        self._work = GrowingBuffer()                # every call's tiles (_workspace)
+        self._transform_work = GrowingBuffer()      # F(4x4) transforms made per call
         self.winograd = bool(winograd)
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
         self._transforms = wino.TransformCache()
@@ -131,19 +131,17 @@ class NumbaCpuDriver(Driver):
         One buffer serves every call: it is kept, reused, and only grown when a call needs
         more, so what the driver holds is the largest single call's need, which the planner
         keeps under ``memory_bound`` (see conv.plan_forward/plan_backward)."""
-        if self._work is None or self._work.size < size:
-            self._work = None                    # free the old one before allocating
-            self._work = np.empty(max(size, 1), np.float32)
-        return self._work
+        return self._work.at_least(size)
 
     @property
     def workspace_bytes(self) -> int:
-        return 0 if self._work is None else self._work.nbytes
+        return self._work.nbytes
 
     def release_buffers(self) -> None:
-        """Drop the work buffer and the cached Winograd weight transforms (both are re-created
+        """Drop the work buffers and the cached Winograd weight transforms (all are re-created
         by the next convolution)."""
-        self._work = None
+        self._work.release()
+        self._transform_work.release()
         for cache in (self._transforms, self._transforms4, self._transforms4_dx):
             cache.clear()
 
@@ -244,10 +242,8 @@ class NumbaCpuDriver(Driver):
         shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
         size = 36 * w.shape[0] * w.shape[1]
         # one buffer kept for every call (a fresh 9 MB array per call cost page faults)
-        if self._transform_work is None or self._transform_work.size < size:
-            self._transform_work = None
-            self._transform_work = np.empty(size, np.float32)
-        return wino4.weight_transform(w, flip, out=self._transform_work[:size].reshape(shape))
+        u = self._transform_work.at_least(size)[:size].reshape(shape)
+        return wino4.weight_transform(w, flip, out=u)
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
@@ -511,6 +507,27 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 gram.gram_sum_mirror(out, parts, g)
         return g
+
+
+class GrowingBuffer:
+    """A float32 buffer kept between calls and only ever grown, the old one dropped before the
+    new one is allocated: it holds the largest single need so far, never two buffers."""
+
+    def __init__(self):
+        self.array: np.ndarray | None = None
+
+    def at_least(self, size: int) -> np.ndarray:
+        if self.array is None or self.array.size < size:
+            self.array = None
+            self.array = np.empty(max(size, 1), np.float32)
+        return self.array
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.array is None else self.array.nbytes
+
+    def release(self) -> None:
+        self.array = None
 
 
 def _pool2x2_fits(dy_shape, x_shape) -> bool:
