@@ -23,7 +23,7 @@ from .allocator import settle_malloc
 from .blas import find_sgemm
 from .kernel_cache import CACHE, mark_cache_warm
 from .threads import ThreadPlan
-from .warmup import split_warmup
+from .warmup import STEPS, split_warmup
 
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
 #: per core here, and OpenBLAS needs room for its packed panels beside it).
@@ -77,6 +77,10 @@ class NumbaCpuDriver(Driver):
 
     name = "numba-cpu"
     capabilities = frozenset({FORWARD, BACKWARD})
+    #: what conv_path and dw_path can force ("auto" aside); the warm-up runs each (warmup.py)
+    forced_conv_paths = CONV_PATHS[1:]
+    winograd_paths = WINOGRAD_PATHS
+    forced_dw_paths = DW_PATHS[1:]
 
     def __init__(self, threads: int | None = None, memory_bound_mb: float = 128,
                  tile_kb: int = DEFAULT_TILE_KB, blas: str = "auto", winograd: bool = True,
@@ -150,35 +154,14 @@ class NumbaCpuDriver(Driver):
 
         First, where it can, warmup.split_warmup compiles the kernels on two processes at once
         (a forked helper and this one). Then, whatever that did, the base class runs every op
-        once on tiny shapes here (loading what the helper compiled from the cache); then each
-        convolution path is forced in turn (whatever this machine's thread count would pick)
-        for a forward with the fused ReLU, dx through a ReLU's output and dw both ways, and the
-        general max pooling (3x3) and the sgemm linear (a batch above linear.STREAM_MAX_BATCH)
-        get a call of their own.
+        once on tiny shapes here, and so does every step of warmup.STEPS (each convolution
+        path and dw split forced in turn, the general pooling, the sgemm linear...), loading
+        what the helper compiled from the cache and compiling the rest.
         """
         split_warmup(self)
         super().warmup()
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
-        w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-        b = np.zeros(3, np.float32)
-        saved = self.conv_path, self.dw_path
-        try:
-            for path in [p for p in CONV_PATHS[1:]
-                         if self.winograd or p not in WINOGRAD_PATHS]:
-                self.conv_path = path
-                y = self.conv2d(x, w, b, 1, 1, relu=True)
-                self.conv2d_backward(y, x, w, 1, 1, need_dw=False, relu_out=y)
-            self.conv_path = "auto"
-            for dw_path in DW_PATHS[1:]:
-                self.dw_path = dw_path
-                self.conv2d_backward(y, x, w, 1, 1, need_dx=False)
-        finally:
-            self.conv_path, self.dw_path = saved
-        y, switches = self.max_pool2d(x, 3, 3)            # the general pooling kernels
-        self.max_pool2d_backward(y, switches, x.shape)
-        fx = rng.standard_normal((linear.STREAM_MAX_BATCH + 1, 4)).astype(np.float32)
-        self.linear(fx, rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32))
+        for step in STEPS:
+            step(self)
         mark_cache_warm()     # every kernel is in the cache now: later warm-ups need no helper
 
     @property

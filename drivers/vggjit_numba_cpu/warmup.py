@@ -3,9 +3,11 @@
 Numba compiles under the GIL and one process-wide compiler lock, so threads cannot compile two
 kernels at once; two processes can. :func:`split_warmup` forks a helper process that runs
 :data:`HELPER_STEPS` (compiling those kernels into the on-disk cache) while this process runs
-:data:`HERE_STEPS`. The driver's ``warmup`` then runs every op in this process as before, which
-loads what the helper compiled from the cache and compiles whatever it did not (all of it, if
-the helper failed): the split only decides where the compiling happens, never what is compiled.
+:data:`HERE_STEPS`. The driver's ``warmup`` then runs every step (:data:`STEPS`) in this
+process, which loads what the helper compiled from the cache and compiles whatever it did not
+(all of it, if the helper failed): the split only decides where the compiling happens, never
+what is compiled. The steps read the paths they force from the driver, so a new convolution
+path is warmed up without a step of its own.
 
 Why fork and not a fresh interpreter: the forked helper starts at once with Numba, the driver
 and the kernels compiled at import already in memory (a fresh ``python`` would spend about 2 s
@@ -84,7 +86,7 @@ def winograd_paths(driver) -> None:
     """F(2x2, 3x3) and F(4x4, 3x3) by tile rows and split by output channels, forward and dx,
     with the weight transform kernel (winograd.py, winograd4.py)."""
     if driver.winograd:
-        for path in ("winograd", "winograd4", "winograd4-split"):
+        for path in driver.winograd_paths:
             _conv_path(driver, path)
 
 
@@ -96,8 +98,9 @@ def pooling_2x2(driver) -> None:
 
 
 def img2col_paths(driver) -> None:
-    """img2col, shifted and Cout-split forward and dx, and an unforced dx + dw + db."""
-    for path in ("img2col", "shifted", "cout-split"):
+    """img2col, shifted and Cout-split forward and dx (every forced path but Winograd's), and
+    an unforced dx + dw + db."""
+    for path in [p for p in driver.forced_conv_paths if p not in driver.winograd_paths]:
         _conv_path(driver, path)
     x, w, b = _tiny()
     y = driver.conv2d(x, w, b, 1, 1)
@@ -108,7 +111,7 @@ def weight_grads(driver) -> None:
     """dw and db split by row tiles and by channel blocks."""
     x, w, b = _tiny()
     y = driver.conv2d(x, w, b, 1, 1, relu=True)
-    for dw_path in ("rows", "channels"):
+    for dw_path in driver.forced_dw_paths:
         with _forced(driver, dw_path=dw_path):
             driver.conv2d_backward(y, x, w, 1, 1, need_dx=False)
 
@@ -141,6 +144,8 @@ def dense_ops(driver) -> None:
 #: what this process compiles while the helper compiles HELPER_STEPS (about half each).
 HERE_STEPS = (winograd_paths, pooling_2x2)
 HELPER_STEPS = (img2col_paths, weight_grads, general_pooling, dense_ops)
+#: every step: the whole warm-up, which the driver's warmup runs in this process after the split
+STEPS = HERE_STEPS + HELPER_STEPS
 
 
 # -- the helper process ------------------------------------------------------------------------
