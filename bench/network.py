@@ -12,9 +12,11 @@ memory; PyTorch, ONNX Runtime and OpenVINO beside it.
   weights (the random ones, written as a native file) and a warm JIT cache;
 * PyTorch, ONNX Runtime and OpenVINO (CPU, float32, the same thread count) running the same
   network with the same weights, each when it is importable (none is a dependency; the ONNX
-  graph for the last two is built in bench/peers.py); their runs alternate with vggjit's so that
-  all see the same machine state, each engine's logits are checked against vggjit's, and the
-  report gives the ratios vggjit / engine (below 1.0: vggjit is faster).
+  graph for the last two is built in bench/peers.py), each in a process of its own beside one
+  more for vggjit (bench.lockstep: no engine runs under another's process-wide settings); their
+  runs alternate so that all see the same machine state, each engine's logits are checked
+  against vggjit's, and the report gives the ratios vggjit / engine (below 1.0: vggjit is
+  faster).
 
 Weights are ``VGG19.random`` (He-normal, fc included): timing does not depend on their values.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,9 +36,10 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (interleaved, markdown_table, peak_rss_mb, sgemm_gflops,  # noqa: E402
-                          suite_main, timeit, torch_or_none)
-from bench.peers import peers  # noqa: E402
+from bench.common import (markdown_table, peak_rss_mb, sgemm_gflops, suite_main,  # noqa: E402
+                          timeit, torch_or_none)
+from bench.lockstep import Lockstep  # noqa: E402
+from bench.peers import peer_module, peer_version, vgg_onnx  # noqa: E402
 
 #: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (docs/equations.md,
 #: section 3)
@@ -171,9 +175,7 @@ def run(quick: bool = False, driver: str | None = None) -> dict:
     repeat = 3 if quick else 7
     d = get_driver(driver)
     net = VGG19.random(seed=0, driver=d)
-    rng = np.random.default_rng(0)
-    x1 = rng.uniform(-120, 130, (1, 3, SIZE, SIZE)).astype(np.float32)
-    x4 = rng.uniform(-120, 130, (4, 3, SIZE, SIZE)).astype(np.float32)
+    x1, x4 = inputs()
     total_flops = sum(layer_flops(net).values())
 
     start = time.perf_counter()
@@ -197,53 +199,102 @@ def run(quick: bool = False, driver: str | None = None) -> dict:
     add_limits(result["layers"], net, result["sgemm_ceiling_gflops"]["median"],
                result["memory_bandwidth_gbs"]["median"])
     threads = getattr(d, "threads", None) or os.cpu_count() or 1
-    result.update(compare_with_peers(net, threads, x1, x4, logits, repeat))
+    result.update(compare_with_peers(net, d.name, threads, logits, repeat))
     result["markdown"] = markdown(result)
     return result
 
 
-def compare_with_peers(net, threads: int, x1, x4, logits, repeat: int) -> dict:
+def inputs(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The batch-1 and batch-4 inputs every engine gets (the same in every process)."""
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(-120, 130, (1, 3, size, size)).astype(np.float32)
+    x4 = rng.uniform(-120, 130, (4, 3, size, size)).astype(np.float32)
+    return x1, x4
+
+
+# -- lockstep builders (bench.lockstep): each engine in a process of its own ----------------------
+def vggjit_forwards(driver: str) -> dict:
+    from vggjit import VGG19, get_driver
+
+    net = VGG19.random(seed=0, driver=get_driver(driver))
+    x1, x4 = inputs()
+    return {"b1": (lambda: net.forward(x1), lambda: net.forward(x1, ("fc8", "prob"))["fc8"]),
+            "b4": (lambda: net.forward(x4), None)}
+
+
+def torch_forwards(threads: int) -> dict:
+    from vggjit import VGG19, get_driver
+
+    torch = torch_or_none()
+    torch.set_num_threads(threads)
+    # the weights only: the naive driver sets nothing process-wide (numba-cpu's malloc settings
+    # would be vggjit's, not PyTorch's)
+    model = torch_vgg(torch, VGG19.random(seed=0, driver=get_driver("naive")))
+    t1, t4 = (torch.from_numpy(x) for x in inputs())
+
+    def run(t):
+        with torch.inference_mode():
+            return model(t)
+
+    def logits():
+        with torch.inference_mode():
+            return model[:-1](t1).numpy()           # fc8, before the softmax
+
+    return {"b1": (lambda: run(t1), logits), "b4": (lambda: run(t4), None)}
+
+
+def engine_forwards(engine: str, model_path: str, threads: int) -> dict:
+    from bench.peers import onnxruntime_peer, openvino_peer
+
+    x1, x4 = inputs()
+    if engine == "onnxruntime":
+        peer = onnxruntime_peer(Path(model_path).read_bytes(), threads, (1, 4))
+    else:
+        peer = openvino_peer(Path(model_path), threads, (1, 4), SIZE)
+    return {"b1": (lambda: peer.run[1](x1), lambda: peer.run[1](x1)[0]),
+            "b4": (lambda: peer.run[4](x4), None)}
+
+
+def compare_with_peers(net, driver: str, threads: int, logits, repeat: int) -> dict:
     """PyTorch, ONNX Runtime and OpenVINO on the same network and weights, with vggjit's
-    thread count, each importable one timed interleaved with vggjit (same machine state);
-    every engine's logits are compared with vggjit's first.
+    thread count, each one that is importable in a process of its own, timed in turn with
+    vggjit (in a process of its own too) so that all see the same machine state
+    (bench.lockstep); every engine's logits are compared with vggjit's ``logits``.
 
     Returns {"peers": {engine: figures}, "peers_missing": {engine: why}, "torch": figures or
     None (the PyTorch entry again, under the key earlier reports used)}."""
-    engines_b1, engines_b4, info, missing = {}, {}, {}, {}
+    builders = {"vggjit": ("bench.network:vggjit_forwards", (driver,))}
+    info, missing = {}, {}
     torch = torch_or_none()
     if torch is None:
         missing["torch"] = "not importable"
     else:
-        torch.set_num_threads(threads)
-        model = torch_vgg(torch, net)
-        t1, t4 = torch.from_numpy(x1), torch.from_numpy(x4)
-        with torch.inference_mode():
-            theirs = model[:-1](t1).numpy()       # the logits: fc8 before the softmax
-
-        def torch_run(t):
-            with torch.inference_mode():
-                return model(t)
-
-        engines_b1["torch"], engines_b4["torch"] = (lambda: torch_run(t1)), (lambda: torch_run(t4))
-        info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
-                         "logits": theirs}
-    found, why = peers(net, threads, (1, 4), x1.shape[2])
-    missing.update(why)
-    for name, peer in found.items():
-        engines_b1[name] = (lambda run=peer.run[1]: run(x1))
-        engines_b4[name] = (lambda run=peer.run[4]: run(x4))
-        info[name] = {"version": peer.version, "threads": peer.threads,
-                      "logits": peer.run[1](x1)[0]}
+        builders["torch"] = ("bench.network:torch_forwards", (threads,))
+        info["torch"] = {"version": torch.__version__, "threads": threads}
     out = {"peers": {}, "peers_missing": missing, "torch": None}
-    if not info:
-        return out
-    for fn in [*engines_b1.values(), *engines_b4.values()]:
-        fn()                                               # each engine's first run: untimed
-    b1 = interleaved({"vggjit": lambda: net.forward(x1), **engines_b1}, repeat, PAUSE_S)
-    b4 = interleaved({"vggjit": lambda: net.forward(x4), **engines_b4}, max(2, repeat // 2),
-                     PAUSE_S)
+    with tempfile.TemporaryDirectory(prefix="vggjit-bench-onnx-") as tmp:
+        onnx = peer_module("onnx")
+        for engine in ("onnxruntime", "openvino"):
+            module = peer_module(engine)
+            if onnx is None or module is None:
+                missing[engine] = ("onnx not importable (the graph is built with it)"
+                                   if onnx is None else "not importable")
+                continue
+            path = Path(tmp) / "vgg19.onnx"
+            if not path.exists():
+                path.write_bytes(vgg_onnx(net, onnx).SerializeToString())
+            builders[engine] = ("bench.network:engine_forwards", (engine, str(path), threads))
+            info[engine] = {"version": peer_version(module), "threads": threads}
+        if not info:
+            return out
+        with Lockstep(builders) as engines:
+            engines.untimed("b1")                          # each engine's first runs: untimed
+            engines.untimed("b4")
+            b1 = engines.interleaved("b1", repeat, PAUSE_S)
+            b4 = engines.interleaved("b4", max(2, repeat // 2), PAUSE_S)
+            theirs_all = engines.outputs("b1")
     for name, figures in info.items():
-        theirs = figures.pop("logits")
+        theirs = theirs_all[name].reshape(logits.shape)
         # random weights saturate the softmax, so the logits are compared
         diff = float(np.abs(theirs - logits).max() / np.abs(theirs).max())
         out["peers"][name] = {
@@ -345,8 +396,9 @@ def markdown(r: dict) -> str:
                 f"{b4['vggjit']['median']:.3f}", f"{p['ratio_b4']:.2f}",
                 f"{p['fc8_max_relative_difference']:.1e}"
                 + ("" if p.get("outputs_match", True) else " MISMATCH")])
-        text += ("\n\nOther engines, same weights and thread count, each interleaved with vggjit "
-                 f"in this run, {PAUSE_S} s idle before every timed run (seconds; ratio = vggjit "
+        text += ("\n\nOther engines, same weights and thread count, each in a process of its "
+                 "own, their runs interleaved with vggjit's (in a process of its own too) in "
+                 f"this run, {PAUSE_S} s idle before every timed run (seconds; ratio = vggjit "
                  "/ engine, below 1.0: vggjit faster):\n\n"
                  + markdown_table(["engine", "threads", "b1 engine", "b1 vggjit", "ratio b1",
                                    "b4 engine", "b4 vggjit", "ratio b4",

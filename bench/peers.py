@@ -37,7 +37,8 @@ class Peer:
         default_factory=dict)
 
 
-def _module(name: str):
+def peer_module(name: str):
+    """The module ``name``, or None when it cannot be imported."""
     try:
         return importlib.import_module(name)
     except Exception:          # not installed, or broken: no comparison, never a failure
@@ -96,8 +97,14 @@ def vgg_onnx(net, onnx):
     return model
 
 
+def peer_version(module) -> str:
+    """An engine module's version string (OpenVINO's comes from a function)."""
+    version = getattr(module, "get_version", None)
+    return version() if callable(version) else module.__version__
+
+
 def onnxruntime_peer(model_bytes: bytes, threads: int, batches) -> Peer | None:
-    ort = _module("onnxruntime")
+    ort = peer_module("onnxruntime")
     if ort is None:
         return None
     options = ort.SessionOptions()
@@ -110,11 +117,11 @@ def onnxruntime_peer(model_bytes: bytes, threads: int, batches) -> Peer | None:
         logits, prob = session.run([LOGITS, PROB], {INPUT: x})
         return logits, prob
 
-    return Peer("onnxruntime", ort.__version__, threads, {n: run for n in batches})
+    return Peer("onnxruntime", peer_version(ort), threads, {n: run for n in batches})
 
 
 def openvino_peer(model_path: Path, threads: int, batches, size: int) -> Peer | None:
-    ov = _module("openvino")
+    ov = peer_module("openvino")
     if ov is None:
         return None
     core = ov.Core()
@@ -133,13 +140,13 @@ def openvino_peer(model_path: Path, threads: int, batches, size: int) -> Peer | 
             return result[outputs[0]], result[outputs[1]]
 
         runs[n] = run
-    return Peer("openvino", ov.get_version(), threads, runs)
+    return Peer("openvino", peer_version(ov), threads, runs)
 
 
 def peers(net, threads: int, batches=(1, 4), size: int = 224) -> tuple[dict[str, Peer], dict]:
     """Every importable engine, built for ``batches``; and {engine: why not} for the others."""
     found, missing = {}, {}
-    onnx = _module("onnx")
+    onnx = peer_module("onnx")
     if onnx is None:
         return found, {"onnxruntime": "onnx not importable (the graph is built with it)",
                        "openvino": "onnx not importable (the graph is built with it)"}

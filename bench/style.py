@@ -7,14 +7,16 @@ it is importable: a VGG19 conv stack to relu5_1 with the same He-normal initiali
 same content and Gram losses, autograd to the image.
 
 Per size: each implementation runs alone in its own subprocess (its peak RSS is that size's
-alone, and its first step), then both run in one more subprocess, step for step in turn
-(bench.common.interleaved): the seconds per step and the ratio come from that run, so a busy
-spell of this shared machine slows both alike instead of whichever ran at the time.
+alone, and its first step), then both run again, each in a process of its own, step for step in
+turn (bench.lockstep): the seconds per step and the ratio come from that run, so a busy spell of
+this shared machine slows both alike instead of whichever ran at the time, and neither runs
+under the other's process-wide settings (vggjit's malloc settings made PyTorch's step 15-30 %
+faster when both shared a process).
 
     python -m bench.style              # 256, 512, 1024
     python -m bench.style --quick      # 256 and 512, fewer repeats
     python -m bench.style --one vggjit 512 --repeat 3    (one measurement; prints JSON)
-    python -m bench.style --pair 512 --repeat 5          (both, interleaved; prints JSON)
+    python -m bench.style --pair 512 --repeat 5          (both in turn; prints JSON)
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (interleaved, markdown_table, peak_rss_mb, timeit,  # noqa: E402
-                          torch_or_none)
+from bench.common import markdown_table, peak_rss_mb, timeit, torch_or_none  # noqa: E402
+from bench.lockstep import ChildError, Lockstep  # noqa: E402
 
 SIZES = (256, 512, 1024)
 QUICK_SIZES = (256, 512)
@@ -149,22 +151,34 @@ def measure_torch(size: int, repeat: int) -> dict | None:
             "size": size, **_time_steps(step, repeat)}
 
 
+def vggjit_steps(size: int) -> dict:
+    """Lockstep builder (bench.lockstep): vggjit's style step."""
+    return {"step": (vggjit_step(size)[1], None)}
+
+
+def torch_steps(size: int) -> dict:
+    """Lockstep builder: PyTorch's style step."""
+    return {"step": (torch_step(torch_or_none(), size), None)}
+
+
 def measure_pair(size: int, repeat: int) -> dict | None:
-    """Both implementations in this process, one step each in turn (after a warm-up step
-    each): {"vggjit": seconds, "torch": seconds} (median/min/max/runs)."""
-    torch = torch_or_none()
-    if torch is None:
+    """Both implementations, each in a process of its own, one step each in turn (after a
+    warm-up step each): {"vggjit": seconds, "torch": seconds} (median/min/max/runs), or
+    {"error": why}."""
+    if torch_or_none() is None:
         return None
-    _, ours = vggjit_step(size)
-    theirs = torch_step(torch, size)
-    ours()
-    theirs()
-    return interleaved({"vggjit": ours, "torch": theirs}, repeat)
+    builders = {"vggjit": ("bench.style:vggjit_steps", (size,)),
+                "torch": ("bench.style:torch_steps", (size,))}
+    try:
+        with Lockstep(builders) as pair:
+            pair.untimed("step")
+            return pair.interleaved("step", repeat)
+    except ChildError as exc:
+        return {"error": " | ".join(str(exc).strip().splitlines()[-3:])}
 
 
 def _subprocess(impl: str, size: int, repeat: int) -> dict | None:
-    what = ["--pair", str(size)] if impl == "pair" else ["--one", impl, str(size)]
-    cmd = [sys.executable, "-m", "bench.style", *what, "--repeat", str(repeat)]
+    cmd = [sys.executable, "-m", "bench.style", "--one", impl, str(size), "--repeat", str(repeat)]
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -182,7 +196,7 @@ def run(quick: bool = False) -> dict:
         repeat = 2 if quick or size >= 1024 else 3
         ours = _subprocess("vggjit", size, repeat)
         theirs = _subprocess("torch", size, repeat) if have_torch else None
-        pair = _subprocess("pair", size, repeat + 2) if _ok(ours) and _ok(theirs) else None
+        pair = measure_pair(size, repeat + 2) if _ok(ours) and _ok(theirs) else None
         if pair and "error" not in pair:
             for r in (ours, theirs):     # the interleaved figures replace the solo ones
                 r["seconds_alone"], r["seconds"] = r["seconds"], pair[r["impl"]]
@@ -195,8 +209,9 @@ def run(quick: bool = False) -> dict:
     header = ["size", "vggjit s/step", "PyTorch s/step", "ratio (vggjit/PyTorch)",
               "vggjit peak RSS MB", "PyTorch peak RSS MB"]
     note = ("Forward + backward to the image with the lab's layers (relu4_2; relu1_1..relu5_1), "
-            "median of repeats after one warm-up step. Seconds per step: both implementations "
-            "in one process, a step of each in turn; peak RSS: each in a process of its own."
+            "median of repeats after one warm-up step. Seconds per step: each implementation "
+            "in a process of its own, a step of each in turn; peak RSS: each alone in a "
+            "process of its own."
             + ("" if have_torch else " PyTorch was not importable: no comparison."))
     return {"sizes": list(sizes), "results": results, "torch": have_torch,
             "markdown": note + "\n\n" + markdown_table(header, rows)}

@@ -33,6 +33,10 @@ def test_content_loss_and_gradient_equal_the_formula():
     n, c, h, w = x.shape
     assert loss == pytest.approx(np.sum((x - y) ** 2) / (2 * n * c * h * w), rel=1e-12)
     np.testing.assert_allclose(grad, (x - y) / (n * c * h * w), rtol=1e-12)
+    # a term's weight scales its gradient (applied inside), not the loss it reports
+    weighted_loss, weighted = content_loss(x, y, 2.5)
+    assert weighted_loss == loss
+    np.testing.assert_allclose(weighted, 2.5 * grad, rtol=1e-12)
 
 
 def test_style_loss_and_gradient_equal_the_formula():
@@ -51,6 +55,9 @@ def test_style_loss_and_gradient_equal_the_formula():
             for j in range(c):
                 manual[b, i] += x[b, j] * (g[b, j, i] - a[b, j, i])
     np.testing.assert_allclose(grad, manual / (n * c ** 2 * h ** 2 * w ** 2), rtol=1e-10)
+    weighted_loss, weighted = style_loss(x, g, a, 2.5)
+    assert weighted_loss == loss
+    np.testing.assert_allclose(weighted, 2.5 * grad, rtol=1e-12)
 
 
 def test_style_loss_is_zero_at_its_target():

@@ -896,8 +896,30 @@ def test_each_declared_variant_forces_its_path():
     assert NumbaCpuDriver()._forward_path(1, 3, 4, 9, 10, 3, 1, 1) == "shifted"
 
 
-def test_malloc_thresholds_are_fixed_on_glibc():
-    # where glibc's own rule ends: blocks under 32 MB from the heap whatever was freed before
-    settled = NumbaCpuDriver().describe()["malloc_thresholds_fixed"]
+def test_malloc_keeps_freed_memory_on_glibc():
+    settled = NumbaCpuDriver().describe()["malloc_keeps_freed_memory"]
     assert settled == (platform.libc_ver()[0] == "glibc")
     assert allocator.settle_malloc() == settled               # once per process, same answer
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/statm").exists(),
+                    reason="glibc's malloc settings, read through /proc")
+def test_large_arrays_reuse_heap_memory_until_released():
+    import resource
+
+    NumbaCpuDriver()                                          # settles malloc
+    size = 128 << 20                                          # far above glibc's mmap threshold
+    np.ones(size // 4, np.float32)                            # mapped once, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = np.ones(size // 4, np.float32)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    # glibc's default maps a block this large afresh: 32768 page faults (64 with huge pages)
+    assert faults < 16, f"{faults} page faults: the freed block was not reused"
+    del again
+
+    def resident_bytes():
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    kept = resident_bytes()
+    NumbaCpuDriver().release_buffers()                        # hands the free heap back
+    assert kept - resident_bytes() > size // 2

@@ -36,23 +36,27 @@ from .errors import InputError
 
 
 # -- the loss terms on their own ----------------------------------------------------------------
-def content_loss(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """(L_content, dL/dX) for features x and content target y, both [N, C, H, W]."""
+def content_loss(x: np.ndarray, y: np.ndarray, weight: float = 1.0
+                 ) -> tuple[float, np.ndarray]:
+    """(L_content, weight * dL/dX) for features x and content target y, both [N, C, H, W]."""
     diff = np.subtract(x, y)
     loss = float(np.sum(np.square(diff, dtype=np.float64))) / (2.0 * x.size)
-    diff *= 1.0 / x.size
+    diff *= weight / x.size
     return loss, diff
 
 
-def style_loss(x: np.ndarray, g: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
-    """(L_style, dL/dX) for features x [N, C, H, W], their Gram g and the style Gram a [N, C, C]."""
+def style_loss(x: np.ndarray, g: np.ndarray, a: np.ndarray, weight: float = 1.0
+               ) -> tuple[float, np.ndarray]:
+    """(L_style, weight * dL/dX) for features x [N, C, H, W], their Gram g and the style Gram
+    a [N, C, C]."""
     n, c, h, w = x.shape
     scale = float(n) * c * c * (float(h) * w) ** 2
     diff = np.subtract(g, a, dtype=np.result_type(g, x))
     loss = float(np.sum(np.square(diff, dtype=np.float64))) / (4.0 * scale)
     # sum_j X[n,j,hw] (G - A)[n,j,i]: (G - A)^T @ X per image (G - A is symmetric up to rounding).
+    # The factors go into the C x C difference, not into the gradient, which is as large as x.
+    diff *= weight / scale
     grad = np.matmul(diff.transpose(0, 2, 1), x.reshape(n, c, h * w))
-    grad *= 1.0 / scale
     return loss, grad.reshape(x.shape)
 
 
@@ -236,12 +240,14 @@ class StyleObjective:
             feats = self.net.forward(x, self.outputs, keep=need_grad)
             for name in self.content_layers:
                 key = f"content:{name}"
-                loss, grad = content_loss(feats[name], self.content_features[name])
+                loss, grad = content_loss(feats[name], self.content_features[name],
+                                          self.weights[key])
                 total += self._add(key, loss, grad, name, terms, seeds)
             for name in self.style_layers:
                 key = f"style:{name}"
                 f = feats[name]
-                loss, grad = style_loss(f, self.net.driver.gram(f), self.style_grams[name])
+                loss, grad = style_loss(f, self.net.driver.gram(f), self.style_grams[name],
+                                        self.weights[key])
                 total += self._add(key, loss, grad, name, terms, seeds)
             del feats
         if self.tv_weight:
@@ -255,11 +261,14 @@ class StyleObjective:
             dx = dx + (self.tv_weight * tv_grad).astype(dx.dtype, copy=False)
         return Evaluation(total, dx, terms)
 
-    def _add(self, key, loss, grad, name, terms, seeds) -> float:
-        weight = self.weights[key]
-        terms[key] = weight * loss
-        grad *= weight
-        seeds[name] = grad if name not in seeds else seeds[name] + grad
+    def _add(self, key, loss, weighted_grad, name, terms, seeds) -> float:
+        """Record term ``key`` (its loss before, its gradient after the weight) and seed the
+        gradient at layer ``name``."""
+        terms[key] = self.weights[key] * loss
+        if name in seeds:
+            seeds[name] += weighted_grad
+        else:
+            seeds[name] = weighted_grad
         return terms[key]
 
 

@@ -1,18 +1,27 @@
-"""glibc malloc held at the thresholds it reaches by itself, from the start.
+"""glibc malloc set to reuse the memory it has instead of mapping and zeroing it afresh.
 
-Why: glibc serves a block of at least its mmap threshold with a fresh mapping, which is unmapped
-again when freed, and it keeps that threshold moving: it starts at 128 KB and rises to the size
-of each mapped block freed, up to 32 MB on 64-bit systems (with the trim threshold at twice
-that). So whether the activations of a forward (1.6-12.8 MB each for VGG19 at 224 px) come
-back from the heap or as fresh pages that the kernel must map and zero depends on which blocks
-the process happened to free before: the same network faulted 0 or 1100-1700 pages per
-forward depending on the order in which the driver's buffers were first allocated, and was
-5-8 % slower in the second case (docs/design-notes.md, note 16). Setting both thresholds to
-where glibc's own rule ends makes that independent of history.
+Why: by default glibc serves every block of at least its mmap threshold (which moves with the
+history of the process, from 128 KB up to 32 MB) with a fresh mapping, unmapped again when it
+is freed, and it returns free memory at the top of the heap to the system once there is more
+than a trim threshold (twice the mmap threshold) of it. A network's activations are large
+arrays that live for one call and come back in the same sizes on the next, so every call paid
+for new pages: the kernel maps them, zeroes them and, for NumPy's arrays of 4 MB and more
+(madvised for transparent huge pages), may first compact memory to find 2 MB pages. A
+512 px style step spent 0.3-0.5 s of CPU in the kernel that way (1.8 s wall), a first max-pool
+backward into fresh pages took 118 ms against 24 ms into reused ones, and whether a 224 px
+forward faulted at all depended on which blocks the process had freed before
+(docs/design-notes.md, note 16).
 
-What it changes for the whole process (the driver cannot limit it to its own arrays): blocks
-under 32 MB always come from the heap, and up to 64 MB of free memory at the top of the heap is
-kept rather than returned. Only on glibc; elsewhere nothing happens.
+So the driver, when it is built:
+- serves every block from the heap (``M_MMAP_MAX`` 0: glibc maps no block of its own; it still
+  maps more heap when the heap cannot grow in place), and
+- keeps up to ``TRIM_THRESHOLD`` of free memory at the top of the heap instead of returning it.
+
+What that changes for the whole process (the driver cannot limit it to its own arrays): memory
+freed after a large call stays with the process, ready for the next one, instead of going back
+to the system; the peak is not higher (a 512 px style step peaked at 958 MB against 986 MB
+before). :func:`release_memory` (the driver's ``release_buffers``) hands the free memory back.
+Only on glibc; elsewhere nothing happens.
 """
 from __future__ import annotations
 
@@ -22,25 +31,44 @@ import platform
 
 #: mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-#: glibc's largest dynamic mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX), and
-#: the trim threshold it pairs with it
-MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+M_MMAP_MAX = -4
+#: free memory at the top of the heap that is kept rather than returned: mallopt's largest
+#: value (a C int). A run whose peak is larger returns the excess after it and maps it again.
+TRIM_THRESHOLD = 2**31 - 1
 
 _settled: bool | None = None
+_libc = None
+
+
+def _glibc():
+    """glibc through ctypes, or None (another C library, or it cannot be loaded)."""
+    global _libc
+    if _libc is None and platform.libc_ver()[0] == "glibc":
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _libc = None
+    return _libc
 
 
 def settle_malloc() -> bool:
-    """Fix glibc's mmap and trim thresholds (once per process); True when they are set."""
+    """Serve every block from the heap and keep freed memory (once per process); True when
+    glibc took both settings."""
     global _settled
     if _settled is None:
-        _settled = False
-        if platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                _settled = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                                and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-            except (OSError, AttributeError):
-                _settled = False
+        libc = _glibc()
+        try:
+            _settled = bool(libc is not None and libc.mallopt(M_MMAP_MAX, 0)
+                            and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        except AttributeError:
+            _settled = False
     return _settled
+
+
+def release_memory() -> bool:
+    """Return the heap's free memory to the system (glibc's malloc_trim); True when some was."""
+    libc = _glibc()
+    try:
+        return bool(libc is not None and libc.malloc_trim(0))
+    except AttributeError:
+        return False

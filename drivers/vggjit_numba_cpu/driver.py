@@ -19,7 +19,7 @@ from vggjit.errors import InputError
 from . import conv, elementwise, gram, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
-from .allocator import settle_malloc
+from .allocator import release_memory, settle_malloc
 from .blas import find_sgemm
 from .kernel_cache import CACHE, mark_cache_warm
 from .threads import ThreadPlan
@@ -100,7 +100,7 @@ class NumbaCpuDriver(Driver):
             self._plan = ThreadPlan(threads, self._sgemm.library)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        settle_malloc()    # activations reuse heap memory whatever the history (allocator.py)
+        settle_malloc()    # activations reuse the heap's memory, not fresh pages (allocator.py)
         self.memory_bound = int(memory_bound_mb * 1024 * 1024)
         self.tile_bytes = int(tile_kb * 1024)
         self._work = GrowingBuffer()                # every call's tiles (_workspace)
@@ -121,7 +121,7 @@ class NumbaCpuDriver(Driver):
         """Threads, threading layer, BLAS, cache and work space (the bench prints this)."""
         info = self._plan.describe()
         info.update(sgemm=self._sgemm.describe(), memory_bound_mb=self.memory_bound / 2**20,
-                    malloc_thresholds_fixed=settle_malloc(),
+                    malloc_keeps_freed_memory=settle_malloc(),
                     tile_kb=self.tile_bytes // 1024,
                     workspace_mb=round(self.workspace_bytes / 2**20, 1),
                     cache=CACHE.directory or "disabled", cache_reason=CACHE.reason,
@@ -143,11 +143,13 @@ class NumbaCpuDriver(Driver):
 
     def release_buffers(self) -> None:
         """Drop the work buffers and the cached Winograd weight transforms (all are re-created
-        by the next convolution)."""
+        by the next convolution), and return the memory the heap keeps free to the system
+        (allocator.py)."""
         self._work.release()
         self._transform_work.release()
         for cache in (self._transforms, self._transforms4, self._transforms4_dx):
             cache.clear()
+        release_memory()
 
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel, including each convolution path.
