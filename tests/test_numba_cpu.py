@@ -494,6 +494,20 @@ def test_winograd4_transform_per_call_rule():
     assert not winograd4.transform_per_call(4 * 56 * 56, 256, 256)    # batch 4, conv3_x
 
 
+def test_winograd4_chunks_are_longer_on_batches_and_deep_layers():
+    # one image of 64 or 128 channels keeps the shorter chunks (512 and 256 px style transfer)
+    assert winograd4.min_chunk_tiles(64, 64, 1) == winograd4.MIN_CHUNK_TILES
+    assert winograd4.min_chunk_tiles(128, 128, 1) == winograd4.MIN_CHUNK_TILES
+    assert winograd4.min_chunk_tiles(128, 256, 1) == winograd4.MIN_CHUNK_TILES_DEEP
+    assert winograd4.min_chunk_tiles(64, 64, 4) == winograd4.MIN_CHUNK_TILES_DEEP
+    assert winograd4.MIN_CHUNK_TILES_DEEP > winograd4.MIN_CHUNK_TILES
+    bound, tile = 128 << 20, 1 << 20
+    # 224 px, 256 channels: one image in 2 chunks of 7 tile rows, four images in 1 chunk each
+    assert winograd4.plan_rows(56, 56, 256, 256, 2, 1, tile, bound) == 7
+    assert winograd4.plan_rows(56, 56, 256, 256, 2, 4, tile, bound) == 14
+    assert winograd4.plan_rows(512, 512, 64, 64, 2, 1, tile, bound) == 1
+
+
 def test_winograd4_split_rule():
     # conv4_x of 224 px classification (28 px, 49 tiles, one image) only
     assert winograd4.use_split(1, 512, 512, 28, 28, 2)

@@ -343,16 +343,28 @@ def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
 
 #: fewest tiles per chunk: below this each of the 36 sgemm calls is too short to run at speed
 MIN_CHUNK_TILES = 128
+#: ... and on batches and from 128 x 256 channels (min_chunk_tiles): longer sgemm calls, and
+#: fewer chunks, each of which packs all 36 of U's matrices again. Forward + dx, 256 against 128
+#: tiles, medians of 11 interleaved in one process on the shared VM: batch 4 at 224 px 0.85-0.88
+#: of the time (64, 128 and 256 channels), 256 channels at 128 px 0.83, 128 -> 256 at 128 px
+#: 0.93, 512 channels at 64 px 0.94; but one image of 64 channels at 512 px 1.05 and of 128
+#: at 256 px 1.04 (their larger chunks no longer fit the 2 MB L2), so those keep 128.
+MIN_CHUNK_TILES_DEEP = 256
+
+
+def min_chunk_tiles(cin: int, cout: int, n: int) -> int:
+    """Fewest tiles per chunk for this layer and batch (see MIN_CHUNK_TILES_DEEP)."""
+    return MIN_CHUNK_TILES_DEEP if n > 1 or cin * cout >= 128 * 256 else MIN_CHUNK_TILES
 
 
 def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_bytes: int,
               bound_bytes: int) -> int:
     """Tile rows per chunk: V + M of about ``tile_bytes`` per worker but at least
-    MIN_CHUNK_TILES tiles, within ``bound_bytes`` for all workers (never under one tile row),
+    min_chunk_tiles tiles, within ``bound_bytes`` for all workers (never under one tile row),
     then evened out over the workers (as winograd.plan_rows)."""
     th, tw = (h + 3) // 4, (w + 3) // 4
     row_bytes = 4 * 36 * (cin + cout) * (tw + 1)
-    rows = max(1, tile_bytes // row_bytes, -(-MIN_CHUNK_TILES // tw))
+    rows = max(1, tile_bytes // row_bytes, -(-min_chunk_tiles(cin, cout, n) // tw))
     rows = min(rows, th)
     while rows > 1 and workers * 4 * chunk_floats(cin, cout, w, rows) > bound_bytes:
         rows -= 1
