@@ -70,7 +70,7 @@ class Float64Driver(Driver):
     def relu_backward(self, dy, x):
         return np.where(np.asarray(x) > 0, _f64(dy), 0.0)
 
-    def max_pool2d(self, x, size=2, stride=2):
+    def max_pool2d(self, x, size=2, stride=2, switches=True):
         win = _windows(_f64(x), size, stride)
         flat = win.reshape(win.shape[:4] + (size * size,))
         argmax = flat.argmax(axis=4)  # first maximum in row-major window order

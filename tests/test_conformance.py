@@ -183,6 +183,9 @@ def test_pooling_matches_naive(target, kind, case):
     y_ref, sw_ref = ref.max_pool2d(x, size, stride)
     y, sw = driver.max_pool2d(x, size, stride)
     assert_close(y, y_ref, _tolerance(driver, "max_pool2d"), "max_pool2d")
+    values, no_switches = driver.max_pool2d(x, size, stride, switches=False)   # inference
+    assert no_switches is None
+    np.testing.assert_array_equal(values, y)
     a_ref = ref.avg_pool2d(x, size, stride)
     assert_close(driver.avg_pool2d(x, size, stride), a_ref, _tolerance(driver, "avg_pool2d"),
                  "avg_pool2d")

@@ -202,7 +202,8 @@ def test_forward_stops_at_the_deepest_requested_layer():
     assert out["relu2_1"].shape == (1, 4, 16, 16)
     # each conv asks for its ReLU fused (the base class then runs _conv2d and _relu itself)
     fused = ["conv2d_relu", "conv2d", "relu"]
-    assert driver.calls == fused + fused + ["max_pool2d"] + fused
+    # inference pools without switches (the base class then runs _max_pool2d itself)
+    assert driver.calls == fused + fused + ["max_pool2d_values", "max_pool2d"] + fused
     driver.calls.clear()
     net.forward(x, ("conv1_1",))
     assert driver.calls == ["conv2d"]
@@ -241,6 +242,25 @@ def test_keep_saves_what_backward_needs_and_nothing_more():
     relu_outputs = sum(net.layers[i].kind == "relu" for i in saved)
     pooled = sum(net.layers[i].kind == "pool" for i in saved)
     assert len(arrays) == 1 + relu_outputs + pooled
+
+
+def test_only_a_keeping_forward_asks_max_pooling_for_its_switches():
+    driver = NumpyDriver()
+    asked = []
+    pool = driver.max_pool2d
+
+    def recording(x, size=2, stride=2, switches=True):
+        asked.append(switches)
+        return pool(x, size, stride, switches=switches)
+
+    driver.max_pool2d = recording
+    net = fixture_net(driver)
+    x = np.random.default_rng(12).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    plain = net.forward(x, ("relu3_1",))["relu3_1"]
+    assert asked == [False, False]                      # inference: no switches recorded
+    kept = net.forward(x, ("relu3_1",), keep=True)["relu3_1"]
+    assert asked[2:] == [True, True]
+    np.testing.assert_array_equal(plain, kept)
 
 
 def test_backward_needs_a_keeping_forward_and_valid_seeds():

@@ -762,7 +762,7 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     # wins), NaN (the first NaN wins), odd edges dropped
     rng = np.random.default_rng(h * w)
     x = rng.integers(-1, 2, (2, 3, h, w)).astype(np.float32)
-    x[0, 0, 0, 1] = x[1, 2, h - 2, 0] = np.nan
+    x[0, 0, 0, 1] = x[1, 2, h - 2, 0] = x[1, 0, 1, 1] = np.nan
     ho, wo = h // 2, w // 2
     y, sw = np.empty((2, 3, ho, wo), np.float32), np.empty((2, 3, ho, wo), np.int32)
     y2, sw2 = np.empty_like(y), np.empty_like(sw)
@@ -770,6 +770,9 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     pool.max_pool2x2_forward(x, y2, sw2)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(sw2, sw)
+    y3 = np.empty_like(y)                          # inference: the values alone
+    pool.max_pool2x2_values(x, y3)
+    np.testing.assert_array_equal(y3, y)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dx2 = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
     assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 0

@@ -104,12 +104,15 @@ class Driver:
         return self._relu_backward(dy, x)
 
     # -- pooling -----------------------------------------------------------------------------
-    def max_pool2d(self, x, size: int = 2, stride: int = 2):
-        """Return (y, switches)."""
+    def max_pool2d(self, x, size: int = 2, stride: int = 2, switches: bool = True):
+        """Return (y, switches); with switches=False, (y, None): for inference, where no
+        backward follows, a driver may then skip recording where each maximum came from."""
         x = checks.as_float32("max_pool2d x", x, 4)
         size = checks.positive_int("pool size", size)
         stride = checks.positive_int("pool stride", stride)
         checks.pool_shapes(x, size, stride)
+        if not switches:
+            return self._max_pool2d_values(x, size, stride), None
         return self._max_pool2d(x, size, stride)
 
     def max_pool2d_backward(self, dy, switches, x_shape) -> np.ndarray:
@@ -188,6 +191,7 @@ class Driver:
         y = self.conv2d(x, w, b, 1, 1)
         r = self.relu(y)
         p, switches = self.max_pool2d(r, 2, 2)
+        self.max_pool2d(r, 2, 2, switches=False)
         a = self.avg_pool2d(r, 2, 2)
         self.gram(r)
         fx = p.reshape(1, -1)
@@ -224,6 +228,8 @@ class Driver:
         raise NotImplementedError
     def _max_pool2d_backward(self, dy, switches, x_shape):
         raise NotImplementedError
+    def _max_pool2d_values(self, x, size, stride):
+        return self._max_pool2d(x, size, stride)[0]     # a driver may skip the switches
     def _avg_pool2d(self, x, size, stride):
         raise NotImplementedError
     def _avg_pool2d_backward(self, dy, x_shape, size, stride):

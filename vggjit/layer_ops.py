@@ -80,9 +80,10 @@ class _PoolOp:
 class MaxPoolOp(_PoolOp):
     """Max pooling; its switches (where each maximum came from) route the gradient back."""
 
-    def forward(self, driver, x):
+    def forward(self, driver, x, keep: bool = True):
+        """keep=False: no backward will follow, so the switches are not recorded."""
         self._check(x)
-        y, switches = driver.max_pool2d(x, 2, 2)
+        y, switches = driver.max_pool2d(x, 2, 2, switches=keep)
         return y, (switches, x.shape)
 
     def backward(self, driver, dy, memo, need_dw: bool):
@@ -93,7 +94,7 @@ class MaxPoolOp(_PoolOp):
 class AvgPoolOp(_PoolOp):
     """Average pooling (offered by style transfer); backward spreads dy evenly over each window."""
 
-    def forward(self, driver, x):
+    def forward(self, driver, x, keep: bool = True):
         self._check(x)
         return driver.avg_pool2d(x, 2, 2), (None, x.shape)
 

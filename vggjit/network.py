@@ -189,6 +189,8 @@ class Network:
                 # fused unless the raw conv output is asked for
                 x, memo = op.forward(d, x, relu=True)
                 relu_applied = True
+            elif self.layers[i].kind == "pool":
+                x, memo = op.forward(d, x, keep=keep)
             else:
                 x, memo = op.forward(d, x)
             if keep:

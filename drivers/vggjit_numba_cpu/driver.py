@@ -416,6 +416,15 @@ class NumbaCpuDriver(Driver):
                 pool.max_pool2d_forward(x, size, stride, y, switches)
         return y, MaxPoolSwitches(switches, size, stride)
 
+    def _max_pool2d_values(self, x, size, stride):
+        if size != 2 or stride != 2:
+            return self._max_pool2d(x, size, stride)[0]
+        n, c, h, wd = x.shape
+        y = np.empty((n, c, h // 2, wd // 2), np.float32)
+        with self._plan.kernels():
+            pool.max_pool2x2_values(x, y)
+        return y
+
     def _max_pool2d_backward(self, dy, switches, x_shape):
         if not isinstance(switches, MaxPoolSwitches):
             raise InputError(f"max_pool2d_backward: switches must be what this driver's "

@@ -91,6 +91,30 @@ def max_pool2x2_forward(x, y, switches):
 
 
 @jit
+def max_pool2x2_values(x, y):
+    """max_pool2x2_forward's y without the switches (inference: no backward follows), half the
+    stores: VGG19's five pools at 224 px took 4.2 ms instead of 7.6 ms at batch 1 and 10.4
+    instead of 21 ms at batch 4 on the shared VM. The same values, NaN included: each max
+    keeps its first operand when that is NaN and takes the second when that is."""
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    Ho, Wo = y.shape[2], y.shape[3]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    for p in prange(N * C):
+        for i in range(Ho):
+            top = np.uint64(p * H * W + 2 * i * W)
+            bottom = top + np.uint64(W)
+            out = np.uint64(p * Ho * Wo + i * Wo)
+            for j in range(np.uint64(Wo)):
+                c = np.uint64(2) * j
+                a, b = xf[top + c], xf[top + c + np.uint64(1)]
+                d, e = xf[bottom + c], xf[bottom + c + np.uint64(1)]
+                upper = a if (a >= b or a != a) else b
+                lower = d if (d >= e or d != d) else e
+                yf[out + j] = upper if (upper >= lower or upper != upper) else lower
+
+
+@jit
 def max_pool2d_backward(dy, switches, dx, size, stride):
     """dx [N, C, H, W] (overwritten) = dy routed to the switch positions, summed where windows
     overlap; returns how many switches lie outside their own size x size window (those are

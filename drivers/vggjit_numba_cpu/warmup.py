@@ -91,10 +91,11 @@ def winograd_paths(driver) -> None:
 
 
 def pooling_2x2(driver) -> None:
-    """The 2x2 stride-2 max pooling kernels (pool.max_pool2x2_*)."""
+    """The 2x2 stride-2 max pooling kernels (pool.max_pool2x2_*), inference's included."""
     x, _, _ = _tiny()
     y, switches = driver.max_pool2d(x, 2, 2)
     driver.max_pool2d_backward(y, switches, x.shape)
+    driver.max_pool2d(x, 2, 2, switches=False)
 
 
 def img2col_paths(driver) -> None:
