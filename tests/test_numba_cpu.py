@@ -494,6 +494,16 @@ def test_winograd4_transform_per_call_rule():
     assert not winograd4.transform_per_call(4 * 56 * 56, 256, 256)    # batch 4, conv3_x
 
 
+def test_winograd4_takes_28_px_maps_on_batches_only():
+    # conv4_x of 224 px classification: one image goes to the split by output channels, a
+    # batch to F(4x4) by tile rows; 24 px stays on F(2x2)
+    assert not winograd4.use_winograd4(1, 512, 512, 28, 28, 2)
+    assert winograd4.use_winograd4(2, 512, 512, 28, 28, 2)
+    assert winograd4.use_winograd4(4, 256, 512, 28, 28, 2)
+    assert not winograd4.use_winograd4(4, 512, 512, 24, 24, 2)
+    assert winograd4.use_winograd4(1, 256, 256, 56, 56, 2)
+
+
 def test_winograd4_chunks_are_longer_on_batches_and_deep_layers():
     # one image of 64 or 128 channels keeps the shorter chunks (512 and 256 px style transfer)
     assert winograd4.min_chunk_tiles(64, 64, 1) == winograd4.MIN_CHUNK_TILES

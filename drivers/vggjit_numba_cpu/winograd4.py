@@ -384,12 +384,14 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
 # -- when to use it (plain Python) ---------------------------------------------------------------
 def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
     """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
-    (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 and each worker
-    MIN_TILES_PER_WORKER of them, so that each of the 36 sgemm calls of a chunk (one image's
-    tile rows) has columns to run at speed. The same rule serves the forward and dx."""
+    (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 (on a batch,
+    MIN_BATCH_IMAGE_TILES) and each worker MIN_TILES_PER_WORKER of them or an image of its
+    own, so that each of the 36 sgemm calls of a chunk (one image's tile rows) has columns to
+    run at speed. The same rule serves the forward and dx."""
     tiles = ((h + 3) // 4) * ((w + 3) // 4)
-    return (use_winograd(n, cin, cout, h, w, workers)
-            and tiles >= MIN_IMAGE_TILES and n * tiles >= MIN_TILES_PER_WORKER * workers)
+    enough = tiles >= (MIN_IMAGE_TILES if n == 1 else MIN_BATCH_IMAGE_TILES)
+    return (use_winograd(n, cin, cout, h, w, workers) and enough
+            and (n * tiles >= MIN_TILES_PER_WORKER * workers or n >= workers))
 
 
 def transform_per_call(pixels: int, cin: int, cout: int) -> bool:
@@ -422,6 +424,12 @@ SPLIT_TILES = range(42, 64)
 #: conv3_x 0.78-0.91 / 0.81-0.85; conv4_x at 28 px (49 tiles per image) 1.04-1.10 / 0.93-0.94,
 #: conv5_x at 14 px 1.3-1.6x slower (12-16 tiles per image: each sgemm gets a few columns).
 MIN_IMAGE_TILES = 100
+
+#: On a batch a chunk is a whole image of 28 px, and F(4x4) against F(2x2), forward + dx, medians
+#: of 7 interleaved in one process (the shared VM): 512 -> 512 at 28 px (49 tiles) 0.84 of the
+#: time at batch 4, 0.86 at batch 2, 0.93 at batch 8; 256 -> 512 0.84-0.89; 256 -> 256 at 32 px
+#: 0.87; but at 24 px (36 tiles) 1.00-1.03 for 512 channels and at 20 px 1.14.
+MIN_BATCH_IMAGE_TILES = 49
 
 #: From this many output pixels per call (N*H*W) the weight transform is computed per call
 #: instead of cached (the driver's _transform4). A 256 -> 256 transform takes about 2 ms
