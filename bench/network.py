@@ -7,7 +7,8 @@ memory; PyTorch, ONNX Runtime and OpenVINO beside it.
   for the conv and fc layers and the share of its own limit each layer reaches: its flops at
   the sgemm ceiling, or its bytes at the copy bandwidth (pooling, fc6 at batch 1), both
   measured in the same run;
-* peak RSS of this process after vggjit's runs, before PyTorch is touched;
+* peak RSS of three forwards at batch 1 and two at batch 4 in a process of its own
+  (bench/probes/network_memory.py);
 * `vggjit classify` on one image in a new process, start to printed result, with converted
   weights (the random ones, written as a native file) and a warm JIT cache;
 * PyTorch, ONNX Runtime and OpenVINO (CPU, float32, the same thread count) running the same
@@ -36,7 +37,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (markdown_table, peak_rss_mb, sgemm_gflops, suite_main,  # noqa: E402
+from bench.common import (markdown_table, run_probe, sgemm_gflops, suite_main,  # noqa: E402
                           timeit, torch_or_none)
 from bench.lockstep import Lockstep  # noqa: E402
 from bench.peers import peer_module, peer_version, vgg_onnx  # noqa: E402
@@ -184,7 +185,7 @@ def run(quick: bool = False, driver: str | None = None) -> dict:
     alone1 = timeit(lambda: net.forward(x1), repeat=repeat, warmup=0)
     alone4 = timeit(lambda: net.forward(x4), repeat=max(2, repeat // 2), warmup=1)
     layers = per_layer(net, x1, repeat=3 if quick else 5)
-    rss = peak_rss_mb()
+    rss = run_probe("network_memory", (d.name,))[1]["peak_rss_mb"]
 
     result = {
         "driver": d.name, "size": SIZE, "repeat": repeat, "first_forward_s": first,
@@ -369,7 +370,8 @@ def markdown(r: dict) -> str:
             ["GFLOP/s, batch 1", r["gflops_b1"], ""],
             ["throughput, batch 4 (images/s)", r["throughput_b4_images_per_s"], ""],
             ["first forward incl. JIT / cache load (s)", r["first_forward_s"], ""],
-            ["peak RSS (MiB)", r["peak_rss_mb"], "vggjit's runs, before any other engine"],
+            ["peak RSS (MiB)", r["peak_rss_mb"], "3 runs at batch 1 and 2 at batch 4, in a process "
+             "of its own"],
             ["`vggjit classify` one image, process start to result (s)",
              r["classify_startup_s"]["median"], "warm JIT cache, converted weights"],
             ["sgemm ceiling (GFLOP/s)", r["sgemm_ceiling_gflops"]["median"], ""]]
