@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,9 @@ from bench.common import ROOT, summary
 
 #: prefix of the child's answers on stdout (anything else it prints is passed over)
 MARK = "LOCKSTEP "
+#: seconds a child may take to answer one command (build the network, run one step) before it
+#: is stopped and reported: a 1024 px style step takes about 10 s, a build under a minute
+ANSWER_TIMEOUT_S = 900
 
 
 class ChildError(RuntimeError):
@@ -55,6 +59,23 @@ class _Child:
                 [sys.executable, "-m", "bench.lockstep", builder, json.dumps(list(args))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                 cwd=ROOT, env=env, bufsize=1)
+        self._pending = b""       # what the child wrote after the last line read
+
+    def _line(self, deadline: float) -> str | None:
+        """The child's next line of output (None once it has closed its end), read from the
+        pipe itself so that waiting can time out; ChildError after ``deadline``."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.proc.kill()
+                self._fail(f"no answer within {ANSWER_TIMEOUT_S} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode(errors="replace")
 
     def ask(self, *words: str):
         """Send one command, return the child's answer (JSON)."""
@@ -63,7 +84,8 @@ class _Child:
             self.proc.stdin.flush()
         except BrokenPipeError:
             self._fail(f"exited before {' '.join(words)!r}")
-        for line in self.proc.stdout:
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while (line := self._line(deadline)) is not None:
             if line.startswith(MARK):
                 answer = json.loads(line[len(MARK):])
                 if isinstance(answer, dict) and "error" in answer:

@@ -31,3 +31,9 @@ def failing_run() -> dict:
         raise RuntimeError("the step broke")
 
     return {"step": (run, None)}
+
+
+def sleepy() -> dict:
+    import time
+
+    return {"step": (lambda: time.sleep(30), None)}

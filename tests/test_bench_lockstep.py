@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import lockstep  # noqa: E402
 from bench.lockstep import ChildError, Lockstep  # noqa: E402
 
 
@@ -67,3 +68,11 @@ def test_an_unknown_builder_is_reported():
     with pytest.raises(ChildError, match="no_such_module"):
         with Lockstep({"x": ("no_such_module:build", ())}):
             pass
+
+
+def test_a_child_that_does_not_answer_is_stopped(monkeypatch):
+    monkeypatch.setattr(lockstep, "ANSWER_TIMEOUT_S", 1)
+    with Lockstep({"slow": ("lockstep_builders:sleepy", ())}) as ls:
+        with pytest.raises(ChildError, match="'slow': no answer within 1 s"):
+            ls.untimed("step")
+        assert ls.children["slow"].proc.poll() is not None      # stopped, not left running
