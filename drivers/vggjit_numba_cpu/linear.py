@@ -48,38 +48,80 @@ def linear_forward(t, x, w, b, workers, y, blas):
 STREAM_MAX_BATCH = 8
 
 
+@jit(parallel=False)
+def _four_images(x, w, b, y, i, o0):
+    """y[i:i + 4, o0:o0 + 4] of linear_forward_stream: each weight loaded once for 4 images."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+    for k in range(x.shape[1]):
+        a0, a1, a2, a3 = w[o0, k], w[o0 + 1, k], w[o0 + 2, k], w[o0 + 3, k]
+        v0, v1, v2, v3 = x[i, k], x[i + 1, k], x[i + 2, k], x[i + 3, k]
+        s00 += a0 * v0
+        s01 += a1 * v0
+        s02 += a2 * v0
+        s03 += a3 * v0
+        s10 += a0 * v1
+        s11 += a1 * v1
+        s12 += a2 * v1
+        s13 += a3 * v1
+        s20 += a0 * v2
+        s21 += a1 * v2
+        s22 += a2 * v2
+        s23 += a3 * v2
+        s30 += a0 * v3
+        s31 += a1 * v3
+        s32 += a2 * v3
+        s33 += a3 * v3
+    for j, (c0, c1, c2, c3) in enumerate(((s00, s01, s02, s03), (s10, s11, s12, s13),
+                                          (s20, s21, s22, s23), (s30, s31, s32, s33))):
+        y[i + j, o0] = c0 + b[o0]
+        y[i + j, o0 + 1] = c1 + b[o0 + 1]
+        y[i + j, o0 + 2] = c2 + b[o0 + 2]
+        y[i + j, o0 + 3] = c3 + b[o0 + 3]
+
+
+@jit(parallel=False)
+def _one_image(x, w, b, y, i, o0):
+    """y[i, o0:o0 + 4] of linear_forward_stream."""
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    for k in range(x.shape[1]):
+        v = x[i, k]
+        s0 += w[o0, k] * v
+        s1 += w[o0 + 1, k] * v
+        s2 += w[o0 + 2, k] * v
+        s3 += w[o0 + 3, k] * v
+    y[i, o0] = s0 + b[o0]
+    y[i, o0 + 1] = s1 + b[o0 + 1]
+    y[i, o0 + 2] = s2 + b[o0 + 2]
+    y[i, o0 + 3] = s3 + b[o0 + 3]
+
+
 @jit
 def linear_forward_stream(x, w, b, y):
     """y [N, out] = x [N, in] @ w [out, in]^T + b [out] for small N, reading w once.
 
-    Parallel over blocks of 4 output features; each block streams its 4 weight rows past every
-    image (the rows stay in cache for the images after the first).
+    Parallel over blocks of 4 output features; each block streams its 4 weight rows past the
+    images, four images at a time (each weight loaded once for all four: fc6 at batch 4 in
+    0.58 of the time of one image at a time, on the shared VM), then the rest one by one (the
+    rows stay in cache for the images after the first).
     """
-    N, nin = x.shape[0], x.shape[1]
+    N = x.shape[0]
     nout = w.shape[0]
     for blk in prange((nout + 3) // 4):
         o0 = 4 * blk
         if o0 + 4 <= nout:
-            for i in range(N):
-                s0 = np.float32(0.0)
-                s1 = np.float32(0.0)
-                s2 = np.float32(0.0)
-                s3 = np.float32(0.0)
-                for k in range(nin):
-                    v = x[i, k]
-                    s0 += w[o0, k] * v
-                    s1 += w[o0 + 1, k] * v
-                    s2 += w[o0 + 2, k] * v
-                    s3 += w[o0 + 3, k] * v
-                y[i, o0] = s0 + b[o0]
-                y[i, o0 + 1] = s1 + b[o0 + 1]
-                y[i, o0 + 2] = s2 + b[o0 + 2]
-                y[i, o0 + 3] = s3 + b[o0 + 3]
+            i = 0
+            while i + 4 <= N:
+                _four_images(x, w, b, y, i, o0)
+                i += 4
+            while i < N:
+                _one_image(x, w, b, y, i, o0)
+                i += 1
         else:
             for o in range(o0, nout):
                 for i in range(N):
                     s = np.float32(0.0)
-                    for k in range(nin):
+                    for k in range(x.shape[1]):
                         s += w[o, k] * x[i, k]
                     y[i, o] = s + b[o]
 
