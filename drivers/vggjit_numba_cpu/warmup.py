@@ -91,11 +91,10 @@ def winograd_paths(driver) -> None:
 
 
 def pooling_2x2(driver) -> None:
-    """The 2x2 stride-2 max pooling kernels (pool.max_pool2x2_*), inference's included."""
+    """The 2x2 stride-2 max pooling kernels with switches (pool.max_pool2x2_forward/backward)."""
     x, _, _ = _tiny()
     y, switches = driver.max_pool2d(x, 2, 2)
     driver.max_pool2d_backward(y, switches, x.shape)
-    driver.max_pool2d(x, 2, 2, switches=False)
 
 
 def img2col_paths(driver) -> None:
@@ -118,10 +117,12 @@ def weight_grads(driver) -> None:
 
 
 def general_pooling(driver) -> None:
-    """Max pooling of any window (3x3 here) and average pooling, forward and backward."""
+    """Max pooling of any window (3x3 here) and average pooling, forward and backward, and the
+    2x2 pooling of inference (pool.max_pool2x2_values: on this side, the other is longer)."""
     x, _, _ = _tiny()
     y, switches = driver.max_pool2d(x, 3, 3)
     driver.max_pool2d_backward(y, switches, x.shape)
+    driver.max_pool2d(x, 2, 2, switches=False)
     a = driver.avg_pool2d(x, 2, 2)
     driver.avg_pool2d_backward(a, x.shape, 2, 2)
 
