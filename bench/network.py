@@ -40,7 +40,7 @@ if __package__ in (None, ""):
 from bench.common import (markdown_table, run_probe, sgemm_gflops, suite_main,  # noqa: E402
                           timeit, torch_or_none)
 from bench.lockstep import Lockstep  # noqa: E402
-from bench.peers import peer_module, peer_version, vgg_onnx  # noqa: E402
+from bench.peers import engine_modules, peer_module, peer_version, vgg_onnx  # noqa: E402
 
 #: the image side; one VGG19 pass at 224 x 224 is 19.6 G multiply-adds (docs/equations.md,
 #: section 3)
@@ -273,17 +273,13 @@ def compare_with_peers(net, driver: str, threads: int, logits, repeat: int) -> d
         builders["torch"] = ("bench.network:torch_forwards", (threads,))
         info["torch"] = {"version": torch.__version__, "threads": threads}
     out = {"peers": {}, "peers_missing": missing, "torch": None}
+    modules, why = engine_modules()
+    missing.update(why)
     with tempfile.TemporaryDirectory(prefix="vggjit-bench-onnx-") as tmp:
-        onnx = peer_module("onnx")
-        for engine in ("onnxruntime", "openvino"):
-            module = peer_module(engine)
-            if onnx is None or module is None:
-                missing[engine] = ("onnx not importable (the graph is built with it)"
-                                   if onnx is None else "not importable")
-                continue
-            path = Path(tmp) / "vgg19.onnx"
-            if not path.exists():
-                path.write_bytes(vgg_onnx(net, onnx).SerializeToString())
+        path = Path(tmp) / "vgg19.onnx"
+        if modules:
+            path.write_bytes(vgg_onnx(net, peer_module("onnx")).SerializeToString())
+        for engine, module in modules.items():
             builders[engine] = ("bench.network:engine_forwards", (engine, str(path), threads))
             info[engine] = {"version": peer_version(module), "threads": threads}
         if not info:

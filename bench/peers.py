@@ -143,26 +143,38 @@ def openvino_peer(model_path: Path, threads: int, batches, size: int) -> Peer | 
     return Peer("openvino", peer_version(ov), threads, runs)
 
 
-def peers(net, threads: int, batches=(1, 4), size: int = 224) -> tuple[dict[str, Peer], dict]:
-    """Every importable engine, built for ``batches``; and {engine: why not} for the others."""
+#: the deployed engines, which run the ONNX graph built here
+ENGINES = ("onnxruntime", "openvino")
+
+
+def engine_modules() -> tuple[dict, dict[str, str]]:
+    """({engine: its module} for each of ENGINES that can run here, {engine: why not} for the
+    others): an engine needs its own package and ``onnx``, which builds the graph."""
+    if peer_module("onnx") is None:
+        return {}, {name: "onnx not importable (the graph is built with it)" for name in ENGINES}
     found, missing = {}, {}
-    onnx = peer_module("onnx")
-    if onnx is None:
-        return found, {"onnxruntime": "onnx not importable (the graph is built with it)",
-                       "openvino": "onnx not importable (the graph is built with it)"}
-    model = vgg_onnx(net, onnx)
-    model_bytes = model.SerializeToString()
-    peer = onnxruntime_peer(model_bytes, threads, batches)
-    if peer:
-        found[peer.name] = peer
-    else:
-        missing["onnxruntime"] = "not importable"
-    with tempfile.TemporaryDirectory(prefix="vggjit-bench-onnx-") as tmp:
-        path = Path(tmp) / "vgg19.onnx"
-        path.write_bytes(model_bytes)
-        peer = openvino_peer(path, threads, batches, size)   # reads the file while compiling
-    if peer:
-        found[peer.name] = peer
-    else:
-        missing["openvino"] = "not importable"
+    for name in ENGINES:
+        module = peer_module(name)
+        if module is None:
+            missing[name] = "not importable"
+        else:
+            found[name] = module
+    return found, missing
+
+
+def peers(net, threads: int, batches=(1, 4), size: int = 224) -> tuple[dict[str, Peer], dict]:
+    """Every engine that can run here, built in this process for ``batches``; and {engine: why
+    not} for the others."""
+    modules, missing = engine_modules()
+    if not modules:
+        return {}, missing
+    model_bytes = vgg_onnx(net, peer_module("onnx")).SerializeToString()
+    found = {}
+    if "onnxruntime" in modules:
+        found["onnxruntime"] = onnxruntime_peer(model_bytes, threads, batches)
+    if "openvino" in modules:
+        with tempfile.TemporaryDirectory(prefix="vggjit-bench-onnx-") as tmp:
+            path = Path(tmp) / "vgg19.onnx"
+            path.write_bytes(model_bytes)
+            found["openvino"] = openvino_peer(path, threads, batches, size)  # reads it now
     return found, missing
