@@ -22,8 +22,8 @@ from tolerances import PATH_TOLERANCES, TOLERANCES, assert_close
 
 from vggjit import get_driver
 from vggjit.errors import InputError
-from vggjit_numba_cpu import (allocator, conv, gram, kernel_cache, pool, threads, winograd,
-                              winograd4)
+from vggjit_numba_cpu import (allocator, conv, gram, kernel_cache, microkernel, pool, threads,
+                              winograd, winograd4)
 from vggjit_numba_cpu.driver import NumbaCpuDriver
 
 #: numba-cpu's tiling and kernels are held to the suite's float32 bound (tests/tolerances.py);
@@ -393,6 +393,39 @@ def test_gram_blocks_share_the_flops_evenly(workers):
     assert max(loads) == min(loads) == 512 * 512 / 2 / workers
 
 
+# -- the packed GEMM (microkernel.py) -------------------------------------------------------------
+def test_pack_puts_each_entry_where_pack_index_says():
+    m = np.arange(2 * 13 * 5, dtype=np.float32).reshape(2, 13, 5)
+    packed = microkernel.pack(m)
+    assert packed.shape == (2, 2, 5, microkernel.MR)         # 13 rows -> 2 blocks of 8
+    flat = packed.reshape(2, -1)
+    for p in range(16):
+        for q in range(5):
+            want = m[:, p, q] if p < 13 else 0.0             # the added rows are zero
+            np.testing.assert_array_equal(flat[:, microkernel.pack_index(p, q, 5)], want)
+
+
+# cols: main blocks of NR = 48, then blocks of 16 and 8 (every mix of them); depth past KC = 128
+# adds passes that accumulate (256: two whole passes, 300: a short third); rows [p0, p1) as
+# the split path uses them
+@pytest.mark.parametrize("cols", [8, 16, 24, 48, 56, 64, 72, 104, 144])
+@pytest.mark.parametrize("depth, p, p0, p1", [(5, 8, 0, 8), (37, 13, 0, 16), (300, 24, 8, 24),
+                                               (256, 16, 0, 16), (1, 8, 0, 8)])
+def test_gemm_packed_against_float64(cols, depth, p, p0, p1):
+    rng = np.random.default_rng(cols * 1000 + depth)
+    a = rng.standard_normal((p, depth)).astype(np.float32)
+    ldb, ldc = cols + 3, cols + 5                             # row strides wider than the rows
+    b = rng.standard_normal((depth, ldb)).astype(np.float32)
+    rows = microkernel.packed_rows(p)
+    c = np.full((rows, ldc), np.nan, np.float32)
+    microkernel.gemm_packed(microkernel.pack(a).reshape(-1), 0, b.reshape(-1), 0, ldb,
+                            c.reshape(-1), 0, ldc, p0, p1, depth, cols)
+    want = np.zeros((rows, cols))
+    want[:p] = a.astype(np.float64) @ b[:, :cols].astype(np.float64)
+    assert_close(c[p0:p1, :cols], want[p0:p1], TOLERANCES["float32"]["conv2d"], "gemm_packed")
+    assert np.isnan(c[:, cols:]).all() and np.isnan(c[:p0]).all() and np.isnan(c[p1:]).all()
+
+
 # -- Winograd F(4x4, 3x3) -------------------------------------------------------------------------
 #: F(4x4)'s own bound in the shared table (tests/tolerances.py, PATH_TOLERANCES)
 TOL4 = PATH_TOLERANCES["winograd4"]["conv2d"]
@@ -444,6 +477,8 @@ def test_weight_transform_kernel_matches_the_matrix_product(module, g, flip):
         k = k.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     r = g.shape[0]
     want = np.einsum("ia,pqab,jb->ijpq", g, k, g).reshape(r * r, *k.shape[:2])
+    if module is winograd4:         # packed for the GEMM, rows rounded up with zeros
+        want = microkernel.pack(want)
     got = module.weight_transform(w, flip)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7)
@@ -538,7 +573,7 @@ def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
     y = np.full((2, 4, 15, 9), np.nan, np.float32)
     work = np.empty(workers * winograd4.chunk_floats(3, 4, 9, rows), np.float32)
     driver._plan.run(winograd4.winograd4_forward, workers, x, winograd4.weight_transform(wt), b,
-                     rows, workers, work, y, driver._sgemm.kernel_args(workers), False, NO_MASK)
+                     rows, workers, work, y, False, NO_MASK)
     _close4(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
 
 
@@ -548,11 +583,12 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
     assert winograd4.plan_rows(33, 20, 40, 40, tiny.threads, 2, tiny.tile_bytes,
                                tiny.memory_bound) == 1
     _close4(tiny.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), "one tile row")
-    # a bound that holds 3 tile rows per worker (of 9): shorter chunks, workspace within it
+    # a bound that holds 3 tile rows per worker (of 9; 4 fill the same padded chunk): shorter
+    # chunks, workspace within it
     bound = 2 * 4 * winograd4.chunk_floats(40, 40, 20, 3)
     small = NumbaCpuDriver(conv_path="winograd4", threads=2, memory_bound_mb=bound / 2**20)
     rows = winograd4.plan_rows(33, 20, 40, 40, 2, 2, small.tile_bytes, small.memory_bound)
-    assert 1 < rows <= 3
+    assert 1 < rows <= 4 and 2 * 4 * winograd4.chunk_floats(40, 40, 20, rows) <= bound
     _close4(small.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"{rows} tile rows")
     assert small.workspace_bytes <= small.memory_bound
 

@@ -50,7 +50,7 @@ class MaxPoolSwitches(NamedTuple):
 
 
 class NumbaCpuDriver(Driver):
-    """img2col + sgemm convolutions and parallel Numba kernels for everything else.
+    """img2col + sgemm and Winograd convolutions, parallel Numba kernels for everything else.
 
     Options (``vggjit.get_driver("numba-cpu", **options)``):
       threads: workers (default: $NUMBA_NUM_THREADS, else $OMP_NUM_THREADS, else all
@@ -224,11 +224,11 @@ class NumbaCpuDriver(Driver):
         the peak memory of a style step (winograd4.transform_per_call)."""
         if not wino4.transform_per_call(pixels, w.shape[0], w.shape[1]):
             return (self._transforms4_dx if flip else self._transforms4).get(w)
-        shape = (36, w.shape[1], w.shape[0]) if flip else (36, w.shape[0], w.shape[1])
-        size = 36 * w.shape[0] * w.shape[1]
+        p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
+        size = wino4.transform_floats(p, q)
         # one buffer kept for every call (a fresh 9 MB array per call cost page faults)
-        u = self._transform_work.at_least(size)[:size].reshape(shape)
-        return wino4.weight_transform(w, flip, out=u)
+        u = self._transform_work.at_least(size)[:size]
+        return wino4.weight_transform(w, flip, out=u.reshape(36, -1, q, wino4.MR))
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
@@ -247,12 +247,11 @@ class NumbaCpuDriver(Driver):
             work = self._workspace(wino4.split_floats(cin, cout, h, wd, workers))
             with self._plan.kernels():
                 u = self._transform4(w, flip, n * h * wd)
-            blas = self._sgemm.kernel_args(workers)
             bounds = conv.channel_blocks(cout, workers)
             for i in range(n):
                 self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
-                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, blas,
-                               relu, cin)
+                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, relu,
+                               cin)
             return y
         if path == "winograd4":
             rows = wino4.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
@@ -262,7 +261,7 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 u = self._transform4(w, flip, n * h * wd)
             self._plan.run(wino4.winograd4_forward, workers, x, u, b, rows, workers, work, y,
-                           self._sgemm.kernel_args(workers), relu, mask)
+                           relu, mask)
             return y
         rows = wino.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
                               self.memory_bound)

@@ -316,41 +316,56 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 
 
 @jit
-def transform_kernels(w, g, flip, u):
-    """u [R*R, P, Q] (float32) = G k G^T for every kernel k of w [Cout, Cin, 3, 3], with G = g
-    [R, 3] (float64): F(2x2)'s or F(4x4)'s weight transform, computed in float64 and rounded
-    once. flip=False: k = w[p, q], u is [R*R, Cout, Cin]; flip=True: the backward-dx kernel
-    k = w[q, p] rotated 180 degrees, u is [R*R, Cin, Cout].
+def transform_kernels(w, g, flip, mr, u):
+    """u = G k G^T (float32) for every kernel k of w [Cout, Cin, 3, 3], with G = g [R, 3]
+    (float64): F(2x2)'s or F(4x4)'s weight transform, computed in float64 and rounded once.
+    flip=False: k = w[p, q] (P = Cout, Q = Cin); flip=True: the backward-dx kernel k = w[q, p]
+    rotated 180 degrees (P = Cin, Q = Cout).
 
-    Parallel over p. For each p the 9 taps of all Q kernels are first gathered into rows, then
-    each product is a row operation over q that vectorises: T = G k (R x 3 rows), U = T G^T.
+    u: 1-D. mr = 1: u is [R*R, P, Q]; mr > 1: each of the R*R matrices [P, Q] is in the
+    packed form of microkernel.py (rows in blocks of mr, each block [Q, mr]; P rounded up to
+    a multiple of mr, the added rows zero), u[e, p, q] at
+    e*P'*Q + (p // mr)*Q*mr + q*mr + p % mr.
+
+    Parallel over blocks of mr rows p. For each block the 9 taps of its mr*Q kernels are first
+    gathered into rows in the packed order (z = q*mr + p % mr), then each product is a row
+    operation over z that vectorises: T = G k (R x 3 rows), U = T G^T.
 
     Why a kernel: NumPy's einsum took 0.7 s for one 512 -> 512 F(4x4) transform, so a transform
-    could only be afforded once per weight array and had to be cached; this takes about a
-    millisecond, so the driver computes it per call where caching would cost more memory than
+    could only be afforded once per weight array and had to be cached; this takes a few
+    milliseconds, so the driver computes it per call where caching would cost more memory than
     time (see the driver's _weight_transform).
     """
     R = g.shape[0]
-    P, Q = u.shape[1], u.shape[2]
-    for p in prange(P):
-        taps = np.empty((9, Q))
-        t = np.empty((3, Q))
-        for q in range(Q):
-            for k in range(9):
-                if flip:
-                    taps[k, q] = w[q, p, 2 - k // 3, 2 - k % 3]
-                else:
-                    taps[k, q] = w[p, q, k // 3, k % 3]
-        for i in range(R):
-            g0, g1, g2 = g[i, 0], g[i, 1], g[i, 2]
-            for b in range(3):
-                for q in range(Q):
-                    t[b, q] = g0 * taps[b, q] + g1 * taps[3 + b, q] + g2 * taps[6 + b, q]
-            for j in range(R):
-                h0, h1, h2 = g[j, 0], g[j, 1], g[j, 2]
-                e = i * R + j
-                for q in range(Q):
-                    u[e, p, q] = t[0, q] * h0 + t[1, q] * h1 + t[2, q] * h2
+    P, Q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
+    blocks = (P + mr - 1) // mr
+    plane = blocks * Q * mr
+    span = max(1, 512 // mr)            # q per pass: taps and T stay in L1 / L2
+    for pb in prange(blocks):
+        taps = np.zeros((9, span * mr))     # rows past P stay zero
+        t = np.empty((3, span * mr))
+        for q0 in range(0, Q, span):
+            qn = min(span, Q - q0)
+            width = qn * mr
+            for q in range(qn):
+                for r in range(min(mr, P - pb * mr)):
+                    p = pb * mr + r
+                    for k in range(9):
+                        if flip:
+                            taps[k, q * mr + r] = w[q0 + q, p, 2 - k // 3, 2 - k % 3]
+                        else:
+                            taps[k, q * mr + r] = w[p, q0 + q, k // 3, k % 3]
+            for i in range(R):
+                g0, g1, g2 = g[i, 0], g[i, 1], g[i, 2]
+                for b in range(3):
+                    for z in range(width):
+                        t[b, z] = g0 * taps[b, z] + g1 * taps[3 + b, z] + g2 * taps[6 + b, z]
+                for j in range(R):
+                    h0, h1, h2 = g[j, 0], g[j, 1], g[j, 2]
+                    # unsigned: Numba then adds no negative-index check per element
+                    at = np.uint64((i * R + j) * plane + (pb * Q + q0) * mr)
+                    for z in range(width):
+                        u[at + np.uint64(z)] = t[0, z] * h0 + t[1, z] * h1 + t[2, z] * h2
 
 
 def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None = None
@@ -367,13 +382,19 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
     return transformed(w, _G, flip, out)
 
 
-def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None) -> np.ndarray:
-    """transform_kernels(w, g, flip) into ``out``, or into a new array of the shape it fills:
-    [R*R, Cout, Cin], or [R*R, Cin, Cout] with flip (R = g.shape[0]). Both tile sizes' weight
-    transforms go through here."""
+def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None,
+                mr: int = 1) -> np.ndarray:
+    """transform_kernels(w, g, flip, mr) into ``out``, or into a new array of the shape it
+    fills: [R*R, P, Q] (mr = 1) or, packed, [R*R, ceil(P/mr), Q, mr] (R = g.shape[0];
+    P, Q = Cout, Cin, or Cin, Cout with flip). Both tile sizes' weight transforms go through
+    here."""
     p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-    u = np.empty((g.shape[0] ** 2, p, q), np.float32) if out is None else out
-    transform_kernels(w, g, flip, u)
+    r2 = g.shape[0] ** 2
+    shape = (r2, p, q) if mr == 1 else (r2, -(-p // mr), q, mr)
+    u = np.empty(shape, np.float32) if out is None else out
+    if u.shape != shape or not u.flags.c_contiguous:
+        raise ValueError(f"weight transform: out must be C-contiguous {shape}, got {u.shape}")
+    transform_kernels(w, g, flip, mr, u.reshape(-1))
     return u
 
 

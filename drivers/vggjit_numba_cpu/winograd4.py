@@ -32,8 +32,10 @@ well-conditioned choice: the points +-2 give the same error here, larger points 
            [0, 1, -1, 1/8, -1/8,   1]].
 
 Tiling as in winograd.py: worker t takes chunks t, t + workers, ... of tile rows of one image,
-transforms them into its own part of the work buffer, runs the 36 single-threaded sgemm calls
-and writes the outputs straight into y. The transforms are loops over all tiles of a chunk at
+transforms them into its own part of the work buffer, runs the 36 products on them and writes
+the outputs straight into y. The products are microkernel.gemm_packed's, not sgemm's: U is
+packed once, when it is transformed, where sgemm packed all of it again for every chunk; the
+chunk's tiles are padded to the GEMM's column blocks (padded_tiles). The transforms are loops over all tiles of a chunk at
 once (one unused tile per tile row makes that possible, see _input_transform), each with few
 load streams (why few: winograd.py's _input_transform).
 
@@ -46,9 +48,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
+from .microkernel import MR, NR_EDGE, gemm_packed, packed_rows
 from .winograd import estride, transformed, use_winograd
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
@@ -127,6 +129,10 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask, c0, c1):
     d0, d1, d2, d3, d4, d5 = (np.uint64(0), row, np.uint64(2) * row, np.uint64(3) * row,
                               np.uint64(4) * row, np.uint64(5) * row)
     last = tn - one                        # the last tile reads no t + 1
+    # tiles past the chunk's (T rounded up to the GEMM's column blocks): read as zeros
+    for k in range(24):
+        for t in range((tr1 - tr0) * S, T):
+            rb[np.uint64(k) * tn + np.uint64(t)] = 0.0
     for c in range(c0, c1):
         for ti in range(tr0, tr1):
             _input_rows(x, n, c, ti, TW, rb, (ti - tr0) * S, T, mask)
@@ -246,43 +252,51 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb, co0, co1):
 
 # -- forward -----------------------------------------------------------------------------------
 @jit(parallel=False)
-def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
+def padded_tiles(tiles):
+    """Tiles of a chunk as the GEMM sees them: rounded up to its column blocks (microkernel.py);
+    the added ones are zero and never written out."""
+    return (tiles + NR_EDGE - 1) // NR_EDGE * NR_EDGE
+
+
+@jit(parallel=False)
+def winograd4_forward(t, x, u, b, rows, workers, work, y, relu, mask):
     """Worker t's chunks of y = conv3x3(x, w) + b (stride 1, pad 1) by F(4x4, 3x3), tiled
     over rows of tiles: chunks t, t + workers, ...
 
-    x [N, Cin, H, W]; u [36, Cout, Cin] = weight_transform(w) (for the backward dx,
-    weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
+    x [N, Cin, H, W]; u = weight_transform(w), packed [36, Cout/MR, Cin, MR] (for the backward
+    dx, weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
     y [N, Cout, H, W] (overwritten); rows: tile rows per chunk; work: 1-D, per worker
-    chunk_floats(Cin, Cout, W, rows) floats (the last 48*rows*(TW + 1) of them the
-    transforms' scratch); mask: empty, or shaped like x (x read as 0 where
-    mask <= 0: the ReLU backward of dx, as in winograd.winograd_forward).
+    chunk_floats(Cin, Cout, W, rows) floats (the last 48*T of them the transforms' scratch);
+    mask: empty, or shaped like x (x read as 0 where mask <= 0: the ReLU backward of dx, as
+    in winograd.winograd_forward).
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    Cout = u.shape[1]
+    Cout = b.shape[0]
+    rows_u = u.shape[1] * MR              # Cout rounded up to the packing
     TH, TW = (H + 3) // 4, (W + 3) // 4
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
-    Tmax = rows * (TW + 1)               # tiles of a chunk, with one garbage tile per row
+    Tmax = padded_tiles(rows * (TW + 1))  # one garbage tile per row, then the GEMM's padding
     scratch = 48 * Tmax
-    per_worker = 36 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + scratch
+    per_worker = 36 * (estride(Cin * Tmax) + estride(rows_u * Tmax)) + scratch
     if work.shape[0] < workers * per_worker or u.shape[0] != 36 or u.shape[2] != Cin or \
-            (mask.size and mask.size != x.size):
+            rows_u < Cout or (mask.size and mask.size != x.size):
         raise ValueError("winograd4_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
     vs = t * per_worker
     ms = vs + 36 * estride(Cin * Tmax)
-    rs = ms + 36 * estride(Cout * Tmax)
+    rs = ms + 36 * estride(rows_u * Tmax)
     for chunk in range(t, nchunks, workers):
         n = chunk // per_image
         tr0 = (chunk % per_image) * rows
         tr1 = min(tr0 + rows, TH)
-        T = (tr1 - tr0) * (TW + 1)
-        ev, em = estride(Cin * T), estride(Cout * T)
+        T = padded_tiles((tr1 - tr0) * (TW + 1))
+        ev, em = estride(Cin * T), estride(rows_u * T)
         _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask,
                          0, Cin)
         for e in range(36):
-            sgemm(blas, t, TRANS_N, TRANS_N, Cout, T, Cin, address(uf, e * Cout * Cin), Cin,
-                  address(work, vs + e * ev), T, 0, address(work, ms + e * em), T)
+            gemm_packed(uf, e * rows_u * Cin, work, vs + e * ev, T, work, ms + e * em, T,
+                        0, rows_u, Cin, T)
         _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
                           work[rs:rs + scratch], 0, Cout)
 
@@ -296,56 +310,58 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
     worker has finished this one."""
     Cin, H, W = x.shape[1], x.shape[2], x.shape[3]
     TH, TW = (H + 3) // 4, (W + 3) // 4
-    T = TH * (TW + 1)
+    T = padded_tiles(TH * (TW + 1))
     ev = estride(Cin * T)
     vsize = 36 * ev
-    rs = vsize + 36 * estride(Cout * T) + t * 48 * T
+    rs = vsize + 36 * estride(packed_rows(Cout) * T) + t * 48 * T
     c0, c1 = Cin * t // workers, Cin * (t + 1) // workers
     _input_transform(x, n, 0, TH, TW, T, ev, work[rs:rs + 48 * T], work[:vsize], mask, c0, c1)
 
 
 @jit(parallel=False)
-def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
+def split_outputs(t, u, b, n, bounds, work, y, relu, Cin):
     """Step 2: worker t's block of output channels, bounds[t] <= co < bounds[t + 1] (int64
-    block boundaries, conv.channel_blocks; a worker past the last block has none): the 36
-    products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
+    block boundaries on multiples of MR, conv.channel_blocks; a worker past the last block
+    has none): the 36 products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
+    rows_u = u.shape[1] * MR
     TH, TW = (H + 3) // 4, (W + 3) // 4
-    T = TH * (TW + 1)
-    ev, em = estride(Cin * T), estride(Cout * T)
+    T = padded_tiles(TH * (TW + 1))
+    ev, em = estride(Cin * T), estride(rows_u * T)
     ms = 36 * ev
     rs = ms + 36 * em + t * 48 * T
     if t < bounds.shape[0] - 1:
         co0, co1 = bounds[t], bounds[t + 1]
         uf = u.reshape(-1)
         for e in range(36):
-            sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
-                  address(uf, e * Cout * Cin + co0 * Cin), Cin, address(work, e * ev), T, 0,
-                  address(work, ms + e * em + co0 * T), T)
+            gemm_packed(uf, e * rows_u * Cin, work, e * ev, T, work, ms + e * em, T,
+                        co0, min(rows_u, (co1 + MR - 1) // MR * MR), Cin, T)
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
                           work[rs:rs + 48 * T], co0, co1)
 
 
 def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
     """Floats of the split path's work buffer: the shared V [36, Cin, T] and M [36, Cout, T]
-    of one image (each matrix estride apart) and each worker's 48*T transform scratch."""
-    t = ((h + 3) // 4) * ((w + 3) // 4 + 1)
-    return 36 * (estride(cin * t) + estride(cout * t)) + workers * 48 * t
+    of one image (each matrix estride apart; T padded, Cout rounded up to the packing) and
+    each worker's 48*T transform scratch."""
+    t = int(padded_tiles(((h + 3) // 4) * ((w + 3) // 4 + 1)))
+    return 36 * (estride(cin * t) + estride(packed_rows(cout) * t)) + workers * 48 * t
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
-    tw = (w + 3) // 4
-    t = rows * (tw + 1)
-    return 36 * (estride(cin * t) + estride(cout * t)) + 48 * t
+    t = int(padded_tiles(rows * ((w + 3) // 4 + 1)))
+    return 36 * (estride(cin * t) + estride(packed_rows(cout) * t)) + 48 * t
 
 
-#: fewest tiles per chunk: below this each of the 36 sgemm calls is too short to run at speed
+#: fewest tiles per chunk: below this each of the 36 products is too short to run at speed
+#: (measured with sgemm; with gemm_packed, 48 and 64 tiles measured no faster, design note 18)
 MIN_CHUNK_TILES = 128
-#: ... and on batches and from 128 x 256 channels (min_chunk_tiles): longer sgemm calls, and
-#: fewer chunks, each of which packs all 36 of U's matrices again. Forward + dx, 256 against 128
-#: tiles, medians of 11 interleaved in one process on the shared VM: batch 4 at 224 px 0.85-0.88
+#: ... and on batches and from 128 x 256 channels (min_chunk_tiles): longer products, and
+#: fewer chunks, each of which read all 36 of U's matrices again (sgemm also packed them).
+#: Forward + dx, 256 against 128 tiles, medians of 11 interleaved in one process on the shared
+#: VM, with sgemm: batch 4 at 224 px 0.85-0.88
 #: of the time (64, 128 and 256 channels), 256 channels at 128 px 0.83, 128 -> 256 at 128 px
 #: 0.93, 512 channels at 64 px 0.94; but one image of 64 channels at 512 px 1.05 and of 128
 #: at 256 px 1.04 (their larger chunks no longer fit the 2 MB L2), so those keep 128.
@@ -374,11 +390,17 @@ def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_by
 # -- weight transform ----------------------------------------------------------------------------
 def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None = None
                      ) -> np.ndarray:
-    """U [36, Cout, Cin] float32 with U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c];
+    """U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c], float32, each of the 36 matrices
+    [Cout, Cin] packed for microkernel.gemm_packed: [36, ceil(Cout/MR), Cin, MR];
     flip=True: g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], the backward-dx kernel
-    (U [36, Cin, Cout]). Computed in float64, one rounding to float32
+    ([36, ceil(Cin/MR), Cout, MR]). Computed in float64, one rounding to float32
     (winograd.transformed); into ``out`` when given (C-contiguous, that shape)."""
-    return transformed(w, G, flip, out)
+    return transformed(w, G, flip, out, MR)
+
+
+def transform_floats(cout: int, cin: int) -> int:
+    """Floats of weight_transform's result for [Cout, Cin] kernels (swap them for flip)."""
+    return 36 * packed_rows(cout) * cin
 
 
 # -- when to use it (plain Python) ---------------------------------------------------------------
@@ -386,7 +408,7 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
     """Where F(4x4, 3x3) measured faster than F(2x2): wherever F(2x2) is taken
     (winograd.use_winograd) and each image has MIN_IMAGE_TILES tiles of 4x4 (on a batch,
     MIN_BATCH_IMAGE_TILES) and each worker MIN_TILES_PER_WORKER of them or an image of its
-    own, so that each of the 36 sgemm calls of a chunk (one image's tile rows) has columns to
+    own, so that each of the 36 products of a chunk (one image's tile rows) has columns to
     run at speed. The same rule serves the forward and dx."""
     tiles = ((h + 3) // 4) * ((w + 3) // 4)
     enough = tiles >= (MIN_IMAGE_TILES if n == 1 else MIN_BATCH_IMAGE_TILES)
