@@ -25,11 +25,10 @@ kernels side by side. The two step lists are disjoint all the same: no kernel of
 nor any helper one inlines, is compiled on both sides (the shared ones, sgemm, address and
 _img2col, have explicit signatures and were compiled at import, before the fork).
 
-The split (docs/design-notes.md, note 15) follows the compile CPU of each kernel, measured with
-Numba's event API on a cold cache: the F(2x2) and F(4x4) Winograd kernels (9.4 and 8.1 s), the
-2x2 max pooling pair (3.6 s) and the transform checksum here, 22 s together; the other
-convolution paths and weight gradients (8.7 s), the general and average pooling (5.1 s) and
-linear, softmax, ReLU and Gram (4.9 s) in the helper, 18.7 s together.
+The split (docs/design-notes.md, note 15) follows the compile time of each step on a cold
+cache: the Winograd paths with their weight transform and checksum here (30-35 s in one
+process since F(4x4)'s own GEMM, note 18); the other convolution paths and weight gradients,
+every pooling kernel, linear, softmax, ReLU and Gram in the helper (30-31 s).
 """
 from __future__ import annotations
 
@@ -118,7 +117,7 @@ def weight_grads(driver) -> None:
 
 def general_pooling(driver) -> None:
     """Max pooling of any window (3x3 here) and average pooling, forward and backward, and the
-    2x2 pooling of inference (pool.max_pool2x2_values: on this side, the other is longer)."""
+    2x2 pooling of inference (pool.max_pool2x2_values)."""
     x, _, _ = _tiny()
     y, switches = driver.max_pool2d(x, 3, 3)
     driver.max_pool2d_backward(y, switches, x.shape)
@@ -143,9 +142,9 @@ def dense_ops(driver) -> None:
     driver.gram(r)
 
 
-#: what this process compiles while the helper compiles HELPER_STEPS (about half each).
-HERE_STEPS = (winograd_paths, pooling_2x2)
-HELPER_STEPS = (img2col_paths, weight_grads, general_pooling, dense_ops)
+#: what this process compiles while the helper compiles HELPER_STEPS (half the time each).
+HERE_STEPS = (winograd_paths,)
+HELPER_STEPS = (img2col_paths, weight_grads, general_pooling, pooling_2x2, dense_ops)
 #: every step: the whole warm-up, which the driver's warmup runs in this process after the split
 STEPS = HERE_STEPS + HELPER_STEPS
 
