@@ -477,7 +477,7 @@ def test_weight_transform_kernel_matches_the_matrix_product(module, g, flip):
         k = k.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     r = g.shape[0]
     want = np.einsum("ia,pqab,jb->ijpq", g, k, g).reshape(r * r, *k.shape[:2])
-    if module is winograd4:         # packed for the GEMM, rows rounded up with zeros
+    if module is winograd4 and winograd4.USE_PACKED_GEMM:   # packed, rows rounded up with 0
         want = microkernel.pack(want)
     got = module.weight_transform(w, flip)
     assert got.shape == want.shape and got.dtype == np.float32
@@ -573,7 +573,7 @@ def test_winograd4_kernel_chunk_boundaries(naive, workers, rows):
     y = np.full((2, 4, 15, 9), np.nan, np.float32)
     work = np.empty(workers * winograd4.chunk_floats(3, 4, 9, rows), np.float32)
     driver._plan.run(winograd4.winograd4_forward, workers, x, winograd4.weight_transform(wt), b,
-                     rows, workers, work, y, False, NO_MASK)
+                     rows, workers, work, y, driver._sgemm.kernel_args(workers), False, NO_MASK)
     _close4(y, naive.conv2d(x, wt, b, 1, 1), f"rows={rows} workers={workers}")
 
 
@@ -591,6 +591,44 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
     assert 1 < rows <= 4 and 2 * 4 * winograd4.chunk_floats(40, 40, 20, rows) <= bound
     _close4(small.conv2d(x, wt, b, 1, 1), naive.conv2d(x, wt, b, 1, 1), f"{rows} tile rows")
     assert small.workspace_bytes <= small.memory_bound
+
+
+def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
+    # The packed GEMM's block is built for AVX-512's registers; compiled for AVX2 the 36
+    # products go to sgemm and U is not packed. Forced here with NUMBA_CPU_FEATURES, in a
+    # process of its own (the choice is a constant of the compiled kernels).
+    script = textwrap.dedent("""
+        import numpy as np
+        from vggjit import get_driver
+        from vggjit_numba_cpu import winograd4
+        from vggjit_numba_cpu.driver import NumbaCpuDriver
+        rng = np.random.default_rng(31)
+        x = rng.standard_normal((2, 5, 13, 11)).astype(np.float32)
+        w = rng.standard_normal((37, 5, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(37).astype(np.float32)
+        dy = rng.standard_normal((2, 37, 13, 11)).astype(np.float32)
+        naive = get_driver("naive")
+        want, want_dx = naive.conv2d(x, w, b, 1, 1), naive.conv2d_backward(dy, x, w, 1, 1)[0]
+        errors = []
+        for path in ("winograd4", "winograd4-split"):
+            d = NumbaCpuDriver(conv_path=path, threads=2)
+            y = d.conv2d(x, w, b, 1, 1)
+            dx = d.conv2d_backward(dy, x, w, 1, 1, need_dw=False)[0]
+            errors.append(float(np.abs(y - want).max() / np.abs(want).max()))
+            errors.append(float(np.abs(dx - want_dx).max() / np.abs(want_dx).max()))
+        print(winograd4.USE_PACKED_GEMM)
+        print(winograd4.weight_transform(w).shape)
+        print(max(errors))
+    """)
+    env = dict(os.environ, VGGJIT_HOME=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               NUMBA_CPU_NAME="haswell",
+               NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,-avx512f")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    packed, shape, error = out.stdout.strip().splitlines()[-3:]
+    assert packed == "False" and shape == "(36, 37, 5)"
+    assert float(error) <= TOL4
 
 
 def test_winograd4_error_on_a_deep_layer_stays_in_its_bound(naive):

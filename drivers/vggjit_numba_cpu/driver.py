@@ -225,10 +225,11 @@ class NumbaCpuDriver(Driver):
         if not wino4.transform_per_call(pixels, w.shape[0], w.shape[1]):
             return (self._transforms4_dx if flip else self._transforms4).get(w)
         p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-        size = wino4.transform_floats(p, q)
+        shape = wino4.transform_shape(p, q)
+        size = int(np.prod(shape))
         # one buffer kept for every call (a fresh 9 MB array per call cost page faults)
-        u = self._transform_work.at_least(size)[:size]
-        return wino4.weight_transform(w, flip, out=u.reshape(36, -1, q, wino4.MR))
+        u = self._transform_work.at_least(size)[:size].reshape(shape)
+        return wino4.weight_transform(w, flip, out=u)
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
@@ -247,11 +248,12 @@ class NumbaCpuDriver(Driver):
             work = self._workspace(wino4.split_floats(cin, cout, h, wd, workers))
             with self._plan.kernels():
                 u = self._transform4(w, flip, n * h * wd)
+            blas = self._sgemm.kernel_args(workers)
             bounds = conv.channel_blocks(cout, workers)
             for i in range(n):
                 self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
-                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, relu,
-                               cin)
+                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, blas,
+                               relu, cin)
             return y
         if path == "winograd4":
             rows = wino4.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
@@ -261,7 +263,7 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 u = self._transform4(w, flip, n * h * wd)
             self._plan.run(wino4.winograd4_forward, workers, x, u, b, rows, workers, work, y,
-                           relu, mask)
+                           self._sgemm.kernel_args(workers), relu, mask)
             return y
         rows = wino.plan_rows(h, wd, cin, cout, self.threads, n, self.tile_bytes,
                               self.memory_bound)

@@ -5,14 +5,14 @@ Why not sgemm: each of F(4x4)'s 36 products per chunk, U[e] [Cout, Cin] @ V[e] [
 short (T = 32..264 tiles), and sgemm packs both operands on every call: all of U, 9.4 MB for
 256 channels, again for every chunk. Here U is packed once, when it is transformed (pack_index),
 V is read where the input transform wrote it, and the product of an 8 x 48 block of C stays in
-24 AVX-512 registers for the whole sum over the input channels (docs/design-notes.md, note 18,
+24 AVX-512 registers while it sums 128 input channels at a time (docs/design-notes.md, note 18,
 has the figures).
 
 The block kernel is LLVM IR built with llvmlite (_define_block), called from Numba code through
 an intrinsic: Numba's loops do not keep 24 vector accumulators in registers. It uses
-``llvm.fmuladd`` on <16 x float>, which is one FMA instruction where the CPU has FMA and a
-multiply and an add where it has not; on CPUs without AVX-512 LLVM splits each vector in two
-(AVX2) or four (SSE).
+``llvm.fmuladd`` on <16 x float>: one AVX-512 FMA each. It is built for AVX-512's 32 vector
+registers, and only used where Numba compiles for AVX-512 (compiles_for_avx512); elsewhere
+F(4x4) keeps sgemm (winograd4.USE_PACKED_GEMM).
 
 Layouts (float32, all 1-D with offsets):
 
@@ -31,6 +31,24 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernel_cache import jit
+
+
+
+def compiles_for_avx512() -> bool:
+    """Does Numba compile for a CPU with AVX-512 (32 vector registers of 16 floats)? Its own
+    answer: the host's features, or $NUMBA_CPU_FEATURES when set. The block kernel is built
+    for that register file: compiled for AVX2 (16 registers of 8 floats) its 24 accumulators
+    spill, and the products ran at 0.4-0.5x OpenBLAS's speed, so only AVX-512 targets use it
+    (winograd4.USE_PACKED_GEMM)."""
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+
+    features = config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()
+        features = features.flatten() if hasattr(features, "flatten") else str(features)
+    return "+avx512f" in str(features).split(",")
+
 
 #: rows of C per block (A's packing width), and columns of C per block: NR for the main
 #: blocks, then blocks of 16 and 8 for the rest (cols is padded to a multiple of NR_EDGE).

@@ -33,9 +33,10 @@ well-conditioned choice: the points +-2 give the same error here, larger points 
 
 Tiling as in winograd.py: worker t takes chunks t, t + workers, ... of tile rows of one image,
 transforms them into its own part of the work buffer, runs the 36 products on them and writes
-the outputs straight into y. The products are microkernel.gemm_packed's, not sgemm's: U is
-packed once, when it is transformed, where sgemm packed all of it again for every chunk; the
-chunk's tiles are padded to the GEMM's column blocks (padded_tiles). The transforms are loops over all tiles of a chunk at
+the outputs straight into y. Where Numba compiles for AVX-512 the products are
+microkernel.gemm_packed's, not sgemm's: U is packed once, when it is transformed, where sgemm
+packed all of it again for every chunk, and the chunk's tiles are padded to the GEMM's column
+blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The transforms are loops over all tiles of a chunk at
 once (one unused tile per tile row makes that possible, see _input_transform), each with few
 load streams (why few: winograd.py's _input_transform).
 
@@ -48,9 +49,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
-from .microkernel import MR, NR_EDGE, gemm_packed, packed_rows
+from .microkernel import MR, NR_EDGE, compiles_for_avx512, gemm_packed
+
+#: the 36 products on microkernel.gemm_packed (AVX-512 targets, for which its block kernel is
+#: built) or on sgemm (elsewhere); fixed at import, a constant in the compiled kernels
+USE_PACKED_GEMM = compiles_for_avx512()
+#: the weight transform's packing (microkernel.pack_index) and the tiles' padding, 1: none
+PACK = MR if USE_PACKED_GEMM else 1
+PAD = NR_EDGE if USE_PACKED_GEMM else 1
 from .winograd import estride, transformed, use_winograd
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
@@ -253,34 +262,56 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb, co0, co1):
 # -- forward -----------------------------------------------------------------------------------
 @jit(parallel=False)
 def padded_tiles(tiles):
-    """Tiles of a chunk as the GEMM sees them: rounded up to its column blocks (microkernel.py);
-    the added ones are zero and never written out."""
-    return (tiles + NR_EDGE - 1) // NR_EDGE * NR_EDGE
+    """Tiles of a chunk as the GEMM sees them: rounded up to gemm_packed's column blocks (none
+    for sgemm); the added ones are zero and never written out."""
+    return (tiles + PAD - 1) // PAD * PAD
 
 
 @jit(parallel=False)
-def winograd4_forward(t, x, u, b, rows, workers, work, y, relu, mask):
+def transform_rows(rows):
+    """Rows of each of U's 36 matrices as stored: rounded up to the packing."""
+    return (rows + PACK - 1) // PACK * PACK
+
+
+@jit(parallel=False)
+def _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, co0, co1):
+    """M[e][co0:co1] = U[e][co0:co1] @ V[e] for the 36 e: V[e] [Cin, T] at work[vs + e*ev],
+    M[e] at work[ms + e*em] (rows transform_rows(Cout) apart), co0 and co1 on the packing."""
+    rows = transform_rows(Cout)
+    for e in range(36):
+        if USE_PACKED_GEMM:
+            gemm_packed(uf, e * rows * Cin, work, vs + e * ev, T, work, ms + e * em, T,
+                        co0, co1, Cin, T)
+        else:
+            sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
+                  address(uf, e * Cout * Cin + co0 * Cin), Cin, address(work, vs + e * ev), T,
+                  0, address(work, ms + e * em + co0 * T), T)
+
+
+@jit(parallel=False)
+def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     """Worker t's chunks of y = conv3x3(x, w) + b (stride 1, pad 1) by F(4x4, 3x3), tiled
     over rows of tiles: chunks t, t + workers, ...
 
-    x [N, Cin, H, W]; u = weight_transform(w), packed [36, Cout/MR, Cin, MR] (for the backward
-    dx, weight_transform(w, flip=True) of the forward weights, and x = dy); b [Cout];
-    y [N, Cout, H, W] (overwritten); rows: tile rows per chunk; work: 1-D, per worker
+    x [N, Cin, H, W]; u = weight_transform(w) (for the backward dx, weight_transform(w,
+    flip=True) of the forward weights, and x = dy); b [Cout]; y [N, Cout, H, W]
+    (overwritten); rows: tile rows per chunk; work: 1-D, per worker
     chunk_floats(Cin, Cout, W, rows) floats (the last 48*T of them the transforms' scratch);
-    mask: empty, or shaped like x (x read as 0 where mask <= 0: the ReLU backward of dx, as
-    in winograd.winograd_forward).
+    blas: Sgemm.kernel_args (used where USE_PACKED_GEMM is false); mask: empty, or shaped
+    like x (x read as 0 where mask <= 0: the ReLU backward of dx, as in
+    winograd.winograd_forward).
     """
     N, Cin, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     Cout = b.shape[0]
-    rows_u = u.shape[1] * MR              # Cout rounded up to the packing
+    rows_u = transform_rows(Cout)
     TH, TW = (H + 3) // 4, (W + 3) // 4
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = padded_tiles(rows * (TW + 1))  # one garbage tile per row, then the GEMM's padding
     scratch = 48 * Tmax
     per_worker = 36 * (estride(Cin * Tmax) + estride(rows_u * Tmax)) + scratch
-    if work.shape[0] < workers * per_worker or u.shape[0] != 36 or u.shape[2] != Cin or \
-            rows_u < Cout or (mask.size and mask.size != x.size):
+    if work.shape[0] < workers * per_worker or u.size != 36 * rows_u * Cin or \
+            u.shape[2] != Cin or (mask.size and mask.size != x.size):
         raise ValueError("winograd4_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
     vs = t * per_worker
@@ -294,9 +325,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, relu, mask):
         ev, em = estride(Cin * T), estride(rows_u * T)
         _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask,
                          0, Cin)
-        for e in range(36):
-            gemm_packed(uf, e * rows_u * Cin, work, vs + e * ev, T, work, ms + e * em, T,
-                        0, rows_u, Cin, T)
+        _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, 0, rows_u)
         _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
                           work[rs:rs + scratch], 0, Cout)
 
@@ -313,19 +342,19 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
     T = padded_tiles(TH * (TW + 1))
     ev = estride(Cin * T)
     vsize = 36 * ev
-    rs = vsize + 36 * estride(packed_rows(Cout) * T) + t * 48 * T
+    rs = vsize + 36 * estride(transform_rows(Cout) * T) + t * 48 * T
     c0, c1 = Cin * t // workers, Cin * (t + 1) // workers
     _input_transform(x, n, 0, TH, TW, T, ev, work[rs:rs + 48 * T], work[:vsize], mask, c0, c1)
 
 
 @jit(parallel=False)
-def split_outputs(t, u, b, n, bounds, work, y, relu, Cin):
+def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     """Step 2: worker t's block of output channels, bounds[t] <= co < bounds[t + 1] (int64
     block boundaries on multiples of MR, conv.channel_blocks; a worker past the last block
     has none): the 36 products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
-    rows_u = u.shape[1] * MR
+    rows_u = transform_rows(Cout)
     TH, TW = (H + 3) // 4, (W + 3) // 4
     T = padded_tiles(TH * (TW + 1))
     ev, em = estride(Cin * T), estride(rows_u * T)
@@ -333,10 +362,8 @@ def split_outputs(t, u, b, n, bounds, work, y, relu, Cin):
     rs = ms + 36 * em + t * 48 * T
     if t < bounds.shape[0] - 1:
         co0, co1 = bounds[t], bounds[t + 1]
-        uf = u.reshape(-1)
-        for e in range(36):
-            gemm_packed(uf, e * rows_u * Cin, work, e * ev, T, work, ms + e * em, T,
-                        co0, min(rows_u, (co1 + MR - 1) // MR * MR), Cin, T)
+        _products(blas, t, u.reshape(-1), Cout, Cin, work, 0, ev, ms, em, T, co0,
+                  min(rows_u, transform_rows(co1)) if USE_PACKED_GEMM else co1)
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
                           work[rs:rs + 48 * T], co0, co1)
 
@@ -346,13 +373,13 @@ def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
     of one image (each matrix estride apart; T padded, Cout rounded up to the packing) and
     each worker's 48*T transform scratch."""
     t = int(padded_tiles(((h + 3) // 4) * ((w + 3) // 4 + 1)))
-    return 36 * (estride(cin * t) + estride(packed_rows(cout) * t)) + workers * 48 * t
+    return 36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t)) + workers * 48 * t
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
     t = int(padded_tiles(rows * ((w + 3) // 4 + 1)))
-    return 36 * (estride(cin * t) + estride(packed_rows(cout) * t)) + 48 * t
+    return 36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t)) + 48 * t
 
 
 #: fewest tiles per chunk: below this each of the 36 products is too short to run at speed
@@ -390,17 +417,21 @@ def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_by
 # -- weight transform ----------------------------------------------------------------------------
 def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None = None
                      ) -> np.ndarray:
-    """U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c], float32, each of the 36 matrices
-    [Cout, Cin] packed for microkernel.gemm_packed: [36, ceil(Cout/MR), Cin, MR];
-    flip=True: g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], the backward-dx kernel
-    ([36, ceil(Cin/MR), Cout, MR]). Computed in float64, one rounding to float32
-    (winograd.transformed); into ``out`` when given (C-contiguous, that shape)."""
-    return transformed(w, G, flip, out, MR)
+    """U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c], float32: [36, Cout, Cin], each of the
+    36 matrices packed for microkernel.gemm_packed where USE_PACKED_GEMM
+    ([36, ceil(Cout/MR), Cin, MR], see transform_shape); flip=True: g = w.transpose(1, 0, 2,
+    3)[:, :, ::-1, ::-1], the backward-dx kernel (Cin and Cout swapped). Computed in float64,
+    one rounding to float32 (winograd.transformed); into ``out`` when given (C-contiguous,
+    that shape)."""
+    return transformed(w, G, flip, out, PACK)
 
 
-def transform_floats(cout: int, cin: int) -> int:
-    """Floats of weight_transform's result for [Cout, Cin] kernels (swap them for flip)."""
-    return 36 * packed_rows(cout) * cin
+def transform_shape(rows: int, cols: int) -> tuple:
+    """The shape of weight_transform's result for [rows, cols] kernels (Cout, Cin; Cin, Cout
+    for flip)."""
+    if PACK == 1:
+        return (36, rows, cols)
+    return (36, -(-rows // PACK), cols, PACK)
 
 
 # -- when to use it (plain Python) ---------------------------------------------------------------
