@@ -198,8 +198,7 @@ def gemm_packed(a, a0, b, b0, ldb, c, c0, ldc, p0, p1, q_size, cols):
             j += width
 
 
-@jit(parallel=False)
-def packed_rows(p):
+def packed_rows(p: int) -> int:
     """P rounded up to a multiple of MR: the rows of a packed matrix (and of its C)."""
     return (p + MR - 1) // MR * MR
 

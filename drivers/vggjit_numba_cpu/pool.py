@@ -8,8 +8,9 @@ then race-free because only one worker ever touches that plane.
 Switches (this driver's record of the arg-max): int32 [N, C, Ho, Wo], the flat index
 ``row * W + col`` inside the plane of the window's first maximum in row-major window order (a
 later equal value does not replace it). The driver hands them out with the window's size and
-stride (``MaxPoolSwitches``), so the backward can refuse a switch outside its own window. A NaN in a window wins (the first NaN), so NaN
-propagates as the NaN policy in vggjit.checks asks.
+stride (``MaxPoolSwitches``), so the backward can refuse a switch outside its own window. A
+NaN in a window wins (the first NaN), so NaN propagates as the NaN policy in vggjit.checks
+asks.
 """
 from __future__ import annotations
 

@@ -382,15 +382,20 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
     return transformed(w, _G, flip, out)
 
 
+def transform_layout(g: np.ndarray, p: int, q: int, mr: int) -> tuple:
+    """The shape transform_kernels fills for [P, Q] kernels with G = g: [R*R, P, Q] (mr = 1) or,
+    packed, [R*R, ceil(P/mr), Q, mr] (R = g.shape[0])."""
+    r2 = g.shape[0] ** 2
+    return (r2, p, q) if mr == 1 else (r2, -(-p // mr), q, mr)
+
+
 def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None,
                 mr: int = 1) -> np.ndarray:
     """transform_kernels(w, g, flip, mr) into ``out``, or into a new array of the shape it
-    fills: [R*R, P, Q] (mr = 1) or, packed, [R*R, ceil(P/mr), Q, mr] (R = g.shape[0];
-    P, Q = Cout, Cin, or Cin, Cout with flip). Both tile sizes' weight transforms go through
-    here."""
+    fills (transform_layout; P, Q = Cout, Cin, or Cin, Cout with flip). Both tile sizes'
+    weight transforms go through here."""
     p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-    r2 = g.shape[0] ** 2
-    shape = (r2, p, q) if mr == 1 else (r2, -(-p // mr), q, mr)
+    shape = transform_layout(g, p, q, mr)
     u = np.empty(shape, np.float32) if out is None else out
     if u.shape != shape or not u.flags.c_contiguous:
         raise ValueError(f"weight transform: out must be C-contiguous {shape}, got {u.shape}")

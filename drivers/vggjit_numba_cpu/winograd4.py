@@ -36,9 +36,9 @@ transforms them into its own part of the work buffer, runs the 36 products on th
 the outputs straight into y. Where Numba compiles for AVX-512 the products are
 microkernel.gemm_packed's, not sgemm's: U is packed once, when it is transformed, where sgemm
 packed all of it again for every chunk, and the chunk's tiles are padded to the GEMM's column
-blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The transforms are loops over all tiles of a chunk at
-once (one unused tile per tile row makes that possible, see _input_transform), each with few
-load streams (why few: winograd.py's _input_transform).
+blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The transforms are loops
+over all tiles of a chunk at once (one unused tile per tile row makes that possible, see
+_input_transform), each with few load streams (why few: winograd.py's _input_transform).
 
 Backward dx: the forward run on dy with the kernel flipped and transposed,
 g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]. Unlike F(2x2), whose points are closed under
@@ -53,6 +53,7 @@ from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
 from .microkernel import MR, NR_EDGE, compiles_for_avx512, gemm_packed
+from .winograd import estride, transform_layout, transformed, use_winograd
 
 #: the 36 products on microkernel.gemm_packed (AVX-512 targets, for which its block kernel is
 #: built) or on sgemm (elsewhere); fixed at import, a constant in the compiled kernels
@@ -60,7 +61,6 @@ USE_PACKED_GEMM = compiles_for_avx512()
 #: the weight transform's packing (microkernel.pack_index) and the tiles' padding, 1: none
 PACK = MR if USE_PACKED_GEMM else 1
 PAD = NR_EDGE if USE_PACKED_GEMM else 1
-from .winograd import estride, transformed, use_winograd
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
 BT = np.array([[1, 0, -5, 0, 4, 0], [0, -1, -1, 4, 4, 0], [0, 1, -1, -4, 4, 0],
@@ -275,16 +275,17 @@ def transform_rows(rows):
 
 @jit(parallel=False)
 def _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, co0, co1):
-    """M[e][co0:co1] = U[e][co0:co1] @ V[e] for the 36 e: V[e] [Cin, T] at work[vs + e*ev],
-    M[e] at work[ms + e*em] (rows transform_rows(Cout) apart), co0 and co1 on the packing."""
-    rows = transform_rows(Cout)
+    """M[e][co0:co1] = U[e][co0:co1] @ V[e] for the 36 e: U[e] at uf[e*rows*Cin] (rows =
+    transform_rows(Cout)), V[e] [Cin, T] at work[vs + e*ev], M[e] at work[ms + e*em]; co0 and
+    co1 on the packing."""
+    plane = transform_rows(Cout) * Cin
     for e in range(36):
         if USE_PACKED_GEMM:
-            gemm_packed(uf, e * rows * Cin, work, vs + e * ev, T, work, ms + e * em, T,
+            gemm_packed(uf, e * plane, work, vs + e * ev, T, work, ms + e * em, T,
                         co0, co1, Cin, T)
         else:
             sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
-                  address(uf, e * Cout * Cin + co0 * Cin), Cin, address(work, vs + e * ev), T,
+                  address(uf, e * plane + co0 * Cin), Cin, address(work, vs + e * ev), T,
                   0, address(work, ms + e * em + co0 * T), T)
 
 
@@ -363,7 +364,7 @@ def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     if t < bounds.shape[0] - 1:
         co0, co1 = bounds[t], bounds[t + 1]
         _products(blas, t, u.reshape(-1), Cout, Cin, work, 0, ev, ms, em, T, co0,
-                  min(rows_u, transform_rows(co1)) if USE_PACKED_GEMM else co1)
+                  min(rows_u, transform_rows(co1)))
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
                           work[rs:rs + 48 * T], co0, co1)
 
@@ -429,9 +430,7 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
 def transform_shape(rows: int, cols: int) -> tuple:
     """The shape of weight_transform's result for [rows, cols] kernels (Cout, Cin; Cin, Cout
     for flip)."""
-    if PACK == 1:
-        return (36, rows, cols)
-    return (36, -(-rows // PACK), cols, PACK)
+    return transform_layout(G, rows, cols, PACK)
 
 
 # -- when to use it (plain Python) ---------------------------------------------------------------
