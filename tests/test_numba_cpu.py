@@ -448,9 +448,12 @@ def test_winograd4_matrices_compute_the_3_tap_correlation():
 
 @pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 6),
                                                  (1, 2, 1, 1, 3), (1, 4, 2, 3, 5),
-                                                 (3, 7, 6, 5, 2), (1, 6, 8, 12, 3)])
+                                                 (3, 7, 6, 5, 2), (1, 6, 8, 12, 3),
+                                                 (1, 3, 10, 70, 4), (2, 2, 7, 130, 3)])
 def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
-    # H, W of every residue modulo 4: the tile grid reaches 1-3 rows/columns past the edge
+    # H, W of every residue modulo 4: the tile grid reaches 1-3 rows/columns past the edge;
+    # rows of 70 and 130 columns take the tile transforms (winograd4_tiles) through two and
+    # three vectors of tiles, the last one partly masked
     rng, x, wt, b = _case(24, n, cin, h, w, cout, 3)
     driver = NumbaCpuDriver(conv_path="winograd4")
     y = driver.conv2d(x, wt, b, 1, 1)
@@ -595,28 +598,31 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
 
 def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     # The packed GEMM's block is built for AVX-512's registers; compiled for AVX2 the 36
-    # products go to sgemm and U is not packed. Forced here with NUMBA_CPU_FEATURES, in a
-    # process of its own (the choice is a constant of the compiled kernels).
+    # products go to sgemm, U is not packed and the tile transforms take 8 tiles per vector
+    # (37 columns: two vectors, the second partly masked). Forced here with NUMBA_CPU_FEATURES,
+    # in a process of its own (the choices are constants of the compiled kernels).
     script = textwrap.dedent("""
         import numpy as np
         from vggjit import get_driver
-        from vggjit_numba_cpu import winograd4
+        from vggjit_numba_cpu import winograd4, winograd4_tiles
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         rng = np.random.default_rng(31)
-        x = rng.standard_normal((2, 5, 13, 11)).astype(np.float32)
+        x = rng.standard_normal((2, 5, 13, 37)).astype(np.float32)
         w = rng.standard_normal((37, 5, 3, 3)).astype(np.float32)
         b = rng.standard_normal(37).astype(np.float32)
-        dy = rng.standard_normal((2, 37, 13, 11)).astype(np.float32)
+        dy = rng.standard_normal((2, 37, 13, 37)).astype(np.float32)
         naive = get_driver("naive")
         want, want_dx = naive.conv2d(x, w, b, 1, 1), naive.conv2d_backward(dy, x, w, 1, 1)[0]
+        relu = np.maximum(want, 0)
+        want_gated = naive.conv2d_backward(naive.relu_backward(dy, relu), x, w, 1, 1)[0]
         errors = []
         for path in ("winograd4", "winograd4-split"):
             d = NumbaCpuDriver(conv_path=path, threads=2)
-            y = d.conv2d(x, w, b, 1, 1)
-            dx = d.conv2d_backward(dy, x, w, 1, 1, need_dw=False)[0]
-            errors.append(float(np.abs(y - want).max() / np.abs(want).max()))
-            errors.append(float(np.abs(dx - want_dx).max() / np.abs(want_dx).max()))
-        print(winograd4.USE_PACKED_GEMM)
+            got = (d.conv2d(x, w, b, 1, 1), d.conv2d_backward(dy, x, w, 1, 1, need_dw=False)[0],
+                   d.conv2d_backward(dy, x, w, 1, 1, need_dw=False, relu_out=relu)[0])
+            for g, v in zip(got, (want, want_dx, want_gated)):
+                errors.append(float(np.abs(g - v).max() / np.abs(v).max()))
+        print(winograd4.USE_PACKED_GEMM, winograd4_tiles.LANES)
         print(winograd4.weight_transform(w).shape)
         print(max(errors))
     """)
@@ -627,7 +633,7 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     packed, shape, error = out.stdout.strip().splitlines()[-3:]
-    assert packed == "False" and shape == "(36, 37, 5)"
+    assert packed == "False 8" and shape == "(36, 37, 5)"
     assert float(error) <= TOL4
 
 

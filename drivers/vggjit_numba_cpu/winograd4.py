@@ -36,9 +36,10 @@ transforms them into its own part of the work buffer, runs the 36 products on th
 the outputs straight into y. Where Numba compiles for AVX-512 the products are
 microkernel.gemm_packed's, not sgemm's: U is packed once, when it is transformed, where sgemm
 packed all of it again for every chunk, and the chunk's tiles are padded to the GEMM's column
-blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The transforms are loops
-over all tiles of a chunk at once (one unused tile per tile row makes that possible, see
-_input_transform), each with few load streams (why few: winograd.py's _input_transform).
+blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The tile transforms are
+vector code of their own (winograd4_tiles.py): the input transform over all tiles of a chunk
+at once (one unused tile per tile row makes that possible, see _input_transform), the output
+transform a tile row at a time, writing whole rows of y.
 
 Backward dx: the forward run on dy with the kernel flipped and transposed,
 g = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]. Unlike F(2x2), whose points are closed under
@@ -54,6 +55,7 @@ from .conv import balanced_rows
 from .kernel_cache import jit
 from .microkernel import MR, NR_EDGE, compiles_for_avx512, gemm_packed
 from .winograd import estride, transform_layout, transformed, use_winograd
+from .winograd4_tiles import input_tiles, output_tiles, split_row, split_row_gated
 
 #: the 36 products on microkernel.gemm_packed (AVX-512 targets, for which its block kernel is
 #: built) or on sgemm (elsewhere); fixed at import, a constant in the compiled kernels
@@ -61,6 +63,8 @@ USE_PACKED_GEMM = compiles_for_avx512()
 #: the weight transform's packing (microkernel.pack_index) and the tiles' padding, 1: none
 PACK = MR if USE_PACKED_GEMM else 1
 PAD = NR_EDGE if USE_PACKED_GEMM else 1
+#: floats per tile of the input transform's scratch: 6 input rows split into 4 column phases
+SCRATCH = 24
 
 #: the transform matrices (float64; the kernels below hard-code them as explicit sums)
 BT = np.array([[1, 0, -5, 0, 4, 0], [0, -1, -1, 4, 4, 0], [0, 1, -1, -4, 4, 0],
@@ -72,191 +76,68 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 1 / 2, -1 / 2, 0], [0, 1, 1, 1 / 4
 
 
 @jit(parallel=False)
-def _input_rows(x, n, c, ti, TW, rb, off, ps, mask):
-    """The 6 input rows of tile row ti of image n, channel c, zero padded and split by padded
-    column modulo 4 (phase p):
-
-        rb[off + (4a + p)*ps + k] = xpad[4k + p],  xpad[u] = x[n, c, 4*ti - 1 + a, u - 1]
-
-    for k <= TW, zero outside the image; ps: the distance between phases (the chunk's row of
-    phases, see _input_transform). Tile tj reads padded columns 4tj .. 4tj + 5, i.e. phases
-    0..3 at k = tj and phases 0, 1 at k = tj + 1: contiguous in tj, so the transform loops
-    vectorise. mask: empty, or shaped like x: x is read as 0 where mask <= 0 (or NaN).
-    """
-    H, W = x.shape[2], x.shape[3]
-    S = TW + 1
-    xf = x.reshape(-1)
-    masked = mask.size > 0
-    mf = mask.reshape(-1)
-    plane = (n * x.shape[1] + c) * H * W
-    for a in range(6):
-        ih = 4 * ti - 1 + a
-        for p in range(4):
-            dst = np.uint64(off + (4 * a + p) * ps)
-            if ih < 0 or ih >= H:
-                for k in range(np.uint64(S)):
-                    rb[dst + k] = 0.0
-                continue
-            src = plane + ih * W
-            # padded column 4k + p is x column 4k + p - 1, inside [0, W) for k in [lo, hi);
-            # the pad outside that range is zero
-            lo = 1 if p == 0 else 0
-            hi = max(lo, (W - p) // 4 + 1)
-            rb[dst] = 0.0
-            for k in range(hi, S):
-                rb[dst + np.uint64(k)] = 0.0
-            if masked:
-                for k in range(lo, hi):
-                    i = np.uint64(src + 4 * k + p - 1)
-                    v = xf[i]
-                    rb[dst + np.uint64(k)] = v if mf[i] > 0.0 else 0.0
-            else:
-                for k in range(lo, hi):
-                    rb[dst + np.uint64(k)] = xf[np.uint64(src + 4 * k + p - 1)]
-
-
-@jit(parallel=False)
 def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask, c0, c1):
     """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n, input
     channels c0 <= c < c1.
 
     Tiles are numbered t = (ti - tr0)*(TW + 1) + tj: each tile row has one more column than it
-    has tiles (tj = TW), garbage that the GEMMs carry along and the output transform never
+    has tiles (tj = TW), zero, which the GEMMs carry along and the output transform never
     reads. Why: then a tile's inputs sit at t and t + 1 of the phase rows of the whole chunk,
-    so every loop below runs over all T = (tr1 - tr0)*(TW + 1) tiles of the chunk at once;
-    per tile row the loops ran over TW = 14 tiles at 56 px, and their overhead dominated.
-    v: 1-D, V[e, c, t] at v[e*es + c*T + t]; rb: 48*T floats (the 6 input rows of every tile
-    row, split into 4 phases, [6, 4, T]; then the 6 rows of B^T d, [6, 4, T]);
-    mask: see _input_rows.
+    so one pass of input_tiles covers all T tiles of the chunk (per tile row it would run over
+    TW = 7 tiles at 28 px, half of each vector unused). v: 1-D, V[e, c, t] at v[e*es + c*T +
+    t]; rb: SCRATCH*T floats, the 6 input rows of every tile row split into column phases,
+    [6, 4, T]: rb[(4a + p)*T + (ti - tr0)*(TW + 1) + k] = x[n, c, 4ti - 1 + a, 4k + p - 1]
+    (zero outside the image); mask: empty, or shaped like x: x is read as 0 where mask <= 0
+    (or NaN).
     """
+    H, W = x.shape[2], x.shape[3]
     S = TW + 1
-    tn = np.uint64(T)
-    row = np.uint64(4) * tn                # one input row of the chunk, 4 phases
-    comb = np.uint64(6) * row              # rb[comb:]: the rows of B^T d
-    CT = np.uint64(es)
-    one = np.uint64(1)
-    d0, d1, d2, d3, d4, d5 = (np.uint64(0), row, np.uint64(2) * row, np.uint64(3) * row,
-                              np.uint64(4) * row, np.uint64(5) * row)
-    last = tn - one                        # the last tile reads no t + 1
+    f = np.uint64(4)
+    gated = mask.size > 0
+    rb_at, v_at = rb.ctypes.data, v.ctypes.data
     # tiles past the chunk's (T rounded up to the GEMM's column blocks): read as zeros
     for k in range(24):
         for t in range((tr1 - tr0) * S, T):
-            rb[np.uint64(k) * tn + np.uint64(t)] = 0.0
+            rb[k * T + t] = 0.0
     for c in range(c0, c1):
+        plane = (n * x.shape[1] + c) * H * W
         for ti in range(tr0, tr1):
-            _input_rows(x, n, c, ti, TW, rb, (ti - tr0) * S, T, mask)
-        # B^T d, every row of phases at once (row i of B^T d at rb[comb + i*row])
-        for k in range(row):
-            rb[comb + k] = rb[d0 + k] - 5.0 * rb[d2 + k] + 4.0 * rb[d4 + k]
-        for k in range(row):
-            rb[comb + d1 + k] = 4.0 * (rb[d3 + k] + rb[d4 + k]) - (rb[d1 + k] + rb[d2 + k])
-        for k in range(row):
-            rb[comb + d2 + k] = 4.0 * (rb[d4 + k] - rb[d3 + k]) + (rb[d1 + k] - rb[d2 + k])
-        for k in range(row):
-            rb[comb + d3 + k] = 2.0 * (rb[d3 + k] - rb[d1 + k]) + 4.0 * (rb[d4 + k]
-                                                                        - rb[d2 + k])
-        for k in range(row):
-            rb[comb + d4 + k] = 2.0 * (rb[d1 + k] - rb[d3 + k]) + 4.0 * (rb[d4 + k]
-                                                                        - rb[d2 + k])
-        for k in range(row):
-            rb[comb + d5 + k] = rb[d1 + k] - 5.0 * rb[d3 + k] + 4.0 * rb[d5 + k]
-        # (B^T d) B along each row r: with phases P0..P3 of row r, tile t holds
-        # P0[t], P1[t], P2[t], P3[t], P0[t + 1], P1[t + 1]
-        base = np.uint64(c) * tn
-        for r in range(6):
-            p0 = comb + np.uint64(r) * row
-            p1, p2, p3 = p0 + tn, p0 + np.uint64(2) * tn, p0 + np.uint64(3) * tn
-            out = base + np.uint64(6 * r) * CT
-            for t in range(last):
-                v[out + t] = rb[p0 + t] - 5.0 * rb[p2 + t] + 4.0 * rb[p0 + t + one]
-            out += CT
-            for t in range(last):
-                v[out + t] = 4.0 * (rb[p3 + t] + rb[p0 + t + one]) - (rb[p1 + t] + rb[p2 + t])
-            out += CT
-            for t in range(last):
-                v[out + t] = 4.0 * (rb[p0 + t + one] - rb[p3 + t]) + (rb[p1 + t] - rb[p2 + t])
-            out += CT
-            for t in range(last):
-                v[out + t] = 2.0 * (rb[p3 + t] - rb[p1 + t]) + 4.0 * (rb[p0 + t + one]
-                                                                      - rb[p2 + t])
-            out += CT
-            for t in range(last):
-                v[out + t] = 2.0 * (rb[p1 + t] - rb[p3 + t]) + 4.0 * (rb[p0 + t + one]
-                                                                      - rb[p2 + t])
-            out += CT
-            for t in range(last):
-                v[out + t] = rb[p1 + t] - 5.0 * rb[p3 + t] + 4.0 * rb[p1 + t + one]
-            for e in range(6):               # the garbage tile: zero, so the GEMMs stay finite
-                v[base + np.uint64(6 * r + e) * CT + last] = 0.0
+            for a in range(6):
+                ih = 4 * ti - 1 + a
+                dst = 4 * a * T + (ti - tr0) * S
+                if ih < 0 or ih >= H:
+                    for p in range(4):
+                        rb[dst + p * T:dst + p * T + S] = 0.0
+                    continue
+                at = np.uint64(plane + ih * W) * f
+                if gated:
+                    split_row_gated(x.ctypes.data + at, mask.ctypes.data + at, W,
+                                    rb_at + np.uint64(dst) * f, T, S)
+                else:
+                    split_row(x.ctypes.data + at, 0, W, rb_at + np.uint64(dst) * f, T, S)
+        input_tiles(rb_at, 4 * T, T, v_at + np.uint64(c * T) * f, es, T - 1)
+        for e in range(36):               # the last tile reads no t + 1: zero, as the padding
+            v[e * es + c * T + T - 1] = 0.0
 
 
 @jit(parallel=False)
-def _combine(src, s0, stride, dst, d0, dstride, n):
-    """A^T applied along one axis: dst[d0 + i*dstride + k] = sum_a A^T[i, a] src[s0 +
-    a*stride + k] for i = 0..3, k < n, in loops of at most four load streams."""
-    a0, a1, a2 = s0, s0 + stride, s0 + np.uint64(2) * stride
-    a3, a4, a5 = s0 + np.uint64(3) * stride, s0 + np.uint64(4) * stride, \
-        s0 + np.uint64(5) * stride
-    q0, q1, q2, q3 = d0, d0 + dstride, d0 + np.uint64(2) * dstride, d0 + np.uint64(3) * dstride
-    for k in range(n):
-        dst[q0 + k] = src[a0 + k] + src[a1 + k] + src[a2 + k]
-    for k in range(n):
-        dst[q0 + k] += src[a3 + k] + src[a4 + k]
-    for k in range(n):
-        dst[q1 + k] = src[a1 + k] - src[a2 + k] + 0.5 * (src[a3 + k] - src[a4 + k])
-    for k in range(n):
-        dst[q2 + k] = src[a1 + k] + src[a2 + k] + 0.25 * (src[a3 + k] + src[a4 + k])
-    for k in range(n):
-        dst[q3 + k] = src[a1 + k] - src[a2 + k] + src[a5 + k]
-    for k in range(n):
-        dst[q3 + k] += 0.125 * (src[a3 + k] - src[a4 + k])
-
-
-@jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb, co0, co1):
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, co0, co1):
     """y[n, co, 4*ti + i, 4*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1) and
     output channels co0 <= co < co1, max(that, 0) when ``relu`` (NaN stays NaN).
 
     m: 1-D, M[e, co, t] at m[e*es + co*T + t], t = (ti - tr0)*(TW + 1) + tj (see
-    _input_transform); rb: at least 40*T floats of scratch; outputs
-    past the edge of y are dropped. Per output channel, over all T tiles of the chunk at once
-    (M[e, co] is contiguous in t): A^T m into rb[:24T] (row 6i + j holds sum_a A^T[i, a]
-    M[6a + j]), then A^T along j into rb[24T:40T] (row 4i + jj: output (i, jj) of every tile),
-    then the scatter into y's rows. Why whole chunks: per tile row the loops ran over TW = 14
-    tiles at 56 px, and their overhead made this transform 2x slower.
-    """
+    _input_transform); outputs past the edge of y are dropped."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
-    HW = H * W
-    CT = np.uint64(es)
-    tn = np.uint64(T)
-    yf = y.reshape(-1)
-    full = np.uint64(W // 4)            # tiles whose four columns all lie inside y
-    last = W - 4 * (W // 4)             # columns of the last, partial tile (0: none)
-    four = np.uint64(4)
-    ys = np.uint64(24) * tn             # rb[ys:]: the 16 outputs of every tile
-    # ReLU as a clamp at ``floor`` (-inf: none), as in winograd.py (one loop body, not two)
+    f = np.uint64(4)
+    # ReLU as a clamp at ``floor`` (-inf: none)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)
     for co in range(co0, co1):
-        bias = b[co]
-        p = np.uint64(co * T)
-        for j in range(6):
-            _combine(m, p + np.uint64(j) * CT, np.uint64(6) * CT, rb, np.uint64(j) * tn,
-                     np.uint64(6) * tn, tn)
-        for i in range(4):
-            _combine(rb, np.uint64(6 * i) * tn, tn, rb, ys + np.uint64(4 * i) * tn, tn, tn)
         for ti in range(tr0, tr1):
-            for i in range(4):
-                if 4 * ti + i >= H:
-                    break
-                q = np.uint64(n * Cout * HW + co * HW + (4 * ti + i) * W)
-                src = ys + np.uint64(4 * i) * tn + np.uint64((ti - tr0) * (TW + 1))
-                for tj in range(full):
-                    for jj in range(4):
-                        yv = rb[src + np.uint64(jj) * tn + tj] + bias
-                        yf[q + four * tj + np.uint64(jj)] = floor if yv <= floor else yv
-                for jj in range(last):
-                    yv = rb[src + np.uint64(jj) * tn + full] + bias
-                    yf[q + four * full + np.uint64(jj)] = floor if yv <= floor else yv
+            t0 = co * T + (ti - tr0) * (TW + 1)
+            out = ((n * Cout + co) * H + 4 * ti) * W
+            output_tiles(m.ctypes.data + np.uint64(t0) * f, es,
+                         y.ctypes.data + np.uint64(out) * f, W, min(4, H - 4 * ti), TW,
+                         b[co], floor)
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -297,7 +178,8 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     x [N, Cin, H, W]; u = weight_transform(w) (for the backward dx, weight_transform(w,
     flip=True) of the forward weights, and x = dy); b [Cout]; y [N, Cout, H, W]
     (overwritten); rows: tile rows per chunk; work: 1-D, per worker
-    chunk_floats(Cin, Cout, W, rows) floats (the last 48*T of them the transforms' scratch);
+    chunk_floats(Cin, Cout, W, rows) floats (the last SCRATCH*T of them the input transform's
+    scratch);
     blas: Sgemm.kernel_args (used where USE_PACKED_GEMM is false); mask: empty, or shaped
     like x (x read as 0 where mask <= 0: the ReLU backward of dx, as in
     winograd.winograd_forward).
@@ -309,7 +191,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = padded_tiles(rows * (TW + 1))  # one garbage tile per row, then the GEMM's padding
-    scratch = 48 * Tmax
+    scratch = SCRATCH * Tmax
     per_worker = 36 * (estride(Cin * Tmax) + estride(rows_u * Tmax)) + scratch
     if work.shape[0] < workers * per_worker or u.size != 36 * rows_u * Cin or \
             u.shape[2] != Cin or (mask.size and mask.size != x.size):
@@ -327,8 +209,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
         _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask,
                          0, Cin)
         _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, 0, rows_u)
-        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
-                          work[rs:rs + scratch], 0, Cout)
+        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu, 0, Cout)
 
 
 # -- forward on small maps: output channels split among the workers ------------------------------
@@ -343,9 +224,10 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
     T = padded_tiles(TH * (TW + 1))
     ev = estride(Cin * T)
     vsize = 36 * ev
-    rs = vsize + 36 * estride(transform_rows(Cout) * T) + t * 48 * T
+    rs = vsize + 36 * estride(transform_rows(Cout) * T) + t * SCRATCH * T
     c0, c1 = Cin * t // workers, Cin * (t + 1) // workers
-    _input_transform(x, n, 0, TH, TW, T, ev, work[rs:rs + 48 * T], work[:vsize], mask, c0, c1)
+    _input_transform(x, n, 0, TH, TW, T, ev, work[rs:rs + SCRATCH * T], work[:vsize], mask,
+                     c0, c1)
 
 
 @jit(parallel=False)
@@ -360,27 +242,26 @@ def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     T = padded_tiles(TH * (TW + 1))
     ev, em = estride(Cin * T), estride(rows_u * T)
     ms = 36 * ev
-    rs = ms + 36 * em + t * 48 * T
     if t < bounds.shape[0] - 1:
         co0, co1 = bounds[t], bounds[t + 1]
         _products(blas, t, u.reshape(-1), Cout, Cin, work, 0, ev, ms, em, T, co0,
                   min(rows_u, transform_rows(co1)))
-        _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu,
-                          work[rs:rs + 48 * T], co0, co1)
+        _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
 
 def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
     """Floats of the split path's work buffer: the shared V [36, Cin, T] and M [36, Cout, T]
     of one image (each matrix estride apart; T padded, Cout rounded up to the packing) and
-    each worker's 48*T transform scratch."""
+    each worker's SCRATCH*T input transform scratch."""
     t = int(padded_tiles(((h + 3) // 4) * ((w + 3) // 4 + 1)))
-    return 36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t)) + workers * 48 * t
+    return (36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t))
+            + workers * SCRATCH * t)
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd4_forward with ``rows`` tile rows per chunk."""
     t = int(padded_tiles(rows * ((w + 3) // 4 + 1)))
-    return 36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t)) + 48 * t
+    return 36 * (estride(cin * t) + estride(int(transform_rows(cout)) * t)) + SCRATCH * t
 
 
 #: fewest tiles per chunk: below this each of the 36 products is too short to run at speed

@@ -1,0 +1,290 @@
+"""F(4x4, 3x3)'s tile transforms as LLVM IR on vectors of tiles: the split of input rows into
+column phases, the input transform B^T d B and the output transform A^T m A (winograd4.py has
+the matrices and the layouts).
+
+Why IR: written as Numba loops the transforms took 1-6 ns per pixel and channel, as long as the
+36 products on the deep layers and twice as long on 64 channels. The loops were short (one row
+of one channel, 8-57 elements), and each had to keep to a few load streams for LLVM to
+vectorise it, so the intermediate rows went through memory; LLVM also chose 8-float vectors on
+AVX-512, and float literals made some of the arithmetic float64. Here one loop step takes the
+6 x 6 inputs (or the 36 products) of LANES tiles at once, keeps the intermediate rows in
+registers and stores only the results, with masked loads and stores for the padding and the
+edges (docs/design-notes.md, note 19, has the figures).
+
+Each builder defines its LLVM function once per module; the intrinsics at the end call it from
+Numba code with addresses (uint64) and counts (int64).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .microkernel import compiles_for_avx512
+
+#: tiles (or columns) per vector: an AVX-512 register; elsewhere 8, an AVX2 register (16
+#: needed twice the registers there: the input transform's 36 vectors spilled, 1.1x slower
+#: than the Numba loops on 64-128 channels)
+LANES = 16 if compiles_for_avx512() else 8
+
+_F32 = ir.FloatType()
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VEC = ir.VectorType(_F32, LANES)
+_IVEC = ir.VectorType(_I64, LANES)
+_BVEC = ir.VectorType(_I1, LANES)
+#: let LLVM fuse a multiply and an add into an FMA, as the project's fastmath set does
+_FLAGS = ("contract",)
+
+
+class _Loop:
+    """The shape shared by the three kernels: a function of i64 (and float) arguments whose body
+    runs for k = 0, LANES, 2*LANES, ... < count, with helpers for vectors, masked memory
+    access and the transforms' arithmetic."""
+
+    def __init__(self, module: ir.Module, name: str, nargs: int, floats: int = 0):
+        fnty = ir.FunctionType(ir.VoidType(), [_I64] * nargs + [_F32] * floats)
+        self.fn = cgutils.get_or_insert_function(module, fnty, name)
+        self.defined = not self.fn.is_declaration
+        if self.defined:
+            return
+        self.fn.linkage = "internal"
+        self.module = module
+        self.args = self.fn.args
+        self._entry, self._body, self._done = (self.fn.append_basic_block(n)
+                                               for n in ("entry", "body", "done"))
+        self.b = ir.IRBuilder(self._entry)
+        vptr = _VEC.as_pointer()
+        self._load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_VEC, [vptr, _I32, _BVEC, _VEC]),
+            f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32")
+        self._store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _BVEC]),
+            f"llvm.masked.store.v{LANES}f32.p0v{LANES}f32")
+
+    def start(self, count) -> ir.Value:
+        """Open the loop over k < count (skipped when count <= 0); returns k."""
+        b = self.b
+        self._count = count
+        b.cbranch(b.icmp_signed(">", count, self.i64(0)), self._body, self._done)
+        b.position_at_end(self._body)
+        self._k = b.phi(_I64)
+        self._k.add_incoming(self.i64(0), self._entry)
+        return self._k
+
+    def finish(self) -> ir.Function:
+        b = self.b
+        k_next = b.add(self._k, self.i64(LANES))
+        self._k.add_incoming(k_next, b.block)
+        b.cbranch(b.icmp_signed("<", k_next, self._count), self._body, self._done)
+        b.position_at_end(self._done)
+        b.ret_void()
+        return self.fn
+
+    # -- values
+    @staticmethod
+    def i64(value: int) -> ir.Constant:
+        return ir.Constant(_I64, value)
+
+    @staticmethod
+    def const(value: float) -> ir.Constant:
+        return ir.Constant(_VEC, [value] * LANES)
+
+    def splat(self, value: ir.Value, vector: ir.VectorType = _IVEC) -> ir.Value:
+        b = self.b
+        first = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(_I32, 0))
+        return b.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
+                                ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+    def below(self, start: ir.Value, limit: ir.Value) -> ir.Value:
+        """The lane mask start + lane < limit."""
+        lanes = self.b.add(self.splat(start), ir.Constant(_IVEC, list(range(LANES))))
+        return self.b.icmp_signed("<", lanes, self.splat(limit))
+
+    def shuffle(self, a: ir.Value, b: ir.Value, picks: list) -> ir.Value:
+        return self.b.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(picks)), picks))
+
+    # -- memory: float pointer + element offset, LANES floats, lanes outside ``mask`` untouched
+    def pointer(self, address: ir.Value) -> ir.Value:
+        return self.b.inttoptr(address, _F32.as_pointer())
+
+    def load(self, base: ir.Value, offset: ir.Value, mask: ir.Value) -> ir.Value:
+        at = self.b.bitcast(self.b.gep(base, [offset]), _VEC.as_pointer())
+        return self.b.call(self._load, [at, ir.Constant(_I32, 4), mask, self.const(0.0)])
+
+    def store(self, value: ir.Value, base: ir.Value, offset: ir.Value, mask: ir.Value):
+        at = self.b.bitcast(self.b.gep(base, [offset]), _VEC.as_pointer())
+        self.b.call(self._store, [value, at, ir.Constant(_I32, 4), mask])
+
+    # -- arithmetic
+    def add(self, x, y):
+        return self.b.fadd(x, y, flags=_FLAGS)
+
+    def sub(self, x, y):
+        return self.b.fsub(x, y, flags=_FLAGS)
+
+    def scale(self, c: float, x):
+        return self.b.fmul(self.const(c), x, flags=_FLAGS)
+
+    def bt(self, x: list) -> list:
+        """B^T applied to six vectors x0..x5 (winograd4.BT, its rows factored)."""
+        add, sub, scale = self.add, self.sub, self.scale
+        d42 = sub(x[4], x[2])
+        return [sub(add(x[0], scale(4.0, x[4])), scale(5.0, x[2])),
+                sub(scale(4.0, add(x[3], x[4])), add(x[1], x[2])),
+                add(scale(4.0, sub(x[4], x[3])), sub(x[1], x[2])),
+                add(scale(2.0, sub(x[3], x[1])), scale(4.0, d42)),
+                add(scale(2.0, sub(x[1], x[3])), scale(4.0, d42)),
+                sub(add(x[1], scale(4.0, x[5])), scale(5.0, x[3]))]
+
+    def at(self, x: list) -> list:
+        """A^T applied to six vectors x0..x5 (winograd4.AT)."""
+        add, sub, scale = self.add, self.sub, self.scale
+        s12, d12 = add(x[1], x[2]), sub(x[1], x[2])
+        s34, d34 = add(x[3], x[4]), sub(x[3], x[4])
+        return [add(add(x[0], s12), s34), add(d12, scale(0.5, d34)),
+                add(s12, scale(0.25, s34)), add(add(d12, scale(0.125, d34)), x[5])]
+
+
+def _define_split(module: ir.Module, masked: bool) -> ir.Function:
+    """split(src, gate, width, dst, stride, count): one input row split into its column
+    phases, for k < count and p < 4:
+
+        dst[p*stride + k] = src[4k + p - 1]  where 0 <= 4k + p - 1 < width (and, when
+                                             ``masked``, gate[4k + p - 1] > 0), else 0
+
+    (the row's padded column 4k + p; src and gate: addresses of the row's column 0)."""
+    loop = _Loop(module, "vggjit_f4_split" + ("_gated" if masked else ""), 6)
+    if loop.defined:
+        return loop.fn
+    src_a, gate_a, width, dst_a, stride, count = loop.args
+    b = loop.b
+    src, gate, dst = loop.pointer(src_a), loop.pointer(gate_a), loop.pointer(dst_a)
+    k = loop.start(count)
+    col0 = b.sub(b.mul(k, loop.i64(4)), loop.i64(1))
+    columns = []                                 # 64 consecutive padded columns
+    for i in range(4):
+        col = b.add(col0, loop.i64(LANES * i))
+        inside = b.and_(b.not_(loop.below(col, loop.i64(0))), loop.below(col, width))
+        value = loop.load(src, col, inside)
+        if masked:
+            open_ = b.fcmp_ordered(">", loop.load(gate, col, inside), loop.const(0.0))
+            value = b.select(open_, value, loop.const(0.0))
+        columns.append(value)
+    keep = loop.below(k, count)
+    for p in range(4):
+        every4 = [p + 4 * m for m in range(LANES // 2)]
+        phase = loop.shuffle(loop.shuffle(columns[0], columns[1], every4),
+                             loop.shuffle(columns[2], columns[3], every4), list(range(LANES)))
+        loop.store(phase, dst, b.add(b.mul(stride, loop.i64(p)), k), keep)
+    return loop.finish()
+
+
+def _define_input(module: ir.Module) -> ir.Function:
+    """input(rb, row, phase, v, plane, count): V[6i + j] = (B^T d B)[i, j] of tiles t < count,
+    at v[(6i + j)*plane + t], from the phase rows of their 6 input rows: d[a, c] at
+    rb[a*row + c*phase + t] for c < 4, rb[a*row + (c - 4)*phase + t + 1] for c = 4, 5."""
+    loop = _Loop(module, "vggjit_f4_input", 6)
+    if loop.defined:
+        return loop.fn
+    rb_a, row, phase, v_a, plane, count = loop.args
+    b = loop.b
+    rb, v = loop.pointer(rb_a), loop.pointer(v_a)
+    t = loop.start(count)
+    keep = loop.below(t, count)
+    # columns[c][a] = d[a, c]; B^T along a, then along c
+    columns = [[loop.load(rb, b.add(b.add(b.mul(row, loop.i64(a)),
+                                          b.mul(phase, loop.i64(c % 4))),
+                                    b.add(t, loop.i64(c // 4))), keep)
+                for a in range(6)] for c in range(6)]
+    rows = [loop.bt(column) for column in columns]            # rows[c][i] = (B^T d)[i, c]
+    for i in range(6):
+        for j, value in enumerate(loop.bt([rows[c][i] for c in range(6)])):
+            loop.store(value, v, b.add(b.mul(plane, loop.i64(6 * i + j)), t), keep)
+    return loop.finish()
+
+
+def _define_output(module: ir.Module) -> ir.Function:
+    """output(m, plane, y, width, height, tiles, bias, floor): one tile row of one output
+    channel, tj < tiles:
+
+        y[i*width + 4tj + jj] = max(floor, (A^T m A)[i, jj] + bias)  for i < height (at most
+                                4), 4tj + jj < width; NaN stays NaN
+
+    with M[e] of tile tj at m[e*plane + tj]."""
+    loop = _Loop(module, "vggjit_f4_output", 6, floats=2)
+    if loop.defined:
+        return loop.fn
+    m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
+    b = loop.b
+    m, y = loop.pointer(m_a), loop.pointer(y_a)
+    bias_v, floor_v = loop.splat(bias, _VEC), loop.splat(floor, _VEC)
+    t = loop.start(tiles)
+    keep = loop.below(t, tiles)
+    products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(36)]
+    columns = [loop.at([products[6 * a + j] for a in range(6)]) for j in range(6)]
+    col0 = b.mul(t, loop.i64(4))
+    pairs = [k // 2 + LANES * (k % 2) for k in range(2 * LANES)]      # a0 b0 a1 b1 ...
+    quads = [2 * (k // 4) + k % 4 + (0 if k % 4 < 2 else 2 * LANES - 2)
+             for k in range(4 * LANES)]                               # a0 b0 c0 d0 a1 ...
+    for i in range(4):
+        outs = [b.fadd(value, bias_v) for value in loop.at([columns[j][i] for j in range(6)])]
+        outs = [b.select(b.fcmp_ordered("<=", value, floor_v), floor_v, value)
+                for value in outs]
+        row = loop.shuffle(loop.shuffle(outs[0], outs[1], pairs),
+                           loop.shuffle(outs[2], outs[3], pairs), quads)
+        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), _BVEC)
+        y_row = b.gep(y, [b.mul(width, loop.i64(i))])
+        for q in range(4):
+            col = b.add(col0, loop.i64(LANES * q))
+            part = loop.shuffle(row, row, list(range(LANES * q, LANES * (q + 1))))
+            loop.store(part, y_row, col, b.and_(inside, loop.below(col, width)))
+    return loop.finish()
+
+
+def _codegen(define, argtypes):
+    """The codegen of an intrinsic calling define(module)'s function with ``argtypes``."""
+
+    def codegen(context, builder, signature, values):
+        fn = define(builder.module)
+        builder.call(fn, [context.cast(builder, v, t, t if t == types.float32 else types.int64)
+                          for v, t in zip(values, argtypes)])
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _intrinsic6(define, argtypes):
+    """A Numba intrinsic of six arguments calling define(module)'s function (Numba's
+    intrinsics take no ``*args``)."""
+
+    @intrinsic
+    def call(typingctx, a0, a1, a2, a3, a4, a5):
+        return types.void(*argtypes), _codegen(define, argtypes)
+
+    return call
+
+
+def _intrinsic8(define, argtypes):
+    """The same with eight arguments."""
+
+    @intrinsic
+    def call(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+        return types.void(*argtypes), _codegen(define, argtypes)
+
+    return call
+
+
+_ADDR, _INT, _FLOAT = types.uint64, types.int64, types.float32
+#: split_row(src, gate, width, dst, stride, count): see _define_split (gate unused)
+split_row = _intrinsic6(lambda module: _define_split(module, False),
+                        [_ADDR, _ADDR, _INT, _ADDR, _INT, _INT])
+#: split_row_gated(...): the same, x read as 0 where gate <= 0 or NaN (the ReLU backward)
+split_row_gated = _intrinsic6(lambda module: _define_split(module, True),
+                              [_ADDR, _ADDR, _INT, _ADDR, _INT, _INT])
+#: input_tiles(rb, row, phase, v, plane, count): see _define_input
+input_tiles = _intrinsic6(_define_input, [_ADDR, _INT, _INT, _ADDR, _INT, _INT])
+#: output_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output
+output_tiles = _intrinsic8(_define_output, [_ADDR, _INT, _ADDR, _INT, _INT, _INT, _FLOAT, _FLOAT])
