@@ -211,10 +211,13 @@ def everywhere(**options):
 
 @pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 6),
                                                  (1, 2, 1, 1, 3), (1, 4, 2, 3, 5),
-                                                 (3, 7, 6, 5, 2)])
+                                                 (3, 7, 6, 5, 2), (1, 3, 7, 70, 4),
+                                                 (2, 2, 5, 37, 3)])
 def test_winograd_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
     # Odd H/W: the tile grid reaches past the edge (zero input, cropped output); 1x1 is a
-    # single tile that is almost all padding.
+    # single tile that is almost all padding; rows of 37 and 70 columns take the tile
+    # transforms (winograd_tiles) through two and three vectors of tiles, the last partly
+    # masked.
     rng, x, wt, b = _case(20, n, cin, h, w, cout, 3)
     driver = everywhere()
     misses = driver._transforms.misses
@@ -229,6 +232,10 @@ def test_winograd_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
     dx, dw, db = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)
     assert dw is None and db is None
     _close(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx alone")
+    relu = np.maximum(y, 0)
+    dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=relu)[0]
+    _close(dx, naive.conv2d_backward(naive.relu_backward(dy, relu), x, wt, 1, 1)[0],
+           "dx through the ReLU")
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -452,7 +459,7 @@ def test_winograd4_matrices_compute_the_3_tap_correlation():
                                                  (1, 3, 10, 70, 4), (2, 2, 7, 130, 3)])
 def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
     # H, W of every residue modulo 4: the tile grid reaches 1-3 rows/columns past the edge;
-    # rows of 70 and 130 columns take the tile transforms (winograd4_tiles) through two and
+    # rows of 70 and 130 columns take the tile transforms (winograd_tiles) through two and
     # three vectors of tiles, the last one partly masked
     rng, x, wt, b = _case(24, n, cin, h, w, cout, 3)
     driver = NumbaCpuDriver(conv_path="winograd4")
@@ -598,13 +605,13 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
 
 def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     # The packed GEMM's block is built for AVX-512's registers; compiled for AVX2 the 36
-    # products go to sgemm, U is not packed and the tile transforms take 8 tiles per vector
-    # (37 columns: two vectors, the second partly masked). Forced here with NUMBA_CPU_FEATURES,
+    # products go to sgemm, U is not packed and the tile transforms (F(2x2)'s too) take 8
+    # tiles per vector (37 columns: several vectors, the last partly masked). Forced here with NUMBA_CPU_FEATURES,
     # in a process of its own (the choices are constants of the compiled kernels).
     script = textwrap.dedent("""
         import numpy as np
         from vggjit import get_driver
-        from vggjit_numba_cpu import winograd4, winograd4_tiles
+        from vggjit_numba_cpu import winograd4, winograd_tiles
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         rng = np.random.default_rng(31)
         x = rng.standard_normal((2, 5, 13, 37)).astype(np.float32)
@@ -616,13 +623,13 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
         relu = np.maximum(want, 0)
         want_gated = naive.conv2d_backward(naive.relu_backward(dy, relu), x, w, 1, 1)[0]
         errors = []
-        for path in ("winograd4", "winograd4-split"):
+        for path in ("winograd", "winograd4", "winograd4-split"):
             d = NumbaCpuDriver(conv_path=path, threads=2)
             got = (d.conv2d(x, w, b, 1, 1), d.conv2d_backward(dy, x, w, 1, 1, need_dw=False)[0],
                    d.conv2d_backward(dy, x, w, 1, 1, need_dw=False, relu_out=relu)[0])
             for g, v in zip(got, (want, want_dx, want_gated)):
                 errors.append(float(np.abs(g - v).max() / np.abs(v).max()))
-        print(winograd4.USE_PACKED_GEMM, winograd4_tiles.LANES)
+        print(winograd4.USE_PACKED_GEMM, winograd_tiles.LANES)
         print(winograd4.weight_transform(w).shape)
         print(max(errors))
     """)

@@ -45,166 +45,52 @@ from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
 from .kernel_cache import jit
+from .winograd_tiles import input2_tiles, input2_tiles_gated, output2_tiles
 
 
 @jit(parallel=False)
-def _input_rows(x, n, c, ti, TW, rb, mask):
-    """The 4 input rows of tile row ti of image n, channel c, zero padded and split into even
-    and odd padded columns: rb (1-D, used as [4, 2, TW + 1]) with
+def _input_transform(x, n, tr0, tr1, TW, T, es, v, mask):
+    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n, a tile row
+    of a channel at a time (winograd_tiles.input2_tiles: read straight from x, the padding
+    and the edges as masked loads).
 
-        rb[a, 0, k] = xpad[2k],  rb[a, 1, k] = xpad[2k + 1],  xpad[u] = x[n, c, 2*ti - 1 + a, u - 1]
-
-    and zero outside the image (the pad and, for odd H/W, the extra row/column of the tile
-    grid). Why split: tile tj reads padded columns 2tj .. 2tj + 3, i.e. even[tj], odd[tj],
-    even[tj + 1], odd[tj + 1]: contiguous in tj, so the transform loop vectorises; reading the
-    interleaved row with stride 2 instead ran the input transform 3-4x slower.
-    Unsigned indices, as in conv._img2col.
-
+    v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
     mask: empty, or an array shaped like x: then x is read as 0 wherever mask <= 0 (or NaN),
     which is the ReLU backward when x is dy and mask the ReLU's output.
     """
-    H, W = x.shape[2], x.shape[3]
-    S = TW + 1
-    xf = x.reshape(-1)
-    masked = mask.size > 0
-    mf = mask.reshape(-1)
-    plane = (n * x.shape[1] + c) * H * W
-    for a in range(4):
-        ih = 2 * ti - 1 + a
-        ev = np.uint64(2 * a * S)
-        od = ev + np.uint64(S)
-        if ih < 0 or ih >= H:
-            for k in range(np.uint64(2 * S)):
-                rb[ev + k] = 0.0
-            continue
-        src = np.uint64(plane + ih * W)
-        # even[k] = x[2k - 1] for k in [1, W//2]; odd[k] = x[2k] for k in [0, (W-1)//2]
-        rb[ev] = 0.0
-        ne = np.uint64(W // 2)
-        no = np.uint64((W - 1) // 2 + 1)
-        if masked:
-            for k in range(np.uint64(1), ne + np.uint64(1)):
-                i = src + np.uint64(2) * k - np.uint64(1)
-                v = xf[i]                 # loaded unconditionally: a select, not a branch
-                rb[ev + k] = v if mf[i] > 0.0 else 0.0
-            for k in range(no):
-                i = src + np.uint64(2) * k
-                v = xf[i]
-                rb[od + k] = v if mf[i] > 0.0 else 0.0
-        else:
-            for k in range(np.uint64(1), ne + np.uint64(1)):
-                rb[ev + k] = xf[src + np.uint64(2) * k - np.uint64(1)]
-            for k in range(no):
-                rb[od + k] = xf[src + np.uint64(2) * k]
-        for k in range(ne + np.uint64(1), np.uint64(S)):
-            rb[ev + k] = 0.0
-        for k in range(no, np.uint64(S)):
-            rb[od + k] = 0.0
-
-
-@jit(parallel=False)
-def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask):
-    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n.
-
-    v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
-    rb: 16*(TW + 1) floats: the 4 input rows (_input_rows), then their 4 combinations;
-    mask: see _input_rows.
-
-    Written as many short loops, each with one store stream and two or three load streams,
-    instead of one loop over tiles that computes all 16 values: rb and v are slices of the same
-    work buffer, so LLVM may only vectorise a loop after checking at run time that its streams
-    do not overlap, and it gives up beyond a few streams; the 16-stream loop ran scalar and the
-    transforms took two thirds of a 64-channel layer's time.
-    """
-    S = np.uint64(TW + 1)
-    CT = np.uint64(es)
-    one = np.uint64(1)
-    row = np.uint64(2) * S                # one padded row, even and odd columns
-    two, three = np.uint64(2), np.uint64(3)
-    comb = np.uint64(4) * row             # rb[comb:]: the rows of B^T d, even/odd split
-    for c in range(x.shape[1]):
+    Cin, H, W = x.shape[1], x.shape[2], x.shape[3]
+    f = np.uint64(4)
+    gated = mask.size > 0
+    for c in range(Cin):
+        plane = np.uint64((n * Cin + c) * H * W) * f
         for ti in range(tr0, tr1):
-            _input_rows(x, n, c, ti, TW, rb, mask)
-            # B^T d, a whole padded row at a time: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
-            # (row a of d starts at rb[a * row], row a of B^T d at rb[comb + a * row])
-            for k in range(row):
-                rb[comb + k] = rb[k] - rb[two * row + k]
-            for k in range(row):
-                rb[comb + row + k] = rb[row + k] + rb[two * row + k]
-            for k in range(row):
-                rb[comb + two * row + k] = rb[two * row + k] - rb[row + k]
-            for k in range(row):
-                rb[comb + three * row + k] = rb[row + k] - rb[three * row + k]
-            # (B^T d) B along each row r: with E = even columns, O = odd columns of row r,
-            # tile tj holds E[tj], O[tj], E[tj + 1], O[tj + 1]
-            base = np.uint64(c * T + (ti - tr0) * TW)
-            for r in range(4):
-                ev = comb + np.uint64(2 * r) * S
-                od = ev + S
-                out = base + np.uint64(4 * r) * CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[ev + tj] - rb[ev + tj + one]
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[od + tj] + rb[ev + tj + one]
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[ev + tj + one] - rb[od + tj]
-                out += CT
-                for tj in range(np.uint64(TW)):
-                    v[out + tj] = rb[od + tj] - rb[od + tj + one]
+            at = v.ctypes.data + np.uint64(c * T + (ti - tr0) * TW) * f
+            if gated:
+                input2_tiles_gated(x.ctypes.data + plane, mask.ctypes.data + plane,
+                                   2 * ti - 1, H, W, at, es, TW)
+            else:
+                input2_tiles(x.ctypes.data + plane, 0, 2 * ti - 1, H, W, at, es, TW)
 
 
 @jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, rb):
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu):
     """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
-    max(that, 0) when ``relu`` (NaN stays NaN).
+    max(that, 0) when ``relu`` (NaN stays NaN), a tile row of a channel at a time
+    (winograd_tiles.output2_tiles).
 
-    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; rb: at least 8*TW floats of scratch; outputs
-    past the edge of y (odd H/W) are dropped. Short loops with few streams, as in
-    _input_transform: first A^T m for a row of tiles (8 rows of partial sums), then each
-    output row from 4 of them.
+    m: 1-D, M[e, co, t] at m[e*es + co*T + t]; outputs past the edge of y (odd H/W) are
+    dropped.
     """
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
-    HW = H * W
-    CT = np.uint64(es)
-    tw = np.uint64(TW)
-    yf = y.reshape(-1)
-    full = np.uint64(W // 2)           # tiles whose two columns both lie inside y
-    two = np.uint64(2)
-    # The ReLU as a clamp at ``floor`` (-inf: none), not as an ``if relu`` in the loop: LLVM
-    # would compile the loop twice, once per case, and this kernel already takes the longest
-    # to compile. NaN stays NaN (NaN <= floor is false).
+    f = np.uint64(4)
+    # the ReLU as a clamp at ``floor`` (-inf: none)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)
     for co in range(Cout):
-        bias = b[co]
         for ti in range(tr0, tr1):
-            p = np.uint64(co * T + (ti - tr0) * TW)
-            # rb[j*TW + tj] = m0j + m1j + m2j (row sums for y row 0), rb[(4 + j)*TW + tj] =
-            # m1j - m2j - m3j (for y row 1), j = 0..3, with mij = M[4i + j] of tile tj
-            for j in range(4):
-                s = np.uint64(j) * tw
-                a = p + np.uint64(j) * CT
-                m1, m2, m3 = a + np.uint64(4) * CT, a + np.uint64(8) * CT, a + np.uint64(12) * CT
-                for tj in range(tw):
-                    rb[s + tj] = m[a + tj] + m[m1 + tj] + m[m2 + tj]
-                s = np.uint64(4 + j) * tw
-                for tj in range(tw):
-                    rb[s + tj] = m[m1 + tj] - m[m2 + tj] - m[m3 + tj]
-            for i in range(2):
-                if 2 * ti + i >= H:
-                    break
-                q = np.uint64(n * Cout * HW + co * HW + (2 * ti + i) * W)
-                r = np.uint64(4 * i) * tw
-                r1, r2, r3 = r + tw, r + two * tw, r + np.uint64(3) * tw
-                for tj in range(full):
-                    y0 = rb[r + tj] + rb[r1 + tj] + rb[r2 + tj] + bias
-                    y1 = rb[r1 + tj] - rb[r2 + tj] - rb[r3 + tj] + bias
-                    yf[q + two * tj] = floor if y0 <= floor else y0
-                    yf[q + two * tj + np.uint64(1)] = floor if y1 <= floor else y1
-                if full < tw:                  # odd W: the last tile's first column only
-                    y0 = rb[r + full] + rb[r1 + full] + rb[r2 + full] + bias
-                    yf[q + two * full] = floor if y0 <= floor else y0
+            out = ((n * Cout + co) * H + 2 * ti) * W
+            output2_tiles(m.ctypes.data + np.uint64(co * T + (ti - tr0) * TW) * f, es,
+                          y.ctypes.data + np.uint64(out) * f, W, min(2, H - 2 * ti), TW,
+                          b[co], floor)
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -248,8 +134,8 @@ def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask)
     u [16, Cin, Cout] = weight_transform(w) of the forward weights w [Cin, Cout, 3, 3], for the
     backward-dx convolution (see the module docstring); b [Cout]; y [N, Cout, H, W]
     (overwritten); rows: tile rows per chunk; workers: number of workers;
-    work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) + 16*(TW + 1)
-    floats (chunk_floats); mask: empty, or shaped like x: x is read as 0 where mask <= 0 (the
+    work: 1-D, per worker 16*(estride(Cin*rows*TW) + estride(Cout*rows*TW)) floats
+    (chunk_floats); mask: empty, or shaped like x: x is read as 0 where mask <= 0 (the
     backward dx of conv + ReLU reads dy through the ReLU's output this way, no masked copy).
 
     Per chunk (tile rows [tr0, tr1) of image n, T = (tr1 - tr0)*TW tiles): input transform
@@ -262,33 +148,31 @@ def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask)
     per_image = (TH + rows - 1) // rows
     nchunks = N * per_image
     Tmax = rows * TW
-    per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax)) + 16 * (TW + 1)
+    per_worker = 16 * (estride(Cin * Tmax) + estride(Cout * Tmax))
     if work.shape[0] < workers * per_worker or u.shape[0] != 16 or \
             (u.shape[1] if flip else u.shape[2]) != Cin or (mask.size and mask.size != x.size):
         raise ValueError("winograd_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
     vs = t * per_worker
     ms = vs + 16 * estride(Cin * Tmax)
-    rs = ms + 16 * estride(Cout * Tmax)
+    end = ms + 16 * estride(Cout * Tmax)
     for chunk in range(t, nchunks, workers):
         n = chunk // per_image
         tr0 = (chunk % per_image) * rows
         tr1 = min(tr0 + rows, TH)
         T = (tr1 - tr0) * TW
         ev, em = estride(Cin * T), estride(Cout * T)
-        _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + 16 * (TW + 1)],
-                         work[vs:ms], mask)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[vs:ms], mask)
         for e in range(16):
             _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
                   address(work, ms + e * em))
-        _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu,
-                          work[rs:rs + 16 * (TW + 1)])
+        _output_transform(work[ms:end], b, n, tr0, tr1, TW, T, em, y, relu)
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:
     """Floats per worker of winograd_forward with ``rows`` tile rows per chunk."""
     tw = (w + 1) // 2
-    return 16 * (estride(cin * rows * tw) + estride(cout * rows * tw)) + 16 * (tw + 1)
+    return 16 * (estride(cin * rows * tw) + estride(cout * rows * tw))
 
 
 #: fewest tiles per chunk: below this each of the 16 sgemm calls is too short to run at speed

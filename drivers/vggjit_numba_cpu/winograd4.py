@@ -37,7 +37,7 @@ the outputs straight into y. Where Numba compiles for AVX-512 the products are
 microkernel.gemm_packed's, not sgemm's: U is packed once, when it is transformed, where sgemm
 packed all of it again for every chunk, and the chunk's tiles are padded to the GEMM's column
 blocks (padded_tiles); elsewhere they are sgemm's (USE_PACKED_GEMM). The tile transforms are
-vector code of their own (winograd4_tiles.py): the input transform over all tiles of a chunk
+vector code of their own (winograd_tiles.py): the input transform over all tiles of a chunk
 at once (one unused tile per tile row makes that possible, see _input_transform), the output
 transform a tile row at a time, writing whole rows of y.
 
@@ -55,7 +55,7 @@ from .conv import balanced_rows
 from .kernel_cache import jit
 from .microkernel import MR, NR_EDGE, compiles_for_avx512, gemm_packed
 from .winograd import estride, transform_layout, transformed, use_winograd
-from .winograd4_tiles import input_tiles, output_tiles, split_row, split_row_gated
+from .winograd_tiles import input_tiles, output_tiles, split_row, split_row_gated
 
 #: the 36 products on microkernel.gemm_packed (AVX-512 targets, for which its block kernel is
 #: built) or on sgemm (elsewhere); fixed at import, a constant in the compiled kernels

@@ -1,15 +1,16 @@
-"""F(4x4, 3x3)'s tile transforms as LLVM IR on vectors of tiles: the split of input rows into
-column phases, the input transform B^T d B and the output transform A^T m A (winograd4.py has
-the matrices and the layouts).
+"""The Winograd tile transforms as LLVM IR on vectors of tiles: for F(4x4, 3x3) the split of
+input rows into column phases, the input transform B^T d B and the output transform A^T m A;
+for F(2x2, 3x3) the input transform read straight from the image and the output transform
+(winograd4.py and winograd.py have the matrices and the layouts).
 
 Why IR: written as Numba loops the transforms took 1-6 ns per pixel and channel, as long as the
-36 products on the deep layers and twice as long on 64 channels. The loops were short (one row
-of one channel, 8-57 elements), and each had to keep to a few load streams for LLVM to
-vectorise it, so the intermediate rows went through memory; LLVM also chose 8-float vectors on
-AVX-512, and float literals made some of the arithmetic float64. Here one loop step takes the
-6 x 6 inputs (or the 36 products) of LANES tiles at once, keeps the intermediate rows in
-registers and stores only the results, with masked loads and stores for the padding and the
-edges (docs/design-notes.md, note 19, has the figures).
+products on the deep layers and twice as long on 64 channels. The loops were short (one row of
+one channel, 7-57 elements), and each had to keep to a few load streams for LLVM to vectorise
+it, so the intermediate rows went through memory; LLVM also chose 8-float vectors on AVX-512,
+and float literals made some of the arithmetic float64. Here one loop step takes the inputs of
+LANES tiles at once (or their products), keeps the intermediate rows in registers and stores
+only the results, with masked loads and stores for the padding and the edges
+(docs/design-notes.md, note 19, has the figures).
 
 Each builder defines its LLVM function once per module; the intrinsics at the end call it from
 Numba code with addresses (uint64) and counts (int64).
@@ -139,6 +140,21 @@ class _Loop:
                 add(scale(2.0, sub(x[1], x[3])), scale(4.0, d42)),
                 sub(add(x[1], scale(4.0, x[5])), scale(5.0, x[3]))]
 
+    def bt2(self, x: list) -> list:
+        """F(2x2)'s B^T applied to four vectors (winograd.py's B^T)."""
+        return [self.sub(x[0], x[2]), self.add(x[1], x[2]), self.sub(x[2], x[1]),
+                self.sub(x[1], x[3])]
+
+    def at2(self, x: list) -> list:
+        """F(2x2)'s A^T applied to four vectors."""
+        return [self.add(self.add(x[0], x[1]), x[2]), self.sub(self.sub(x[1], x[2]), x[3])]
+
+    def clamp(self, value, bias, floor):
+        """max(floor, value + bias), NaN kept (the fused bias and ReLU of the output
+        transforms)."""
+        value = self.b.fadd(value, bias)
+        return self.b.select(self.b.fcmp_ordered("<=", value, floor), floor, value)
+
     def at(self, x: list) -> list:
         """A^T applied to six vectors x0..x5 (winograd4.AT)."""
         add, sub, scale = self.add, self.sub, self.scale
@@ -230,14 +246,94 @@ def _define_output(module: ir.Module) -> ir.Function:
     quads = [2 * (k // 4) + k % 4 + (0 if k % 4 < 2 else 2 * LANES - 2)
              for k in range(4 * LANES)]                               # a0 b0 c0 d0 a1 ...
     for i in range(4):
-        outs = [b.fadd(value, bias_v) for value in loop.at([columns[j][i] for j in range(6)])]
-        outs = [b.select(b.fcmp_ordered("<=", value, floor_v), floor_v, value)
-                for value in outs]
+        outs = [loop.clamp(value, bias_v, floor_v)
+                for value in loop.at([columns[j][i] for j in range(6)])]
         row = loop.shuffle(loop.shuffle(outs[0], outs[1], pairs),
                            loop.shuffle(outs[2], outs[3], pairs), quads)
         inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), _BVEC)
         y_row = b.gep(y, [b.mul(width, loop.i64(i))])
         for q in range(4):
+            col = b.add(col0, loop.i64(LANES * q))
+            part = loop.shuffle(row, row, list(range(LANES * q, LANES * (q + 1))))
+            loop.store(part, y_row, col, b.and_(inside, loop.below(col, width)))
+    return loop.finish()
+
+
+def _define_input2(module: ir.Module, masked: bool) -> ir.Function:
+    """input2(x, gate, top, height, width, v, plane, tiles): F(2x2)'s V[4i + j] = (B^T d B)[i,
+    j] of one tile row of one channel, tiles tj < tiles, at v[(4i + j)*plane + tj], read
+    straight from the channel's plane x (rows top .. top + 3, zero outside [0, height); tile
+    tj's columns 2tj - 1 .. 2tj + 2, zero outside [0, width); when ``masked``, zero also
+    where gate <= 0 or NaN)."""
+    loop = _Loop(module, "vggjit_f2_input" + ("_gated" if masked else ""), 8)
+    if loop.defined:
+        return loop.fn
+    x_a, gate_a, top, height, width, v_a, plane, tiles = loop.args
+    b = loop.b
+    x, gate, v = loop.pointer(x_a), loop.pointer(gate_a), loop.pointer(v_a)
+    t = loop.start(tiles)
+    keep = loop.below(t, tiles)
+    evens = list(range(0, 2 * LANES, 2))
+    odds = list(range(1, 2 * LANES, 2))
+    columns = [[], [], [], []]             # columns[c][a]: E[t], O[t], E[t + 1], O[t + 1]
+    for a in range(4):
+        row = b.add(top, loop.i64(a))
+        row_ok = b.and_(b.icmp_signed(">=", row, loop.i64(0)),
+                        b.icmp_signed("<", row, height))
+        row_ok = loop.splat(row_ok, _BVEC)
+        start = b.add(b.mul(row, width), b.sub(b.mul(t, loop.i64(2)), loop.i64(1)))
+        col0 = b.sub(b.mul(t, loop.i64(2)), loop.i64(1))
+        pairs = []
+        for shift in (0, 2):               # columns 2t - 1 + shift .. + 2*LANES
+            halves = []
+            for h in range(2):
+                col = b.add(col0, loop.i64(shift + LANES * h))
+                inside = b.and_(b.and_(b.not_(loop.below(col, loop.i64(0))),
+                                       loop.below(col, width)), row_ok)
+                at = b.add(start, loop.i64(shift + LANES * h))
+                value = loop.load(x, at, inside)
+                if masked:
+                    open_ = b.fcmp_ordered(">", loop.load(gate, at, inside), loop.const(0.0))
+                    value = b.select(open_, value, loop.const(0.0))
+                halves.append(value)
+            pairs.append(halves)
+        for c, (shift, picks) in enumerate(((0, evens), (0, odds), (1, evens), (1, odds))):
+            columns[c].append(loop.shuffle(pairs[shift][0], pairs[shift][1], picks))
+    rows = [loop.bt2(column) for column in columns]          # rows[c][i] = (B^T d)[i, c]
+    for i in range(4):
+        for j, value in enumerate(loop.bt2([rows[c][i] for c in range(4)])):
+            loop.store(value, v, b.add(b.mul(plane, loop.i64(4 * i + j)), t), keep)
+    return loop.finish()
+
+
+def _define_output2(module: ir.Module) -> ir.Function:
+    """output2(m, plane, y, width, height, tiles, bias, floor): F(2x2)'s output transform of
+    one tile row of one output channel, tj < tiles:
+
+        y[i*width + 2tj + jj] = max(floor, (A^T m A)[i, jj] + bias)  for i < height (at most
+                                2), 2tj + jj < width; NaN stays NaN
+
+    with M[e] of tile tj at m[e*plane + tj]."""
+    loop = _Loop(module, "vggjit_f2_output", 6, floats=2)
+    if loop.defined:
+        return loop.fn
+    m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
+    b = loop.b
+    m, y = loop.pointer(m_a), loop.pointer(y_a)
+    bias_v, floor_v = loop.splat(bias, _VEC), loop.splat(floor, _VEC)
+    t = loop.start(tiles)
+    keep = loop.below(t, tiles)
+    products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(16)]
+    columns = [loop.at2([products[4 * a + j] for a in range(4)]) for j in range(4)]
+    col0 = b.mul(t, loop.i64(2))
+    pairs = [k // 2 + LANES * (k % 2) for k in range(2 * LANES)]      # a0 b0 a1 b1 ...
+    for i in range(2):
+        outs = [loop.clamp(value, bias_v, floor_v)
+                for value in loop.at2([columns[j][i] for j in range(4)])]
+        row = loop.shuffle(outs[0], outs[1], pairs)
+        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), _BVEC)
+        y_row = b.gep(y, [b.mul(width, loop.i64(i))])
+        for q in range(2):
             col = b.add(col0, loop.i64(LANES * q))
             part = loop.shuffle(row, row, list(range(LANES * q, LANES * (q + 1))))
             loop.store(part, y_row, col, b.and_(inside, loop.below(col, width)))
@@ -288,3 +384,12 @@ split_row_gated = _intrinsic6(lambda module: _define_split(module, True),
 input_tiles = _intrinsic6(_define_input, [_ADDR, _INT, _INT, _ADDR, _INT, _INT])
 #: output_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output
 output_tiles = _intrinsic8(_define_output, [_ADDR, _INT, _ADDR, _INT, _INT, _INT, _FLOAT, _FLOAT])
+#: input2_tiles(x, gate, top, height, width, v, plane, tiles): see _define_input2 (gate unused)
+input2_tiles = _intrinsic8(lambda module: _define_input2(module, False),
+                           [_ADDR, _ADDR, _INT, _INT, _INT, _ADDR, _INT, _INT])
+#: input2_tiles_gated(...): the same, x read as 0 where gate <= 0 or NaN (the ReLU backward)
+input2_tiles_gated = _intrinsic8(lambda module: _define_input2(module, True),
+                                 [_ADDR, _ADDR, _INT, _INT, _INT, _ADDR, _INT, _INT])
+#: output2_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output2
+output2_tiles = _intrinsic8(_define_output2,
+                            [_ADDR, _INT, _ADDR, _INT, _INT, _INT, _FLOAT, _FLOAT])
