@@ -41,7 +41,7 @@ _FLAGS = ("contract",)
 
 
 class _Loop:
-    """The shape shared by the three kernels: a function of i64 (and float) arguments whose body
+    """The shape every kernel below shares: a function of i64 (and float) arguments whose body
     runs for k = 0, LANES, 2*LANES, ... < count, with helpers for vectors, masked memory
     access and the transforms' arithmetic."""
 
