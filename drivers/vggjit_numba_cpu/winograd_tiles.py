@@ -12,122 +12,18 @@ LANES tiles at once (or their products), keeps the intermediate rows in register
 only the results, with masked loads and stores for the padding and the edges
 (docs/design-notes.md, note 19, has the figures).
 
-Each builder defines its LLVM function once per module; the intrinsics at the end call it from
-Numba code with addresses (uint64) and counts (int64).
+Each builder defines its LLVM function once per module (the loop skeleton is vector_ir.Loop);
+the intrinsics at the end call it from Numba code with addresses (uint64) and counts (int64).
 """
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from .microkernel import compiles_for_avx512
-
-#: tiles (or columns) per vector: an AVX-512 register; elsewhere 8, an AVX2 register (16
-#: needed twice the registers there: the input transform's 36 vectors spilled, 1.1x slower
-#: than the Numba loops on 64-128 channels)
-LANES = 16 if compiles_for_avx512() else 8
-
-_F32 = ir.FloatType()
-_I1 = ir.IntType(1)
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_VEC = ir.VectorType(_F32, LANES)
-_IVEC = ir.VectorType(_I64, LANES)
-_BVEC = ir.VectorType(_I1, LANES)
-#: let LLVM fuse a multiply and an add into an FMA, as the project's fastmath set does
-_FLAGS = ("contract",)
+from .vector_ir import ADDR, BVEC, FLOAT, INT, LANES, VEC, Loop, intrinsic_call
 
 
-class _Loop:
-    """The shape every kernel below shares: a function of i64 (and float) arguments whose body
-    runs for k = 0, LANES, 2*LANES, ... < count, with helpers for vectors, masked memory
-    access and the transforms' arithmetic."""
-
-    def __init__(self, module: ir.Module, name: str, nargs: int, floats: int = 0):
-        fnty = ir.FunctionType(ir.VoidType(), [_I64] * nargs + [_F32] * floats)
-        self.fn = cgutils.get_or_insert_function(module, fnty, name)
-        self.defined = not self.fn.is_declaration
-        if self.defined:
-            return
-        self.fn.linkage = "internal"
-        self.module = module
-        self.args = self.fn.args
-        self._entry, self._body, self._done = (self.fn.append_basic_block(n)
-                                               for n in ("entry", "body", "done"))
-        self.b = ir.IRBuilder(self._entry)
-        vptr = _VEC.as_pointer()
-        self._load = cgutils.get_or_insert_function(
-            module, ir.FunctionType(_VEC, [vptr, _I32, _BVEC, _VEC]),
-            f"llvm.masked.load.v{LANES}f32.p0v{LANES}f32")
-        self._store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _BVEC]),
-            f"llvm.masked.store.v{LANES}f32.p0v{LANES}f32")
-
-    def start(self, count) -> ir.Value:
-        """Open the loop over k < count (skipped when count <= 0); returns k."""
-        b = self.b
-        self._count = count
-        b.cbranch(b.icmp_signed(">", count, self.i64(0)), self._body, self._done)
-        b.position_at_end(self._body)
-        self._k = b.phi(_I64)
-        self._k.add_incoming(self.i64(0), self._entry)
-        return self._k
-
-    def finish(self) -> ir.Function:
-        b = self.b
-        k_next = b.add(self._k, self.i64(LANES))
-        self._k.add_incoming(k_next, b.block)
-        b.cbranch(b.icmp_signed("<", k_next, self._count), self._body, self._done)
-        b.position_at_end(self._done)
-        b.ret_void()
-        return self.fn
-
-    # -- values
-    @staticmethod
-    def i64(value: int) -> ir.Constant:
-        return ir.Constant(_I64, value)
-
-    @staticmethod
-    def const(value: float) -> ir.Constant:
-        return ir.Constant(_VEC, [value] * LANES)
-
-    def splat(self, value: ir.Value, vector: ir.VectorType = _IVEC) -> ir.Value:
-        b = self.b
-        first = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(_I32, 0))
-        return b.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
-                                ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-    def below(self, start: ir.Value, limit: ir.Value) -> ir.Value:
-        """The lane mask start + lane < limit."""
-        lanes = self.b.add(self.splat(start), ir.Constant(_IVEC, list(range(LANES))))
-        return self.b.icmp_signed("<", lanes, self.splat(limit))
-
-    def shuffle(self, a: ir.Value, b: ir.Value, picks: list) -> ir.Value:
-        return self.b.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(picks)), picks))
-
-    # -- memory: float pointer + element offset, LANES floats, lanes outside ``mask`` untouched
-    def pointer(self, address: ir.Value) -> ir.Value:
-        return self.b.inttoptr(address, _F32.as_pointer())
-
-    def load(self, base: ir.Value, offset: ir.Value, mask: ir.Value) -> ir.Value:
-        at = self.b.bitcast(self.b.gep(base, [offset]), _VEC.as_pointer())
-        return self.b.call(self._load, [at, ir.Constant(_I32, 4), mask, self.const(0.0)])
-
-    def store(self, value: ir.Value, base: ir.Value, offset: ir.Value, mask: ir.Value):
-        at = self.b.bitcast(self.b.gep(base, [offset]), _VEC.as_pointer())
-        self.b.call(self._store, [value, at, ir.Constant(_I32, 4), mask])
-
-    # -- arithmetic
-    def add(self, x, y):
-        return self.b.fadd(x, y, flags=_FLAGS)
-
-    def sub(self, x, y):
-        return self.b.fsub(x, y, flags=_FLAGS)
-
-    def scale(self, c: float, x):
-        return self.b.fmul(self.const(c), x, flags=_FLAGS)
+class _Loop(Loop):
+    """Loop with the Winograd transforms' arithmetic."""
 
     def bt(self, x: list) -> list:
         """B^T applied to six vectors x0..x5 (winograd4.BT, its rows factored)."""
@@ -148,12 +44,6 @@ class _Loop:
     def at2(self, x: list) -> list:
         """F(2x2)'s A^T applied to four vectors."""
         return [self.add(self.add(x[0], x[1]), x[2]), self.sub(self.sub(x[1], x[2]), x[3])]
-
-    def clamp(self, value, bias, floor):
-        """max(floor, value + bias), NaN kept (the fused bias and ReLU of the output
-        transforms)."""
-        value = self.b.fadd(value, bias)
-        return self.b.select(self.b.fcmp_ordered("<=", value, floor), floor, value)
 
     def at(self, x: list) -> list:
         """A^T applied to six vectors x0..x5 (winograd4.AT)."""
@@ -236,7 +126,7 @@ def _define_output(module: ir.Module) -> ir.Function:
     m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
     b = loop.b
     m, y = loop.pointer(m_a), loop.pointer(y_a)
-    bias_v, floor_v = loop.splat(bias, _VEC), loop.splat(floor, _VEC)
+    bias_v, floor_v = loop.splat(bias, VEC), loop.splat(floor, VEC)
     t = loop.start(tiles)
     keep = loop.below(t, tiles)
     products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(36)]
@@ -250,7 +140,7 @@ def _define_output(module: ir.Module) -> ir.Function:
                 for value in loop.at([columns[j][i] for j in range(6)])]
         row = loop.shuffle(loop.shuffle(outs[0], outs[1], pairs),
                            loop.shuffle(outs[2], outs[3], pairs), quads)
-        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), _BVEC)
+        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), BVEC)
         y_row = b.gep(y, [b.mul(width, loop.i64(i))])
         for q in range(4):
             col = b.add(col0, loop.i64(LANES * q))
@@ -280,7 +170,7 @@ def _define_input2(module: ir.Module, masked: bool) -> ir.Function:
         row = b.add(top, loop.i64(a))
         row_ok = b.and_(b.icmp_signed(">=", row, loop.i64(0)),
                         b.icmp_signed("<", row, height))
-        row_ok = loop.splat(row_ok, _BVEC)
+        row_ok = loop.splat(row_ok, BVEC)
         start = b.add(b.mul(row, width), b.sub(b.mul(t, loop.i64(2)), loop.i64(1)))
         col0 = b.sub(b.mul(t, loop.i64(2)), loop.i64(1))
         pairs = []
@@ -320,7 +210,7 @@ def _define_output2(module: ir.Module) -> ir.Function:
     m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
     b = loop.b
     m, y = loop.pointer(m_a), loop.pointer(y_a)
-    bias_v, floor_v = loop.splat(bias, _VEC), loop.splat(floor, _VEC)
+    bias_v, floor_v = loop.splat(bias, VEC), loop.splat(floor, VEC)
     t = loop.start(tiles)
     keep = loop.below(t, tiles)
     products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(16)]
@@ -331,7 +221,7 @@ def _define_output2(module: ir.Module) -> ir.Function:
         outs = [loop.clamp(value, bias_v, floor_v)
                 for value in loop.at2([columns[j][i] for j in range(4)])]
         row = loop.shuffle(outs[0], outs[1], pairs)
-        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), _BVEC)
+        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), BVEC)
         y_row = b.gep(y, [b.mul(width, loop.i64(i))])
         for q in range(2):
             col = b.add(col0, loop.i64(LANES * q))
@@ -340,56 +230,21 @@ def _define_output2(module: ir.Module) -> ir.Function:
     return loop.finish()
 
 
-def _codegen(define, argtypes):
-    """The codegen of an intrinsic calling define(module)'s function with ``argtypes``."""
-
-    def codegen(context, builder, signature, values):
-        fn = define(builder.module)
-        builder.call(fn, [context.cast(builder, v, t, t if t == types.float32 else types.int64)
-                          for v, t in zip(values, argtypes)])
-        return context.get_dummy_value()
-
-    return codegen
-
-
-def _intrinsic6(define, argtypes):
-    """A Numba intrinsic of six arguments calling define(module)'s function (Numba's
-    intrinsics take no ``*args``)."""
-
-    @intrinsic
-    def call(typingctx, a0, a1, a2, a3, a4, a5):
-        return types.void(*argtypes), _codegen(define, argtypes)
-
-    return call
-
-
-def _intrinsic8(define, argtypes):
-    """The same with eight arguments."""
-
-    @intrinsic
-    def call(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
-        return types.void(*argtypes), _codegen(define, argtypes)
-
-    return call
-
-
-_ADDR, _INT, _FLOAT = types.uint64, types.int64, types.float32
 #: split_row(src, gate, width, dst, stride, count): see _define_split (gate unused)
-split_row = _intrinsic6(lambda module: _define_split(module, False),
-                        [_ADDR, _ADDR, _INT, _ADDR, _INT, _INT])
+split_row = intrinsic_call(lambda module: _define_split(module, False),
+                           [ADDR, ADDR, INT, ADDR, INT, INT])
 #: split_row_gated(...): the same, x read as 0 where gate <= 0 or NaN (the ReLU backward)
-split_row_gated = _intrinsic6(lambda module: _define_split(module, True),
-                              [_ADDR, _ADDR, _INT, _ADDR, _INT, _INT])
+split_row_gated = intrinsic_call(lambda module: _define_split(module, True),
+                                 [ADDR, ADDR, INT, ADDR, INT, INT])
 #: input_tiles(rb, row, phase, v, plane, count): see _define_input
-input_tiles = _intrinsic6(_define_input, [_ADDR, _INT, _INT, _ADDR, _INT, _INT])
+input_tiles = intrinsic_call(_define_input, [ADDR, INT, INT, ADDR, INT, INT])
 #: output_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output
-output_tiles = _intrinsic8(_define_output, [_ADDR, _INT, _ADDR, _INT, _INT, _INT, _FLOAT, _FLOAT])
+output_tiles = intrinsic_call(_define_output, [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
 #: input2_tiles(x, gate, top, height, width, v, plane, tiles): see _define_input2 (gate unused)
-input2_tiles = _intrinsic8(lambda module: _define_input2(module, False),
-                           [_ADDR, _ADDR, _INT, _INT, _INT, _ADDR, _INT, _INT])
+input2_tiles = intrinsic_call(lambda module: _define_input2(module, False),
+                              [ADDR, ADDR, INT, INT, INT, ADDR, INT, INT])
 #: input2_tiles_gated(...): the same, x read as 0 where gate <= 0 or NaN (the ReLU backward)
-input2_tiles_gated = _intrinsic8(lambda module: _define_input2(module, True),
-                                 [_ADDR, _ADDR, _INT, _INT, _INT, _ADDR, _INT, _INT])
+input2_tiles_gated = intrinsic_call(lambda module: _define_input2(module, True),
+                                    [ADDR, ADDR, INT, INT, INT, ADDR, INT, INT])
 #: output2_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output2
-output2_tiles = _intrinsic8(_define_output2,
-                            [_ADDR, _INT, _ADDR, _INT, _INT, _INT, _FLOAT, _FLOAT])
+output2_tiles = intrinsic_call(_define_output2, [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
