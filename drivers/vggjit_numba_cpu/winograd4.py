@@ -81,8 +81,8 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask, c0, c1):
     channels c0 <= c < c1.
 
     Tiles are numbered t = (ti - tr0)*(TW + 1) + tj: each tile row has one more column than it
-    has tiles (tj = TW), zero, which the GEMMs carry along and the output transform never
-    reads. Why: then a tile's inputs sit at t and t + 1 of the phase rows of the whole chunk,
+    has tiles (tj = TW), unused: the GEMMs carry it along and the output transform never
+    reads it. Why: then a tile's inputs sit at t and t + 1 of the phase rows of the whole chunk,
     so one pass of input_tiles covers all T tiles of the chunk (per tile row it would run over
     TW = 7 tiles at 28 px, half of each vector unused). v: 1-D, V[e, c, t] at v[e*es + c*T +
     t]; rb: SCRATCH*T floats, the 6 input rows of every tile row split into column phases,
@@ -96,7 +96,7 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, rb, v, mask, c0, c1):
     gated = mask.size > 0
     rb_at, v_at = rb.ctypes.data, v.ctypes.data
     # tiles past the chunk's (T rounded up to the GEMM's column blocks): read as zeros
-    for k in range(24):
+    for k in range(SCRATCH):
         for t in range((tr1 - tr0) * S, T):
             rb[k * T + t] = 0.0
     for c in range(c0, c1):
