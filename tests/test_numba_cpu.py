@@ -605,8 +605,9 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
 
 def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     # The packed GEMM's block is built for AVX-512's registers; compiled for AVX2 the 36
-    # products go to sgemm, U is not packed and the tile transforms (F(2x2)'s too) take 8
-    # tiles per vector (37 columns: several vectors, the last partly masked). Forced here with NUMBA_CPU_FEATURES,
+    # products go to sgemm, U is not packed and the tile transforms (F(2x2)'s too) and the
+    # 2x2 max pooling backward take 8 elements per vector (37 columns: several vectors, the
+    # last partly masked). Forced here with NUMBA_CPU_FEATURES,
     # in a process of its own (the choices are constants of the compiled kernels).
     script = textwrap.dedent("""
         import numpy as np
@@ -630,6 +631,13 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
             for g, v in zip(got, (want, want_dx, want_gated)):
                 errors.append(float(np.abs(g - v).max() / np.abs(v).max()))
         print(winograd4.USE_PACKED_GEMM, winograd_tiles.LANES)
+        # the 2x2 max pooling backward's vector code on 8-float vectors (pool.py)
+        d = NumbaCpuDriver(threads=2)
+        py, switches = d.max_pool2d(x, 2, 2)
+        gy = rng.standard_normal(py.shape).astype(np.float32)
+        ny, nswitches = naive.max_pool2d(x, 2, 2)
+        print(np.array_equal(d.max_pool2d_backward(gy, switches, x.shape),
+                             naive.max_pool2d_backward(gy, nswitches, x.shape)))
         print(winograd4.weight_transform(w).shape)
         print(max(errors))
     """)
@@ -639,8 +647,8 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    packed, shape, error = out.stdout.strip().splitlines()[-3:]
-    assert packed == "False 8" and shape == "(36, 37, 5)"
+    packed, pooled, shape, error = out.stdout.strip().splitlines()[-4:]
+    assert packed == "False 8" and pooled == "True" and shape == "(36, 37, 5)"
     assert float(error) <= TOL4
 
 
@@ -853,10 +861,11 @@ def test_nan_propagates_through_relu_and_max_pool():
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("h, w", [(4, 4), (9, 10), (13, 7)])
+@pytest.mark.parametrize("h, w", [(4, 4), (9, 10), (13, 7), (5, 70), (6, 37)])
 def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     # the branch-free 2x2 kernels against the general ones, exactly: ties (first maximum
-    # wins), NaN (the first NaN wins), odd edges dropped
+    # wins), NaN (the first NaN wins), odd edges dropped; rows of 35 and 18 windows take the
+    # backward's vector code through several vectors, the last partly masked
     rng = np.random.default_rng(h * w)
     x = rng.integers(-1, 2, (2, 3, h, w)).astype(np.float32)
     x[0, 0, 0, 1] = x[1, 2, h - 2, 0] = x[1, 0, 1, 1] = np.nan
@@ -877,8 +886,9 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     np.testing.assert_array_equal(dx2, dx)
     # a switch outside its own window (inside the plane): both kernels count it the same
     sw[0, 0, 0, 0] = w + 2 if wo > 1 else w
-    assert pool.max_pool2x2_backward(dy, sw, dx2) == 1
-    assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 1
+    sw[1, 2, ho - 1, wo - 1] = 0                   # the last window of a row, in a later vector
+    assert pool.max_pool2x2_backward(dy, sw, dx2) == 2
+    assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 2
 
 
 def test_warmup_compiles_every_kernel():

@@ -1,5 +1,6 @@
 """Vector kernels written as LLVM IR, called from Numba: the loop skeleton and helpers of the
-Winograd tile transforms (winograd_tiles.py) and the intrinsics that call them.
+Winograd tile transforms (winograd_tiles.py) and the 2x2 max pooling backward (pool.py), and
+the intrinsics that call them.
 
 Why IR at all: Numba's loops vectorise only simple loops of a few load streams, pick 8-float
 vectors on AVX-512, and cannot keep a dozen vector accumulators or a tile's intermediate rows
