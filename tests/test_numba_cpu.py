@@ -52,6 +52,37 @@ def _case(seed, n, cin, h, w, cout, k):
     return rng, x, wt, b
 
 
+# -- read-only operands --------------------------------------------------------------------------
+def _read_only(a):
+    """a in a read-only buffer, as an ONNX tensor or np.frombuffer gives it."""
+    return np.frombuffer(a.tobytes(), np.float32).reshape(a.shape)
+
+
+@pytest.mark.parametrize("conv_path", ["auto", "img2col", "shifted", "cout-split", "winograd",
+                                       "winograd4", "winograd4-split"])
+def test_read_only_operands_on_every_path(naive, conv_path):
+    # weights, inputs and gradients in read-only buffers (an ONNX file's tensors, a weight file
+    # mapped read-only) are valid operands: every path reads them and writes only its own
+    # outputs (the kernels with explicit signatures have read-only ones too)
+    rng, x, wt, b = _case(41, 2, 3, 9, 10, 4, 3)
+    d = NumbaCpuDriver(conv_path=conv_path)
+    x_ro, w_ro, b_ro = _read_only(x), _read_only(wt), _read_only(b)
+    assert not (x_ro.flags.writeable or w_ro.flags.writeable or b_ro.flags.writeable)
+    y = d.conv2d(x_ro, w_ro, b_ro, 1, 1)
+    _close(y, naive.conv2d(x, wt, b, 1, 1), "forward")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want, label in zip(d.conv2d_backward(_read_only(dy), x_ro, w_ro, 1, 1),
+                                naive.conv2d_backward(dy, x, wt, 1, 1), ("dx", "dw", "db")):
+        _close(got, want, label)
+    features = y.reshape(2, -1)[:, :270]
+    fw = _read_only(rng.standard_normal((5, 270)).astype(np.float32))
+    fb = _read_only(rng.standard_normal(5).astype(np.float32))
+    np.testing.assert_allclose(d.linear(_read_only(features), fw, fb),
+                               naive.linear(features, fw, fb), rtol=1e-4, atol=1e-4)
+    pooled, _ = d.max_pool2d(x_ro, 2, 2)
+    np.testing.assert_array_equal(pooled, naive.max_pool2d(x, 2, 2)[0])
+
+
 # -- tiling --------------------------------------------------------------------------------------
 def test_tile_planner_splits_rows_evenly_over_workers():
     # 14 output rows, at most 13 per tile, 2 workers: 7 + 7, not 13 + 1.

@@ -62,10 +62,17 @@ def _call_sgemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12
     return _address_call((fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13))
 
 
-# One explicit signature (compiled at import): callers pass offsets as int64 expressions or as
+#: a read-only float32 vector (weights or inputs that live in a read-only buffer: an ONNX
+#: tensor, np.frombuffer, a memory map opened read-only)
+READONLY_F32 = types.Array(types.float32, 1, "C", readonly=True)
+
+
+# Explicit signatures (compiled at import): callers pass offsets as int64 expressions or as
 # the literal 0, which would otherwise be two specialisations, and the warm-up's helper process
-# (warmup.py) finds it compiled instead of compiling it a second time.
-@jit(types.uint64(types.float32[::1], types.int64), parallel=False)
+# (warmup.py) finds them compiled instead of compiling them a second time. A read-only array
+# is a type of its own to Numba, and without its signature such an operand failed to type.
+@jit([types.uint64(types.float32[::1], types.int64), types.uint64(READONLY_F32, types.int64)],
+     parallel=False)
 def address(a, offset):
     """Address of element ``offset`` of the (flat, float32) array ``a``, as uint64."""
     return a.ctypes.data + np.uint64(offset) * np.uint64(4)

@@ -52,10 +52,12 @@ def _valid_cols(off, stride, W, Wo):
     return min(lo, hi), hi
 
 
-# An explicit signature: the callers pass literal zeros for c0 or r0, and Numba would
-# otherwise compile a copy per combination of literal and variable arguments.
-@jit(types.void(types.float32[:, :, :, ::1], *([types.int64] * 9), types.float32[::1]),
-     parallel=False)
+# Explicit signatures: the callers pass literal zeros for c0 or r0, and Numba would otherwise
+# compile a copy per combination of literal and variable arguments; x writable or read-only
+# (blas.READONLY_F32).
+@jit([types.void(x, *([types.int64] * 9), types.float32[::1])
+      for x in (types.float32[:, :, :, ::1],
+                types.Array(types.float32, 4, "C", readonly=True))], parallel=False)
 def _img2col(x, n, c0, c1, r0, r1, K, stride, pad, Wo, cols):
     """Columns of output rows [r0, r1) of image n, input channels [c0, c1).
 
