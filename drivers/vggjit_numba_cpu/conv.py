@@ -54,7 +54,7 @@ def _valid_cols(off, stride, W, Wo):
 
 # Explicit signatures: the callers pass literal zeros for c0 or r0, and Numba would otherwise
 # compile a copy per combination of literal and variable arguments; x writable or read-only
-# (blas.READONLY_F32).
+# (as blas.address: a read-only array is a type of its own to Numba).
 @jit([types.void(x, *([types.int64] * 9), types.float32[::1])
       for x in (types.float32[:, :, :, ::1],
                 types.Array(types.float32, 4, "C", readonly=True))], parallel=False)

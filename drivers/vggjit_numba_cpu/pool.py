@@ -190,14 +190,9 @@ def _define_unpool_row(module: ir.Module) -> ir.Function:
         module, ir.FunctionType(ir.IntType(LANES), [ir.IntType(LANES)]), f"llvm.ctpop.i{LANES}"),
         [b.bitcast(stray, ir.IntType(LANES))]), I64)
     b.store(b.add(b.load(strays), count), strays)
-    pairs = [m // 2 + LANES * (m % 2) for m in range(2 * LANES)]      # a0 b0 a1 b1 ...
     col0 = b.add(j, j)
-    for row, (even, odd) in ((loop.i64(0), outs[:2]), (width, outs[2:])):
-        both = loop.shuffle(even, odd, pairs)
-        for q in range(2):
-            col = b.add(col0, loop.i64(LANES * q))
-            part = loop.shuffle(both, both, list(range(LANES * q, LANES * (q + 1))))
-            loop.store(part, dx, b.add(row, col), loop.below(col, b.add(windows, windows)))
+    for row, vectors in ((loop.i64(0), outs[:2]), (width, outs[2:])):
+        loop.store_interleaved(vectors, b.gep(dx, [row]), col0, b.add(windows, windows))
     return loop.finish()
 
 

@@ -97,6 +97,10 @@ class Loop:
         lanes = self.b.add(self.splat(start), ir.Constant(IVEC, list(range(LANES))))
         return self.b.icmp_signed("<", lanes, self.splat(limit))
 
+    def within(self, start: ir.Value, limit: ir.Value) -> ir.Value:
+        """The lane mask 0 <= start + lane < limit."""
+        return self.b.and_(self.b.not_(self.below(start, self.i64(0))), self.below(start, limit))
+
     def shuffle(self, a: ir.Value, b: ir.Value, picks: list) -> ir.Value:
         return self.b.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, len(picks)), picks))
 
@@ -111,6 +115,36 @@ class Loop:
     def store(self, value: ir.Value, base: ir.Value, offset: ir.Value, mask: ir.Value):
         at = self.b.bitcast(self.b.gep(base, [offset]), VEC.as_pointer())
         self.b.call(self._store, [value, at, ir.Constant(I32, 4), mask])
+
+    def load_gated(self, base: ir.Value, gate: ir.Value, offset: ir.Value, mask: ir.Value,
+                   gated: bool) -> ir.Value:
+        """load(base, offset, mask), read as 0 where gate (at the same offset) is <= 0 or NaN
+        when ``gated``: an input read through the forward ReLU's output (the ReLU backward)."""
+        value = self.load(base, offset, mask)
+        if not gated:
+            return value
+        open_ = self.b.fcmp_ordered(">", self.load(gate, offset, mask), self.const(0.0))
+        return self.b.select(open_, value, self.const(0.0))
+
+    def store_interleaved(self, vectors: list, base: ir.Value, start: ir.Value,
+                          limit: ir.Value, mask: ir.Value | None = None):
+        """Two or four vectors a, b (c, d) stored interleaved, a0 b0 (c0 d0) a1 b1 ..., from
+        base[start]: elements at or past base[limit], and all of them where ``mask`` is false,
+        are left untouched. The shuffles that write whole rows of outputs kept as 2 or 4
+        vectors (an output tile's columns, a pooling window's two inputs)."""
+        b = self.b
+        pairs = [k // 2 + LANES * (k % 2) for k in range(2 * LANES)]          # a0 b0 a1 b1
+        row = [self.shuffle(vectors[i], vectors[i + 1], pairs)
+               for i in range(0, len(vectors), 2)]
+        if len(row) == 2:
+            quads = [2 * (k // 4) + k % 4 + (0 if k % 4 < 2 else 2 * LANES - 2)
+                     for k in range(4 * LANES)]                               # a0 b0 c0 d0
+            row = [self.shuffle(row[0], row[1], quads)]
+        for q in range(len(vectors)):
+            at = b.add(start, self.i64(LANES * q))
+            part = self.shuffle(row[0], row[0], list(range(LANES * q, LANES * (q + 1))))
+            inside = self.below(at, limit)
+            self.store(part, base, at, inside if mask is None else b.and_(mask, inside))
 
     # -- arithmetic
     def add(self, x, y):

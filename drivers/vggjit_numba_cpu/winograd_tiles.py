@@ -73,12 +73,7 @@ def _define_split(module: ir.Module, masked: bool) -> ir.Function:
     columns = []                                 # 64 consecutive padded columns
     for i in range(4):
         col = b.add(col0, loop.i64(LANES * i))
-        inside = b.and_(b.not_(loop.below(col, loop.i64(0))), loop.below(col, width))
-        value = loop.load(src, col, inside)
-        if masked:
-            open_ = b.fcmp_ordered(">", loop.load(gate, col, inside), loop.const(0.0))
-            value = b.select(open_, value, loop.const(0.0))
-        columns.append(value)
+        columns.append(loop.load_gated(src, gate, col, loop.within(col, width), masked))
     keep = loop.below(k, count)
     for p in range(4):
         every4 = [p + 4 * m for m in range(LANES // 2)]
@@ -112,40 +107,35 @@ def _define_input(module: ir.Module) -> ir.Function:
     return loop.finish()
 
 
-def _define_output(module: ir.Module) -> ir.Function:
-    """output(m, plane, y, width, height, tiles, bias, floor): one tile row of one output
-    channel, tj < tiles:
+def _define_output(module: ir.Module, size: int) -> ir.Function:
+    """output(m, plane, y, width, height, tiles, bias, floor): the output transform of F(4x4)
+    (size 4, A^T of winograd4.py) or F(2x2) (size 2, winograd.py's) for one tile row of one
+    output channel, tj < tiles:
 
-        y[i*width + 4tj + jj] = max(floor, (A^T m A)[i, jj] + bias)  for i < height (at most
-                                4), 4tj + jj < width; NaN stays NaN
+        y[i*width + size*tj + jj] = max(floor, (A^T m A)[i, jj] + bias)  for i < height (at
+                                    most size), size*tj + jj < width; NaN stays NaN
 
-    with M[e] of tile tj at m[e*plane + tj]."""
-    loop = _Loop(module, "vggjit_f4_output", 6, floats=2)
+    with M[e] of tile tj at m[e*plane + tj], e < (size + 2)^2."""
+    loop = _Loop(module, f"vggjit_f{size}_output", 6, floats=2)
     if loop.defined:
         return loop.fn
+    at = loop.at if size == 4 else loop.at2
+    r = size + 2
     m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
     b = loop.b
     m, y = loop.pointer(m_a), loop.pointer(y_a)
     bias_v, floor_v = loop.splat(bias, VEC), loop.splat(floor, VEC)
     t = loop.start(tiles)
     keep = loop.below(t, tiles)
-    products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(36)]
-    columns = [loop.at([products[6 * a + j] for a in range(6)]) for j in range(6)]
-    col0 = b.mul(t, loop.i64(4))
-    pairs = [k // 2 + LANES * (k % 2) for k in range(2 * LANES)]      # a0 b0 a1 b1 ...
-    quads = [2 * (k // 4) + k % 4 + (0 if k % 4 < 2 else 2 * LANES - 2)
-             for k in range(4 * LANES)]                               # a0 b0 c0 d0 a1 ...
-    for i in range(4):
+    products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(r * r)]
+    columns = [at([products[r * a + j] for a in range(r)]) for j in range(r)]
+    col0 = b.mul(t, loop.i64(size))
+    for i in range(size):
         outs = [loop.clamp(value, bias_v, floor_v)
-                for value in loop.at([columns[j][i] for j in range(6)])]
-        row = loop.shuffle(loop.shuffle(outs[0], outs[1], pairs),
-                           loop.shuffle(outs[2], outs[3], pairs), quads)
+                for value in at([columns[j][i] for j in range(r)])]
         inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), BVEC)
-        y_row = b.gep(y, [b.mul(width, loop.i64(i))])
-        for q in range(4):
-            col = b.add(col0, loop.i64(LANES * q))
-            part = loop.shuffle(row, row, list(range(LANES * q, LANES * (q + 1))))
-            loop.store(part, y_row, col, b.and_(inside, loop.below(col, width)))
+        loop.store_interleaved(outs, b.gep(y, [b.mul(width, loop.i64(i))]), col0, width,
+                               inside)
     return loop.finish()
 
 
@@ -171,21 +161,16 @@ def _define_input2(module: ir.Module, masked: bool) -> ir.Function:
         row_ok = b.and_(b.icmp_signed(">=", row, loop.i64(0)),
                         b.icmp_signed("<", row, height))
         row_ok = loop.splat(row_ok, BVEC)
-        start = b.add(b.mul(row, width), b.sub(b.mul(t, loop.i64(2)), loop.i64(1)))
         col0 = b.sub(b.mul(t, loop.i64(2)), loop.i64(1))
+        start = b.add(b.mul(row, width), col0)
         pairs = []
         for shift in (0, 2):               # columns 2t - 1 + shift .. + 2*LANES
             halves = []
             for h in range(2):
                 col = b.add(col0, loop.i64(shift + LANES * h))
-                inside = b.and_(b.and_(b.not_(loop.below(col, loop.i64(0))),
-                                       loop.below(col, width)), row_ok)
-                at = b.add(start, loop.i64(shift + LANES * h))
-                value = loop.load(x, at, inside)
-                if masked:
-                    open_ = b.fcmp_ordered(">", loop.load(gate, at, inside), loop.const(0.0))
-                    value = b.select(open_, value, loop.const(0.0))
-                halves.append(value)
+                inside = b.and_(loop.within(col, width), row_ok)
+                halves.append(loop.load_gated(x, gate, b.add(start, loop.i64(shift + LANES * h)),
+                                              inside, masked))
             pairs.append(halves)
         for c, (shift, picks) in enumerate(((0, evens), (0, odds), (1, evens), (1, odds))):
             columns[c].append(loop.shuffle(pairs[shift][0], pairs[shift][1], picks))
@@ -193,40 +178,6 @@ def _define_input2(module: ir.Module, masked: bool) -> ir.Function:
     for i in range(4):
         for j, value in enumerate(loop.bt2([rows[c][i] for c in range(4)])):
             loop.store(value, v, b.add(b.mul(plane, loop.i64(4 * i + j)), t), keep)
-    return loop.finish()
-
-
-def _define_output2(module: ir.Module) -> ir.Function:
-    """output2(m, plane, y, width, height, tiles, bias, floor): F(2x2)'s output transform of
-    one tile row of one output channel, tj < tiles:
-
-        y[i*width + 2tj + jj] = max(floor, (A^T m A)[i, jj] + bias)  for i < height (at most
-                                2), 2tj + jj < width; NaN stays NaN
-
-    with M[e] of tile tj at m[e*plane + tj]."""
-    loop = _Loop(module, "vggjit_f2_output", 6, floats=2)
-    if loop.defined:
-        return loop.fn
-    m_a, plane, y_a, width, height, tiles, bias, floor = loop.args
-    b = loop.b
-    m, y = loop.pointer(m_a), loop.pointer(y_a)
-    bias_v, floor_v = loop.splat(bias, VEC), loop.splat(floor, VEC)
-    t = loop.start(tiles)
-    keep = loop.below(t, tiles)
-    products = [loop.load(m, b.add(b.mul(plane, loop.i64(e)), t), keep) for e in range(16)]
-    columns = [loop.at2([products[4 * a + j] for a in range(4)]) for j in range(4)]
-    col0 = b.mul(t, loop.i64(2))
-    pairs = [k // 2 + LANES * (k % 2) for k in range(2 * LANES)]      # a0 b0 a1 b1 ...
-    for i in range(2):
-        outs = [loop.clamp(value, bias_v, floor_v)
-                for value in loop.at2([columns[j][i] for j in range(4)])]
-        row = loop.shuffle(outs[0], outs[1], pairs)
-        inside = loop.splat(b.icmp_signed("<", loop.i64(i), height), BVEC)
-        y_row = b.gep(y, [b.mul(width, loop.i64(i))])
-        for q in range(2):
-            col = b.add(col0, loop.i64(LANES * q))
-            part = loop.shuffle(row, row, list(range(LANES * q, LANES * (q + 1))))
-            loop.store(part, y_row, col, b.and_(inside, loop.below(col, width)))
     return loop.finish()
 
 
@@ -239,12 +190,14 @@ split_row_gated = intrinsic_call(lambda module: _define_split(module, True),
 #: input_tiles(rb, row, phase, v, plane, count): see _define_input
 input_tiles = intrinsic_call(_define_input, [ADDR, INT, INT, ADDR, INT, INT])
 #: output_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output
-output_tiles = intrinsic_call(_define_output, [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
+output_tiles = intrinsic_call(lambda module: _define_output(module, 4),
+                              [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
 #: input2_tiles(x, gate, top, height, width, v, plane, tiles): see _define_input2 (gate unused)
 input2_tiles = intrinsic_call(lambda module: _define_input2(module, False),
                               [ADDR, ADDR, INT, INT, INT, ADDR, INT, INT])
 #: input2_tiles_gated(...): the same, x read as 0 where gate <= 0 or NaN (the ReLU backward)
 input2_tiles_gated = intrinsic_call(lambda module: _define_input2(module, True),
                                     [ADDR, ADDR, INT, INT, INT, ADDR, INT, INT])
-#: output2_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output2
-output2_tiles = intrinsic_call(_define_output2, [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
+#: output2_tiles(m, plane, y, width, height, tiles, bias, floor): see _define_output
+output2_tiles = intrinsic_call(lambda module: _define_output(module, 2),
+                               [ADDR, INT, ADDR, INT, INT, INT, FLOAT, FLOAT])
