@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from tolerances import PATH_TOLERANCES, TOLERANCES, assert_close
@@ -803,6 +804,40 @@ def test_calls_from_several_python_threads_are_serialised_and_correct(naive):
         _close(g, w, "threaded conv")
 
 
+@numba.njit(nogil=True)
+def _count_share(t, counts, fail_on):
+    counts[t] += 1
+    if 0 <= fail_on <= t:
+        raise ValueError("worker failed on purpose")
+
+
+@pytest.mark.parametrize("kind", ["spinning", "queue"])
+def test_workers_run_every_share_wake_from_sleep_and_report_errors(kind):
+    # Launches back to back (workers still spinning), after a pause longer than the spin
+    # (workers asleep), and with failing workers (the last; all, the caller too): every share
+    # runs exactly once, an error reaches the caller once, and the next launch runs cleanly.
+    from vggjit_numba_cpu import handoff
+
+    if kind == "spinning" and not handoff.SUPPORTED:
+        pytest.skip("spinning workers are built for x86-64 Linux and macOS only")
+    workers = (handoff.SpinningWorkers(2) if kind == "spinning" else handoff.QueueWorkers(2))
+    counts = np.zeros(3, np.int64)
+    for _ in range(500):
+        workers.run(_count_share, 3, (counts, -1))
+    time.sleep(20 * handoff.SPIN_SECONDS)
+    workers.run(_count_share, 3, (counts, -1))
+    workers.run(_count_share, 2, (counts, -1))      # fewer workers than threads
+    assert counts.tolist() == [502, 502, 501]
+    more = np.zeros(5, np.int64)
+    workers.run(_count_share, 5, (more, -1))        # more: the caller runs the rest
+    assert more.tolist() == [1] * 5
+    for failing in (0, 2):
+        with pytest.raises(ValueError, match="on purpose"):
+            workers.run(_count_share, 3, (counts, failing))
+    workers.run(_count_share, 3, (counts, -1))
+    assert counts.tolist() == [505, 505, 504]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_runs_kernels_on_workers_of_its_own(naive):
     # The child of a fork has none of the parent's worker threads; it must not queue work
@@ -907,9 +942,11 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     pool.max_pool2x2_forward(x, y2, sw2)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(sw2, sw)
-    y3 = np.empty_like(y)                          # inference: the values alone
-    pool.max_pool2x2_values(x, y3)
-    np.testing.assert_array_equal(y3, y)
+    for workers in (1, 2, 5):                      # inference: the values alone, shared out
+        y3 = np.full_like(y, np.nan)
+        for t in range(workers):
+            pool.max_pool2x2_values(t, x, y3, workers)
+        np.testing.assert_array_equal(y3, y)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx, dx2 = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
     assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 0
@@ -920,6 +957,35 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
     sw[1, 2, ho - 1, wo - 1] = 0                   # the last window of a row, in a later vector
     assert pool.max_pool2x2_backward(dy, sw, dx2) == 2
     assert pool.max_pool2d_backward(dy, sw, dx, 2, 2) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 17, 70001])
+def test_streaming_kernels_cover_every_element_once_whatever_the_workers(workers, n):
+    # The ReLU and small-batch linear kernels cut their work into one share per worker; the
+    # driver shares out only big arrays (MIN_SHARE), so the edges are checked here, shares
+    # of 0, 1 and many elements, a NaN on an edge, every output poisoned first.
+    from vggjit_numba_cpu import elementwise, linear
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    x[n // 2] = np.nan
+    dy = rng.standard_normal(n).astype(np.float32)
+    y, dx = np.full(n, -7.0, np.float32), np.full(n, -7.0, np.float32)
+    for t in range(workers):
+        elementwise.relu_forward(t, x, y, workers)
+        elementwise.relu_backward(t, dy, x, dx, workers)
+    np.testing.assert_array_equal(y, np.where(x <= 0, 0, x))
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0))
+    fin, fout = 9, n % 11 + 1                      # 1..11 outputs: whole and partial blocks of 4
+    a = rng.standard_normal((5, fin)).astype(np.float32)
+    w = rng.standard_normal((fout, fin)).astype(np.float32)
+    b = rng.standard_normal(fout).astype(np.float32)
+    out = np.full((5, fout), np.nan, np.float32)
+    for t in range(workers):
+        linear.linear_forward_stream(t, a, w, b, workers, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ w.T.astype(np.float64) + b,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_warmup_compiles_every_kernel():
@@ -1009,7 +1075,7 @@ def test_read_only_package_caches_kernels_in_vggjit_home(tmp_path):
         from vggjit_numba_cpu import elementwise
         x = np.array([-1.0, 2.0], np.float32)
         y = np.empty_like(x)
-        elementwise.relu_forward(x, y)
+        elementwise.relu_forward(0, x, y, 1)
         print(j.__file__)
         print(j.CACHE.directory)
         print(y.tolist())

@@ -16,7 +16,7 @@ from vggjit.checks import conv_output_length
 from vggjit.contract import BACKWARD, FORWARD, Driver
 from vggjit.errors import InputError
 
-from . import conv, elementwise, gram, linear, pool, softmax
+from . import conv, elementwise, gram, handoff, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
 from .allocator import release_memory, settle_malloc
@@ -28,6 +28,9 @@ from .warmup import STEPS, split_warmup
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
 #: per core here, and OpenBLAS needs room for its packed panels beside it).
 DEFAULT_TILE_KB = 1024
+#: fewest floats a streaming kernel (ReLU, 2x2 pooling, the small-batch linear layer) is shared
+#: out for: below it one worker does it all (a launch costs 50-70 us, 64 K floats of ReLU ~20)
+MIN_SHARE = 1 << 16
 
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
 CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd4",
@@ -97,7 +100,7 @@ class NumbaCpuDriver(Driver):
             raise InputError(f"tile_kb must be positive, got {tile_kb!r}")
         try:
             self._sgemm = find_sgemm(blas)
-            self._plan = ThreadPlan(threads, self._sgemm.library)
+            self._plan = ThreadPlan(threads, self._sgemm.library, handoff.process_workers)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         settle_malloc()    # activations reuse the heap's memory, not fresh pages (allocator.py)
@@ -391,16 +394,22 @@ class NumbaCpuDriver(Driver):
                        work, out, self._sgemm.kernel_args(workers))
 
     # -- ReLU ---------------------------------------------------------------------------------
+    def _share_workers(self, elements: int) -> int:
+        """Workers for a streaming kernel over ``elements`` floats: one below MIN_SHARE, where
+        the launch would cost more than the work."""
+        return self.threads if elements >= MIN_SHARE else 1
+
     def _relu(self, x):
         y = np.empty_like(x)
-        with self._plan.kernels():
-            elementwise.relu_forward(x.reshape(-1), y.reshape(-1))
+        workers = self._share_workers(x.size)
+        self._plan.run(elementwise.relu_forward, workers, x.reshape(-1), y.reshape(-1), workers)
         return y
 
     def _relu_backward(self, dy, x):
         dx = np.empty_like(dy)
-        with self._plan.kernels():
-            elementwise.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+        workers = self._share_workers(dy.size)
+        self._plan.run(elementwise.relu_backward, workers, dy.reshape(-1), x.reshape(-1),
+                       dx.reshape(-1), workers)
         return dx
 
     # -- pooling ------------------------------------------------------------------------------
@@ -422,8 +431,8 @@ class NumbaCpuDriver(Driver):
             return self._max_pool2d(x, size, stride)[0]
         n, c, h, wd = x.shape
         y = np.empty((n, c, h // 2, wd // 2), np.float32)
-        with self._plan.kernels():
-            pool.max_pool2x2_values(x, y)
+        workers = self._share_workers(y.size)
+        self._plan.run(pool.max_pool2x2_values, workers, x, y, workers)
         return y
 
     def _max_pool2d_backward(self, dy, switches, x_shape):
@@ -466,8 +475,8 @@ class NumbaCpuDriver(Driver):
     def _linear(self, x, w, b):
         y = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] <= linear.STREAM_MAX_BATCH:
-            with self._plan.kernels():
-                linear.linear_forward_stream(x, w, b, y)
+            workers = self._share_workers(w.size)
+            self._plan.run(linear.linear_forward_stream, workers, x, w, b, workers, y)
             return y
         self._plan.run(linear.linear_forward, self.threads, x, w, b, self.threads, y,
                        self._sgemm.kernel_args(self.threads))

@@ -1,35 +1,30 @@
 """ReLU forward and backward (the ReLUs that are not fused into a convolution).
 
-All take flat views of C-contiguous arrays and split them into one contiguous chunk per
-prange iteration, so every worker streams through memory once.
+Both take flat views of C-contiguous arrays; worker t of ``workers`` (threads.ThreadPlan.run)
+streams through one contiguous share of them, its edges on 64-byte cache lines. They run on
+the driver's workers, not as prange loops: inference runs the forward after fc6 and fc7, when
+those workers are still awake from the layer before (handoff.py).
 """
 from __future__ import annotations
 
-from numba import prange
-
 from .kernel_cache import jit
-
-#: elements per prange chunk: large enough that the parallel launch (~10 us) is amortised,
-#: small enough that 2+ workers share a VGG activation (64x224x224 = 3.2 M elements).
-CHUNK = 1 << 16
+from .handoff import share
 
 
-@jit
-def relu_forward(x, y):
+@jit(parallel=False)
+def relu_forward(t, x, y, workers):
     """y = max(x, 0) elementwise; NaN stays NaN (``x <= 0`` is false for NaN). x, y: 1-D views."""
-    n = x.shape[0]
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            v = x[i]
-            y[i] = 0.0 if v <= 0.0 else v
+    start, stop = share(x.shape[0], workers, t)
+    for i in range(start, stop):
+        v = x[i]
+        y[i] = 0.0 if v <= 0.0 else v
 
 
-@jit
-def relu_backward(dy, x, dx):
+@jit(parallel=False)
+def relu_backward(t, dy, x, dx, workers):
     """dx = dy where x > 0, else 0. x may be the ReLU's input or its output (both are > 0 at
     the same places). dy, x, dx: 1-D views of equal length."""
-    n = x.shape[0]
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            g = dy[i]    # loaded unconditionally, so this is a vector select, not a branch
-            dx[i] = g if x[i] > 0.0 else 0.0
+    start, stop = share(x.shape[0], workers, t)
+    for i in range(start, stop):
+        g = dy[i]    # loaded unconditionally, so this is a vector select, not a branch
+        dx[i] = g if x[i] > 0.0 else 0.0

@@ -13,19 +13,10 @@ four output rows at a time (four independent streams keep more loads in flight t
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
+from .handoff import share
 from .kernel_cache import jit
-
-
-@jit(parallel=False)
-def _split(total, parts, t):
-    """[start, stop) of part t when ``total`` items are cut into ``parts`` near-equal pieces,
-    piece edges rounded to multiples of 16 floats (a 64-byte cache line)."""
-    step = -(-total // parts)
-    step = -(-step // 16) * 16
-    return min(total, t * step), min(total, (t + 1) * step)
 
 
 @jit(parallel=False)
@@ -34,7 +25,7 @@ def linear_forward(t, x, w, b, workers, y, blas):
     N, nin = x.shape[0], x.shape[1]
     nout = w.shape[0]
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    o0, o1 = _split(nout, workers, t)
+    o0, o1 = share(nout, workers, t)
     if o1 > o0:
         for i in range(N):
             for o in range(o0, o1):
@@ -96,18 +87,20 @@ def _one_image(x, w, b, y, i, o0):
     y[i, o0 + 3] = s3 + b[o0 + 3]
 
 
-@jit
-def linear_forward_stream(x, w, b, y):
+@jit(parallel=False)
+def linear_forward_stream(t, x, w, b, workers, y):
     """y [N, out] = x [N, in] @ w [out, in]^T + b [out] for small N, reading w once.
 
-    Parallel over blocks of 4 output features; each block streams its 4 weight rows past the
-    images, four images at a time (each weight loaded once for all four: fc6 at batch 4 in
-    0.58 of the time of one image at a time, on the shared VM), then the rest one by one (the
-    rows stay in cache for the images after the first).
+    In blocks of 4 output features, worker t of ``workers`` (threads.ThreadPlan.run) taking a
+    contiguous share of them; each block streams its 4 weight rows past the images, four
+    images at a time (each weight loaded once for all four: fc6 at batch 4 in 0.58 of the time
+    of one image at a time, on the shared VM), then the rest one by one (the rows stay in cache
+    for the images after the first).
     """
     N = x.shape[0]
     nout = w.shape[0]
-    for blk in prange((nout + 3) // 4):
+    blocks = (nout + 3) // 4
+    for blk in range(t * blocks // workers, (t + 1) * blocks // workers):
         o0 = 4 * blk
         if o0 + 4 <= nout:
             i = 0
@@ -138,12 +131,12 @@ def linear_backward(t, dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
     xf, wf, dyf = x.reshape(-1), w.reshape(-1), dy.reshape(-1)
     dxf, dwf = dx.reshape(-1), dw.reshape(-1)
     if need_dx:
-        i0, i1 = _split(nin, workers, t)
+        i0, i1 = share(nin, workers, t)
         if i1 > i0:
             sgemm(blas, t, TRANS_N, TRANS_N, N, i1 - i0, nout, address(dyf, 0), nout,
                   address(wf, i0), nin, 0, address(dxf, i0), nin)
     if need_dw:
-        o0, o1 = _split(nout, workers, t)
+        o0, o1 = share(nout, workers, t)
         if o1 > o0:
             sgemm(blas, t, TRANS_T, TRANS_N, o1 - o0, nin, N, address(dyf, o0), nout,
                   address(xf, 0), nin, 0, address(dwf, o0 * nin), nin)

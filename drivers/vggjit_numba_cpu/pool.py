@@ -94,17 +94,21 @@ def max_pool2x2_forward(x, y, switches):
                 sf[out + j] = where
 
 
-@jit
-def max_pool2x2_values(x, y):
+@jit(parallel=False)
+def max_pool2x2_values(t, x, y, workers):
     """max_pool2x2_forward's y without the switches (inference: no backward follows), half the
     stores: VGG19's five pools at 224 px took 4.2 ms instead of 7.6 ms at batch 1 and 10.4
     instead of 21 ms at batch 4 on the shared VM. The same values, NaN included: each max
-    keeps its first operand when that is NaN and takes the second when that is."""
+    keeps its first operand when that is NaN and takes the second when that is.
+
+    Worker t of ``workers`` (threads.ThreadPlan.run) does a contiguous share of the planes:
+    inference runs it between two convolutions, on workers that are still awake."""
     N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     Ho, Wo = y.shape[2], y.shape[3]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
-    for p in prange(N * C):
+    planes = N * C
+    for p in range(t * planes // workers, (t + 1) * planes // workers):
         for i in range(Ho):
             top = np.uint64(p * H * W + 2 * i * W)
             bottom = top + np.uint64(W)

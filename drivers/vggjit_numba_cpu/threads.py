@@ -10,15 +10,22 @@ Workers (:meth:`ThreadPlan.run`)
     into a separate function and then re-optimises every helper it calls once more in each
     enclosing module; the Winograd kernel took 22-24 s of CPU to compile with ``prange`` and
     10 s as a serial worker, about half of the cold start for all the worker kernels together
-    (docs/performance.md, "Cold start"). A launch costs some tens of microseconds, against
-    milliseconds for any convolution worth splitting.
+    (docs/performance.md, "Cold start").
+
+    The hand-off (handoff.py): a worker spins on a flag for about a millisecond after its
+    share, then blocks, and the caller waits for the workers the same way, so the launches of
+    one forward find the workers awake: 47-72 us per launch against 113-180 us through a
+    queue, which wakes two sleeping threads per launch. The spin yields its CPU every few
+    pauses and stops after the millisecond, unlike OpenMP's (below).
 
     So BLAS's own pool never runs at the same time as the workers and nothing is
     oversubscribed; independent GEMMs per worker also scale better than one 2-thread GEMM.
     While a kernel runs, the BLAS library the kernels call is limited to one thread through
     threadpoolctl (a few microseconds) and restored afterwards.
 
-Numba's threading layer (the element-wise, pooling and softmax kernels use ``prange``)
+Numba's threading layer (the pooling kernels with switches, average pooling, softmax and a few
+reductions use ``prange``; the ReLUs, inference's 2x2 pooling and the small-batch linear layer
+run on the workers above, which are still awake between two convolutions)
     ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's default on Linux is
     GNU OpenMP, whose idle workers spin (for a while by default, without end under
     ``OMP_WAIT_POLICY=active``) and starve whatever runs next on the same cores: an im2col +
@@ -37,7 +44,6 @@ Thread count: ``threads=`` given to the driver, else ``$NUMBA_NUM_THREADS``, els
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -82,7 +88,7 @@ def default_threads(environ=os.environ) -> int:
 class ThreadPlan:
     """How many workers a call uses, and BLAS held at one thread while they run."""
 
-    def __init__(self, threads: int | None = None, blas_library: str = ""):
+    def __init__(self, threads: int | None = None, blas_library: str = "", workers=None):
         limit = numba.config.NUMBA_NUM_THREADS
         if threads is None:
             threads = default_threads()
@@ -91,6 +97,7 @@ class ThreadPlan:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = min(threads, limit)
         self.blas_library = blas_library
+        self._workers = workers   # () -> the process's worker threads (handoff.process_workers)
         self._blas = None   # threadpoolctl controllers of the BLAS the kernels call, found lazily
 
     def _blas_controllers(self):
@@ -124,15 +131,10 @@ class ThreadPlan:
         with self.kernels():
             if workers <= 1:
                 kernel(0, *args)
-                return
-            pool = _worker_pool()
-            futures = [pool.submit(kernel, t, *args) for t in range(1, workers)]
-            try:
-                kernel(0, *args)
-            finally:
-                concurrent.futures.wait(futures)
-            for future in futures:
-                future.result()
+            elif self._workers is None:
+                raise RuntimeError("this ThreadPlan was made without worker threads")
+            else:
+                self._workers().run(kernel, workers, args)
 
     def describe(self) -> dict:
         libs = self._blas_controllers()
@@ -140,30 +142,6 @@ class ThreadPlan:
                 "blas_limited_to_one_thread": [f"{lib.internal_api} {lib.version} "
                                                f"({lib.filepath})" for lib in libs]
                                               or ["none found (not limited)"]}
-
-
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _worker_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The process's worker threads (one fewer than Numba's thread limit: the caller is the
-    other). Created on first use; idle threads block on a queue, they cannot spin."""
-    global _POOL
-    with KERNEL_LOCK:
-        if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(
-                max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="vggjit-worker")
-        return _POOL
-
-
-def _forget_pool_after_fork() -> None:
-    """A forked child has none of the parent's threads: it starts its own pool when needed
-    (the parent's would take work and never run it)."""
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _blas_controllers(library: str) -> list:
