@@ -351,6 +351,26 @@ def test_dx_transform_is_the_mirrored_transpose_of_the_forward_one():
                                        rtol=1e-6, atol=1e-6)
 
 
+def test_weight_checksum_is_the_same_on_any_workers_and_sees_every_change():
+    w = np.random.default_rng(5).standard_normal((7, 11, 3, 3 * 101)).astype(np.float32)
+
+    def shared(workers):
+        partial = np.full(winograd.CHECKSUM_BLOCKS, 7, np.uint64)
+        for t in range(workers):
+            winograd.checksum_blocks(t, w, workers, partial)
+        return winograd.combine_checksum(partial)
+
+    first = winograd.checksum(w)
+    assert [shared(k) for k in (1, 2, 3, 5)] == [first] * 4
+    assert NumbaCpuDriver(threads=2)._checksum(w) == first    # the driver's, on its workers
+    bits = w.reshape(-1).view(np.uint32)
+    for i in (0, bits.size // 2, bits.size - 1):                # one bit of any block's element
+        bits[i] ^= 1
+        assert winograd.checksum(w) != first
+        bits[i] ^= 1
+    assert winograd.checksum(w) == first
+
+
 def test_winograd_cache_is_bounded():
     cache = winograd.TransformCache(max_bytes=3 * 16 * 4 * 4 * 4)   # three 4x4 transforms
     ws = [np.full((4, 4, 3, 3), i, np.float32) for i in range(5)]

@@ -110,11 +110,13 @@ class NumbaCpuDriver(Driver):
         self._transform_work = GrowingBuffer()      # F(4x4) transforms made per call
         self.winograd = bool(winograd)
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
-        self._transforms = wino.TransformCache()
+        self._transforms = wino.TransformCache(fingerprint=self._checksum)
         # F(4x4)'s forward and dx kernels have transforms of their own (winograd4.py)
-        self._transforms4 = wino.TransformCache(transform=wino4.weight_transform)
+        self._transforms4 = wino.TransformCache(transform=wino4.weight_transform,
+                                                fingerprint=self._checksum)
         self._transforms4_dx = wino.TransformCache(
-            transform=functools.partial(wino4.weight_transform, flip=True))
+            transform=functools.partial(wino4.weight_transform, flip=True),
+            fingerprint=self._checksum)
 
     @property
     def threads(self) -> int:
@@ -218,6 +220,13 @@ class NumbaCpuDriver(Driver):
         if self.dw_path != "auto":
             return self.dw_path == "rows"
         return conv.use_rows_dw(cout, kd, n, ho, wo)
+
+    def _checksum(self, w) -> int:
+        """winograd.checksum of w, its blocks shared out among the workers."""
+        partial = np.empty(wino.CHECKSUM_BLOCKS, np.uint64)
+        workers = self._share_workers(w.size)
+        self._plan.run(wino.checksum_blocks, workers, w, workers, partial)
+        return wino.combine_checksum(partial)
 
     def _transform4(self, w, flip, pixels):
         """F(4x4)'s weight transform of w (flip: the dx kernel's) for a call on ``pixels``

@@ -287,27 +287,42 @@ def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None
     return u
 
 
-@jit
-def checksum(w):
-    """A cheap fingerprint of every element of w (any shape, float32), to notice in-place
-    changes: per block, the sum over i of (bits(w[i]) XOR i) modulo 2^64, parallel over
-    blocks. A change of any one element changes its block's sum; the XOR with the position
-    makes swapped elements count too. No multiplies: a position-weighted sum with 64-bit
-    products ran at 2-3 ms for a 512x512x3x3 kernel, a sixth of that layer's convolution."""
+#: blocks of a checksum (each summed by one worker, then combined in order)
+CHECKSUM_BLOCKS = 64
+
+
+@jit(parallel=False)
+def checksum_blocks(t, w, workers, partial):
+    """Worker t's share of a cheap fingerprint of every element of w (any shape, float32,
+    C-contiguous), to notice in-place changes: partial[k] = the sum over block k's elements i
+    of (bits(w[i]) XOR i) modulo 2^64, for a contiguous share of the CHECKSUM_BLOCKS blocks.
+    A change of any one element changes its block's sum; the XOR with the position makes
+    most swaps of two elements count too. No multiplies: a position-weighted sum with 64-bit products
+    ran at 2-3 ms for a 512x512x3x3 kernel, a sixth of that layer's convolution."""
     bits = w.reshape(-1).view(np.uint32)
     total = bits.shape[0]
-    blocks = 64
+    blocks = partial.shape[0]
     step = (total + blocks - 1) // blocks
-    partial = np.zeros(blocks, np.uint64)
-    for k in prange(blocks):
+    for k in range(t * blocks // workers, (t + 1) * blocks // workers):
         s = np.uint64(0)
         for i in range(np.uint64(k * step), np.uint64(min(total, (k + 1) * step))):
             s += np.uint64(bits[i]) ^ i
         partial[k] = s
-    s = np.uint64(0)
-    for k in range(blocks):
-        s = s * np.uint64(1000003) + partial[k]
+
+
+def combine_checksum(partial: np.ndarray) -> int:
+    """The fingerprint from checksum_blocks' partial sums (the same whatever the workers)."""
+    s = 0
+    for p in partial.tolist():
+        s = (s * 1000003 + p) % (1 << 64)
     return s
+
+
+def checksum(w: np.ndarray) -> int:
+    """checksum_blocks on one thread, combined (TransformCache's default fingerprint)."""
+    partial = np.empty(CHECKSUM_BLOCKS, np.uint64)
+    checksum_blocks(0, w, 1, partial)
+    return combine_checksum(partial)
 
 
 class TransformCache:
@@ -319,16 +334,18 @@ class TransformCache:
     in place, recompute). Bounded by ``max_bytes`` of transforms.
     """
 
-    def __init__(self, max_bytes: int = 512 << 20, transform=weight_transform):
+    def __init__(self, max_bytes: int = 512 << 20, transform=weight_transform,
+                 fingerprint=checksum):
         self.max_bytes = max_bytes
         self.transform = transform      # w -> its transform (winograd4.py has its own)
+        self.fingerprint = fingerprint  # w -> int (the driver's runs on its workers)
         self._entries: OrderedDict = OrderedDict()
         self.misses = 0
 
     def get(self, w: np.ndarray) -> np.ndarray:
         """transform(w), from the cache while w is unchanged."""
         key = id(w)
-        stamp = (w.ctypes.data, w.shape, int(checksum(w)))
+        stamp = (w.ctypes.data, w.shape, int(self.fingerprint(w)))
         hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
             self._entries.move_to_end(key)
