@@ -982,10 +982,11 @@ def test_2x2_pooling_kernels_equal_the_general_ones(h, w):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 17, 70001])
 def test_streaming_kernels_cover_every_element_once_whatever_the_workers(workers, n):
-    # The ReLU and small-batch linear kernels cut their work into one share per worker; the
-    # driver shares out only big arrays (MIN_SHARE), so the edges are checked here, shares
-    # of 0, 1 and many elements, a NaN on an edge, every output poisoned first.
-    from vggjit_numba_cpu import elementwise, linear
+    # The ReLU, small-batch linear and softmax kernels cut their work into one share per
+    # worker; the driver shares out only big arrays (MIN_SHARE), so the edges are checked
+    # here: shares of 0, 1 and many elements (softmax: 5 rows), a NaN on an edge, every
+    # output poisoned first.
+    from vggjit_numba_cpu import elementwise, linear, softmax
 
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(np.float32)
@@ -1006,6 +1007,11 @@ def test_streaming_kernels_cover_every_element_once_whatever_the_workers(workers
         linear.linear_forward_stream(t, a, w, b, workers, out)
     np.testing.assert_allclose(out, a.astype(np.float64) @ w.T.astype(np.float64) + b,
                                rtol=1e-5, atol=1e-5)
+    probs = np.full_like(out, np.nan)
+    for t in range(workers):
+        softmax.softmax_forward(t, out, probs, workers)
+    e = np.exp(out.astype(np.float64) - out.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
 
 
 def test_warmup_compiles_every_kernel():

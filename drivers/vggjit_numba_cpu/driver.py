@@ -28,8 +28,9 @@ from .warmup import STEPS, split_warmup
 #: per-worker tile target: the column tile of one worker stays around this size (L2 is 2 MiB
 #: per core here, and OpenBLAS needs room for its packed panels beside it).
 DEFAULT_TILE_KB = 1024
-#: fewest floats a streaming kernel (ReLU, 2x2 pooling, the small-batch linear layer) is shared
-#: out for: below it one worker does it all (a launch costs 50-70 us, 64 K floats of ReLU ~20)
+#: fewest floats a streaming kernel (ReLU, 2x2 pooling, the small-batch linear layer, softmax)
+#: is shared out for: below it one worker does it all, as a launch (50-70 us) would cost more
+#: than the work (a ReLU of 64 K floats takes about 20 us)
 MIN_SHARE = 1 << 16
 
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
@@ -503,8 +504,8 @@ class NumbaCpuDriver(Driver):
     # -- softmax and Gram ---------------------------------------------------------------------
     def _softmax(self, x):
         y = np.empty_like(x)
-        with self._plan.kernels():
-            softmax.softmax_forward(x, y)
+        workers = min(self._share_workers(x.size), x.shape[0])
+        self._plan.run(softmax.softmax_forward, workers, x, y, workers)
         return y
 
     def _gram(self, x):

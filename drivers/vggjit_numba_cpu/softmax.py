@@ -1,21 +1,22 @@
-"""Softmax over the rows of [N, classes]: rows in parallel, computed stably (the row maximum is
-subtracted first, so large logits cannot overflow exp), exp and sum in float64.
+"""Softmax over the rows of [N, classes]: rows shared out among the workers, computed stably
+(the row maximum is subtracted first, so large logits cannot overflow exp), exp and sum in
+float64.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import prange
 
 from .kernel_cache import jit
 
 
-@jit
-def softmax_forward(x, y):
-    """y [N, K] = exp(x - max) / sum exp(x - max), row by row; x [N, K]."""
+@jit(parallel=False)
+def softmax_forward(t, x, y, workers):
+    """y [N, K] = exp(x - max) / sum exp(x - max), row by row; x [N, K]. Worker t of
+    ``workers`` (threads.ThreadPlan.run) does a contiguous share of the rows."""
     N, K = x.shape[0], x.shape[1]
-    for i in prange(N):
+    for i in range(t * N // workers, (t + 1) * N // workers):
         m = x[i, 0]
         for k in range(1, K):
             if x[i, k] > m or x[i, k] != x[i, k]:
