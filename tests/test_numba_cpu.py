@@ -453,15 +453,19 @@ def test_gram_blocks_share_the_flops_evenly(workers):
 
 
 # -- the packed GEMM (microkernel.py) -------------------------------------------------------------
-def test_pack_puts_each_entry_where_pack_index_says():
-    m = np.arange(2 * 13 * 5, dtype=np.float32).reshape(2, 13, 5)
+@pytest.mark.parametrize("depth", [5, 300])               # one pass; two whole and a short one
+def test_pack_puts_each_entry_where_pack_index_says(depth):
+    m = np.arange(2 * 13 * depth, dtype=np.float32).reshape(2, 13, depth)
     packed = microkernel.pack(m)
-    assert packed.shape == (2, 2, 5, microkernel.MR)         # 13 rows -> 2 blocks of 8
-    flat = packed.reshape(2, -1)
+    assert packed.shape == (2, 16 * depth)                   # 13 rows -> 2 blocks of 8
+    places = set()
     for p in range(16):
-        for q in range(5):
+        for q in range(depth):
             want = m[:, p, q] if p < 13 else 0.0             # the added rows are zero
-            np.testing.assert_array_equal(flat[:, microkernel.pack_index(p, q, 5)], want)
+            place = microkernel.pack_index(p, q, 16, depth)
+            np.testing.assert_array_equal(packed[:, place], want)
+            places.add(place)
+    assert len(places) == 16 * depth                         # every place used once
 
 
 # cols: main blocks of NR = 48, then blocks of 16 and 8 (every mix of them); depth past KC = 128
@@ -478,7 +482,7 @@ def test_gemm_packed_against_float64(cols, depth, p, p0, p1):
     rows = microkernel.packed_rows(p)
     c = np.full((rows, ldc), np.nan, np.float32)
     microkernel.gemm_packed(microkernel.pack(a).reshape(-1), 0, b.reshape(-1), 0, ldb,
-                            c.reshape(-1), 0, ldc, p0, p1, depth, cols)
+                            c.reshape(-1), 0, ldc, p0, p1, rows, depth, cols)
     want = np.zeros((rows, cols))
     want[:p] = a.astype(np.float64) @ b[:, :cols].astype(np.float64)
     assert_close(c[p0:p1, :cols], want[p0:p1], TOLERANCES["float32"]["conv2d"], "gemm_packed")
@@ -531,9 +535,10 @@ def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
 
 @pytest.mark.parametrize("module, g", [(winograd, winograd._G), (winograd4, winograd4.G)])
 @pytest.mark.parametrize("flip", [False, True])
-def test_weight_transform_kernel_matches_the_matrix_product(module, g, flip):
+@pytest.mark.parametrize("cout, cin", [(7, 5), (11, 150)])   # 150: a second, short depth pass
+def test_weight_transform_kernel_matches_the_matrix_product(module, g, flip, cout, cin):
     # the reference: G k G^T as one float64 einsum over all kernels, rounded once
-    w = np.random.default_rng(28).standard_normal((7, 5, 3, 3)).astype(np.float32)
+    w = np.random.default_rng(28).standard_normal((cout, cin, 3, 3)).astype(np.float32)
     k = w.astype(np.float64)
     if flip:
         k = k.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]

@@ -200,16 +200,16 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 
 
 @jit
-def transform_kernels(w, g, flip, mr, u):
+def transform_kernels(w, g, flip, mr, kc, u):
     """u = G k G^T (float32) for every kernel k of w [Cout, Cin, 3, 3], with G = g [R, 3]
     (float64): F(2x2)'s or F(4x4)'s weight transform, computed in float64 and rounded once.
     flip=False: k = w[p, q] (P = Cout, Q = Cin); flip=True: the backward-dx kernel k = w[q, p]
     rotated 180 degrees (P = Cin, Q = Cout).
 
     u: 1-D. mr = 1: u is [R*R, P, Q]; mr > 1: each of the R*R matrices [P, Q] is in the
-    packed form of microkernel.py (rows in blocks of mr, each block [Q, mr]; P rounded up to
-    a multiple of mr, the added rows zero), u[e, p, q] at
-    e*P'*Q + (p // mr)*Q*mr + q*mr + p % mr.
+    packed form of microkernel.py (the depth q in passes of kc, within a pass rows in blocks of
+    mr, each block [depth, mr]; P rounded up to P', a multiple of mr, the added rows zero),
+    u[e, p, q] at e*P'*Q + microkernel.pack_index(p, q, P', Q).
 
     Parallel over blocks of mr rows p. For each block the 9 taps of its mr*Q kernels are first
     gathered into rows in the packed order (z = q*mr + p % mr), then each product is a row
@@ -224,13 +224,17 @@ def transform_kernels(w, g, flip, mr, u):
     P, Q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
     blocks = (P + mr - 1) // mr
     plane = blocks * Q * mr
-    span = max(1, 512 // mr)            # q per pass: taps and T stay in L1 / L2
+    span = max(1, 512 // mr)            # q per step: taps and T stay in L1 / L2
+    kc = kc if mr > 1 else Q            # unpacked: one pass, u[e] is [P, Q] row-major
+    span = min(span, kc)                # a step's q stay in one depth pass (kc: its multiple)
     for pb in prange(blocks):
         taps = np.zeros((9, span * mr))     # rows past P stay zero
         t = np.empty((3, span * mr))
         for q0 in range(0, Q, span):
             qn = min(span, Q - q0)
             width = qn * mr
+            k0 = q0 // kc * kc                          # the depth pass of these q
+            depth = min(kc, Q - k0)
             for q in range(qn):
                 for r in range(min(mr, P - pb * mr)):
                     p = pb * mr + r
@@ -247,7 +251,8 @@ def transform_kernels(w, g, flip, mr, u):
                 for j in range(R):
                     h0, h1, h2 = g[j, 0], g[j, 1], g[j, 2]
                     # unsigned: Numba then adds no negative-index check per element
-                    at = np.uint64((i * R + j) * plane + (pb * Q + q0) * mr)
+                    at = np.uint64((i * R + j) * plane + k0 * blocks * mr + pb * depth * mr
+                                   + (q0 - k0) * mr)
                     for z in range(width):
                         u[at + np.uint64(z)] = t[0, z] * h0 + t[1, z] * h1 + t[2, z] * h2
 
@@ -268,22 +273,24 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
 
 def transform_layout(g: np.ndarray, p: int, q: int, mr: int) -> tuple:
     """The shape transform_kernels fills for [P, Q] kernels with G = g: [R*R, P, Q] (mr = 1) or,
-    packed, [R*R, ceil(P/mr), Q, mr] (R = g.shape[0])."""
+    packed, [R*R, P' * Q] (P' = P rounded up to mr; R = g.shape[0])."""
     r2 = g.shape[0] ** 2
-    return (r2, p, q) if mr == 1 else (r2, -(-p // mr), q, mr)
+    return (r2, p, q) if mr == 1 else (r2, -(-p // mr) * mr * q)
 
 
 def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None,
-                mr: int = 1) -> np.ndarray:
-    """transform_kernels(w, g, flip, mr) into ``out``, or into a new array of the shape it
-    fills (transform_layout; P, Q = Cout, Cin, or Cin, Cout with flip). Both tile sizes'
-    weight transforms go through here."""
+                mr: int = 1, kc: int = 0) -> np.ndarray:
+    """transform_kernels(w, g, flip, mr, kc) into ``out``, or into a new array of the shape it
+    fills (transform_layout; P, Q = Cout, Cin, or Cin, Cout with flip); kc: the depth pass of
+    the packing (mr > 1). Both tile sizes' weight transforms go through here."""
     p, q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
     shape = transform_layout(g, p, q, mr)
     u = np.empty(shape, np.float32) if out is None else out
     if u.shape != shape or not u.flags.c_contiguous:
         raise ValueError(f"weight transform: out must be C-contiguous {shape}, got {u.shape}")
-    transform_kernels(w, g, flip, mr, u.reshape(-1))
+    if mr > 1 and kc % min(512 // mr, kc):
+        raise ValueError(f"weight transform: depth pass {kc} is not a multiple of the step")
+    transform_kernels(w, g, flip, mr, kc, u.reshape(-1))
     return u
 
 

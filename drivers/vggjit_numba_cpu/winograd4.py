@@ -53,7 +53,7 @@ import numpy as np
 from .blas import TRANS_N, address, sgemm
 from .conv import balanced_rows
 from .kernel_cache import jit
-from .microkernel import MR, NR_EDGE, compiles_for_avx512, gemm_packed
+from .microkernel import KC, MR, NR_EDGE, compiles_for_avx512, gemm_packed
 from .winograd import estride, transform_layout, transformed, use_winograd
 from .winograd_tiles import input_tiles, output_tiles, split_row, split_row_gated
 
@@ -163,7 +163,7 @@ def _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, co0, co1):
     for e in range(36):
         if USE_PACKED_GEMM:
             gemm_packed(uf, e * plane, work, vs + e * ev, T, work, ms + e * em, T,
-                        co0, co1, Cin, T)
+                        co0, co1, transform_rows(Cout), Cin, T)
         else:
             sgemm(blas, t, TRANS_N, TRANS_N, co1 - co0, T, Cin,
                   address(uf, e * plane + co0 * Cin), Cin, address(work, vs + e * ev), T,
@@ -194,7 +194,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
     scratch = SCRATCH * Tmax
     per_worker = 36 * (estride(Cin * Tmax) + estride(rows_u * Tmax)) + scratch
     if work.shape[0] < workers * per_worker or u.size != 36 * rows_u * Cin or \
-            u.shape[2] != Cin or (mask.size and mask.size != x.size):
+            (mask.size and mask.size != x.size):
         raise ValueError("winograd4_forward: work buffer too small, bad weight transform or mask")
     uf = u.reshape(-1)
     vs = t * per_worker
@@ -301,11 +301,11 @@ def weight_transform(w: np.ndarray, flip: bool = False, out: np.ndarray | None =
                      ) -> np.ndarray:
     """U[6i + j, co, c] = (G g G^T)[i, j], g = w[co, c], float32: [36, Cout, Cin], each of the
     36 matrices packed for microkernel.gemm_packed where USE_PACKED_GEMM
-    ([36, ceil(Cout/MR), Cin, MR], see transform_shape); flip=True: g = w.transpose(1, 0, 2,
+    ([36, Cout' * Cin], see transform_shape); flip=True: g = w.transpose(1, 0, 2,
     3)[:, :, ::-1, ::-1], the backward-dx kernel (Cin and Cout swapped). Computed in float64,
     one rounding to float32 (winograd.transformed); into ``out`` when given (C-contiguous,
     that shape)."""
-    return transformed(w, G, flip, out, PACK)
+    return transformed(w, G, flip, out, PACK, KC)
 
 
 def transform_shape(rows: int, cols: int) -> tuple:
