@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from pathlib import Path
 
 import numba
@@ -859,6 +860,12 @@ def test_workers_run_every_share_wake_from_sleep_and_report_errors(kind):
             workers.run(_count_share, 3, (counts, failing))
     workers.run(_count_share, 3, (counts, -1))
     assert counts.tolist() == [505, 505, 504]
+    # no worker keeps a job's arrays once the call returned (a style step's activations)
+    passed = np.zeros(3, np.int64)
+    gone = weakref.ref(passed)
+    workers.run(_count_share, 3, (passed, -1))
+    del passed
+    assert gone() is None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")

@@ -7,8 +7,8 @@ those workers are still awake from the layer before (handoff.py).
 """
 from __future__ import annotations
 
-from .kernel_cache import jit
 from .handoff import share
+from .kernel_cache import jit
 
 
 @jit(parallel=False)

@@ -3,11 +3,11 @@ spinning on a flag for about a millisecond before blocking (threads.ThreadPlan.r
 
 Why not a queue alone: a thread blocked on a lock takes 50-400 us to wake here (more after a
 pause, when its virtual CPU has halted), and a hand-off through ``concurrent.futures`` wakes two
-threads per launch, the worker and then the caller. VGG19's forward at batch 1 launches 24
-worker kernels one after the other. A worker that is still spinning from its last share sees
-the next one within microseconds. Launching a trivial kernel on two workers took 113-180 us
-through a queue and 47-72 us this way; VGG19 at batch 1, 0.3 s idle before each forward (as
-the engine comparison runs it), took 0.90-0.95 of the time (docs/design-notes.md, note 20).
+threads per launch, the worker and then the caller. VGG19's forward at batch 1 launches 34
+kernels on the workers one after the other. A worker that is still spinning from its last share
+sees the next one within microseconds. Launching a trivial kernel on two workers took 113-180
+us through a queue and 47-72 us this way; VGG19 at batch 1, 0.3 s idle before each forward (as
+the engine comparison runs it), took 0.86-0.91 of the time (docs/design-notes.md, note 20).
 
 Why the spin yields: on two CPUs the scheduler may wake a thread onto the CPU of the thread
 that woke it, and a spinner that never gives its CPU up keeps the woken thread waiting until
@@ -21,7 +21,7 @@ under one lock (``Condition``), so a wake-up is never lost: each side writes its
 takes the lock and looks at the other side's state.
 
 Where: x86-64 on Linux and macOS (the pause instruction, the cycle counter, ``sched_yield``).
-Elsewhere (SUPPORTED is False) threads.py keeps a plain queue of worker threads.
+Elsewhere (SUPPORTED is False) QueueWorkers, a plain queue of blocking worker threads, serve.
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function
 def _cycles(typingctx):
     """The CPU's cycle counter (rdtsc): a clock that costs nothing to read."""
     def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(_I64, []))
+        fn = builder.module.declare_intrinsic("llvm.readcyclecounter",
+                                              fnty=ir.FunctionType(_I64, []))
         return builder.call(fn, [])
     return types.int64(), codegen
 

@@ -23,9 +23,10 @@ Workers (:meth:`ThreadPlan.run`)
     While a kernel runs, the BLAS library the kernels call is limited to one thread through
     threadpoolctl (a few microseconds) and restored afterwards.
 
-Numba's threading layer (the pooling kernels with switches, average pooling, softmax and a few
-reductions use ``prange``; the ReLUs, inference's 2x2 pooling and the small-batch linear layer
-run on the workers above, which are still awake between two convolutions)
+Numba's threading layer (the pooling kernels with switches, average pooling, the weight
+transform and a few reductions use ``prange``; the ReLUs, inference's 2x2 pooling, the
+small-batch linear layer, softmax and the weight checksum run on the workers above, which are
+still awake between two convolutions)
     ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise. Numba's default on Linux is
     GNU OpenMP, whose idle workers spin (for a while by default, without end under
     ``OMP_WAIT_POLICY=active``) and starve whatever runs next on the same cores: an im2col +

@@ -288,7 +288,7 @@ def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None
     u = np.empty(shape, np.float32) if out is None else out
     if u.shape != shape or not u.flags.c_contiguous:
         raise ValueError(f"weight transform: out must be C-contiguous {shape}, got {u.shape}")
-    if mr > 1 and kc % min(512 // mr, kc):
+    if mr > 1 and (kc < 1 or kc % min(512 // mr, kc)):
         raise ValueError(f"weight transform: depth pass {kc} is not a multiple of the step")
     transform_kernels(w, g, flip, mr, kc, u.reshape(-1))
     return u
@@ -304,8 +304,8 @@ def checksum_blocks(t, w, workers, partial):
     C-contiguous), to notice in-place changes: partial[k] = the sum over block k's elements i
     of (bits(w[i]) XOR i) modulo 2^64, for a contiguous share of the CHECKSUM_BLOCKS blocks.
     A change of any one element changes its block's sum; the XOR with the position makes
-    most swaps of two elements count too. No multiplies: a position-weighted sum with 64-bit products
-    ran at 2-3 ms for a 512x512x3x3 kernel, a sixth of that layer's convolution."""
+    most swaps of two elements count too. No multiplies: a position-weighted sum with 64-bit
+    products ran at 2-3 ms for a 512x512x3x3 kernel, a sixth of that layer's convolution."""
     bits = w.reshape(-1).view(np.uint32)
     total = bits.shape[0]
     blocks = partial.shape[0]
