@@ -14,7 +14,7 @@ from .kernel_cache import jit
 @jit(parallel=False)
 def relu_forward(t, x, y, workers):
     """y = max(x, 0) elementwise; NaN stays NaN (``x <= 0`` is false for NaN). x, y: 1-D views."""
-    start, stop = share(x.shape[0], workers, t)
+    start, stop = share(x.shape[0], workers, t, 16)
     for i in range(start, stop):
         v = x[i]
         y[i] = 0.0 if v <= 0.0 else v
@@ -24,7 +24,7 @@ def relu_forward(t, x, y, workers):
 def relu_backward(t, dy, x, dx, workers):
     """dx = dy where x > 0, else 0. x may be the ReLU's input or its output (both are > 0 at
     the same places). dy, x, dx: 1-D views of equal length."""
-    start, stop = share(x.shape[0], workers, t)
+    start, stop = share(x.shape[0], workers, t, 16)
     for i in range(start, stop):
         g = dy[i]    # loaded unconditionally, so this is a vector select, not a branch
         dx[i] = g if x[i] > 0.0 else 0.0

@@ -36,6 +36,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernel_cache import jit
@@ -72,11 +73,6 @@ def _store_release(typingctx, address, value):
     return types.void(types.uint64, types.int64), codegen
 
 
-def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
-    existing = module.globals.get(name)
-    return existing if existing is not None else ir.Function(module, fnty, name)
-
-
 @intrinsic
 def _cycles(typingctx):
     """The CPU's cycle counter (rdtsc): a clock that costs nothing to read."""
@@ -92,10 +88,11 @@ def _pause(typingctx, give_up_cpu):
     """One spin step: the pause instruction, and sched_yield when ``give_up_cpu``."""
     def codegen(context, builder, signature, args):
         module = builder.module
-        builder.call(_declare(module, "llvm.x86.sse2.pause", ir.FunctionType(ir.VoidType(), [])),
-                     [])
+        builder.call(cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"), [])
         with builder.if_then(builder.icmp_signed("!=", args[0], _I64(0))):
-            builder.call(_declare(module, "sched_yield", ir.FunctionType(ir.IntType(32), [])), [])
+            builder.call(cgutils.get_or_insert_function(
+                module, ir.FunctionType(ir.IntType(32), []), "sched_yield"), [])
         return context.get_dummy_value()
     return types.void(types.int64), codegen
 
@@ -139,11 +136,12 @@ def cycles_per_second(seconds: float = 2e-3) -> float:
 
 
 @jit(parallel=False)
-def share(total, parts, t):
-    """[start, stop) of part t when ``total`` items are cut into ``parts`` near-equal pieces,
-    piece edges rounded to multiples of 16 floats (a 64-byte cache line)."""
+def share(total, parts, t, align):
+    """[start, stop) of part t when ``total`` items are cut into ``parts`` near-equal
+    contiguous pieces, piece edges on multiples of ``align`` items (16 floats: a 64-byte cache
+    line, so no two workers write one line; 1 for rows, planes or blocks)."""
     step = -(-total // parts)
-    step = -(-step // 16) * 16
+    step = -(-step // align) * align
     return min(total, t * step), min(total, (t + 1) * step)
 
 

@@ -25,7 +25,7 @@ def linear_forward(t, x, w, b, workers, y, blas):
     N, nin = x.shape[0], x.shape[1]
     nout = w.shape[0]
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
-    o0, o1 = share(nout, workers, t)
+    o0, o1 = share(nout, workers, t, 16)
     if o1 > o0:
         for i in range(N):
             for o in range(o0, o1):
@@ -99,8 +99,8 @@ def linear_forward_stream(t, x, w, b, workers, y):
     """
     N = x.shape[0]
     nout = w.shape[0]
-    blocks = (nout + 3) // 4
-    for blk in range(t * blocks // workers, (t + 1) * blocks // workers):
+    first, last = share((nout + 3) // 4, workers, t, 1)
+    for blk in range(first, last):
         o0 = 4 * blk
         if o0 + 4 <= nout:
             i = 0
@@ -131,12 +131,12 @@ def linear_backward(t, dy, x, w, need_dx, need_dw, workers, dx, dw, db, blas):
     xf, wf, dyf = x.reshape(-1), w.reshape(-1), dy.reshape(-1)
     dxf, dwf = dx.reshape(-1), dw.reshape(-1)
     if need_dx:
-        i0, i1 = share(nin, workers, t)
+        i0, i1 = share(nin, workers, t, 16)
         if i1 > i0:
             sgemm(blas, t, TRANS_N, TRANS_N, N, i1 - i0, nout, address(dyf, 0), nout,
                   address(wf, i0), nin, 0, address(dxf, i0), nin)
     if need_dw:
-        o0, o1 = share(nout, workers, t)
+        o0, o1 = share(nout, workers, t, 16)
         if o1 > o0:
             sgemm(blas, t, TRANS_T, TRANS_N, o1 - o0, nin, N, address(dyf, o0), nout,
                   address(xf, 0), nin, 0, address(dwf, o0 * nin), nin)

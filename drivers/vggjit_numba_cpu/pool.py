@@ -19,6 +19,7 @@ from llvmlite import ir
 from numba import prange
 from numba.core import cgutils
 
+from .handoff import share
 from .kernel_cache import jit
 from .vector_ir import ADDR, BVEC, I32, I64, INT, IVEC, LANES, Loop, intrinsic_call
 
@@ -107,8 +108,8 @@ def max_pool2x2_values(t, x, y, workers):
     Ho, Wo = y.shape[2], y.shape[3]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
-    planes = N * C
-    for p in range(t * planes // workers, (t + 1) * planes // workers):
+    first, last = share(N * C, workers, t, 1)
+    for p in range(first, last):
         for i in range(Ho):
             top = np.uint64(p * H * W + 2 * i * W)
             bottom = top + np.uint64(W)

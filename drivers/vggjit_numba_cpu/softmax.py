@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from .handoff import share
 from .kernel_cache import jit
 
 
@@ -16,7 +17,8 @@ def softmax_forward(t, x, y, workers):
     """y [N, K] = exp(x - max) / sum exp(x - max), row by row; x [N, K]. Worker t of
     ``workers`` (threads.ThreadPlan.run) does a contiguous share of the rows."""
     N, K = x.shape[0], x.shape[1]
-    for i in range(t * N // workers, (t + 1) * N // workers):
+    first, last = share(N, workers, t, 1)
+    for i in range(first, last):
         m = x[i, 0]
         for k in range(1, K):
             if x[i, k] > m or x[i, k] != x[i, k]:

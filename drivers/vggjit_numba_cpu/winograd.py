@@ -44,6 +44,7 @@ import numpy as np
 from numba import prange
 
 from .blas import TRANS_N, TRANS_T, address, sgemm
+from .handoff import share
 from .kernel_cache import jit
 from .winograd_tiles import input2_tiles, input2_tiles_gated, output2_tiles
 
@@ -199,6 +200,10 @@ def plan_rows(h: int, w: int, cin: int, cout: int, workers: int, n: int, tile_by
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
+#: kernel entries per step of transform_kernels (q * mr): its taps and rows stay in L1 / L2
+STEP_FLOATS = 512
+
+
 @jit
 def transform_kernels(w, g, flip, mr, kc, u):
     """u = G k G^T (float32) for every kernel k of w [Cout, Cin, 3, 3], with G = g [R, 3]
@@ -224,7 +229,7 @@ def transform_kernels(w, g, flip, mr, kc, u):
     P, Q = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
     blocks = (P + mr - 1) // mr
     plane = blocks * Q * mr
-    span = max(1, 512 // mr)            # q per step: taps and T stay in L1 / L2
+    span = max(1, STEP_FLOATS // mr)    # q per step
     kc = kc if mr > 1 else Q            # unpacked: one pass, u[e] is [P, Q] row-major
     span = min(span, kc)                # a step's q stay in one depth pass (kc: its multiple)
     for pb in prange(blocks):
@@ -288,7 +293,7 @@ def transformed(w: np.ndarray, g: np.ndarray, flip: bool, out: np.ndarray | None
     u = np.empty(shape, np.float32) if out is None else out
     if u.shape != shape or not u.flags.c_contiguous:
         raise ValueError(f"weight transform: out must be C-contiguous {shape}, got {u.shape}")
-    if mr > 1 and (kc < 1 or kc % min(512 // mr, kc)):
+    if mr > 1 and (kc < 1 or kc % min(STEP_FLOATS // mr, kc)):
         raise ValueError(f"weight transform: depth pass {kc} is not a multiple of the step")
     transform_kernels(w, g, flip, mr, kc, u.reshape(-1))
     return u
@@ -310,7 +315,8 @@ def checksum_blocks(t, w, workers, partial):
     total = bits.shape[0]
     blocks = partial.shape[0]
     step = (total + blocks - 1) // blocks
-    for k in range(t * blocks // workers, (t + 1) * blocks // workers):
+    first, last = share(blocks, workers, t, 1)
+    for k in range(first, last):
         s = np.uint64(0)
         for i in range(np.uint64(k * step), np.uint64(min(total, (k + 1) * step))):
             s += np.uint64(bits[i]) ^ i
