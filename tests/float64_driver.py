@@ -104,3 +104,12 @@ class Float64Driver(Driver):
     def gram(self, x):
         flat = _f64(x).reshape(x.shape[0], x.shape[1], -1)
         return flat @ flat.transpose(0, 2, 1)
+
+    def gram_backward(self, dg, x, accumulate=None):
+        flat = _f64(x).reshape(x.shape[0], x.shape[1], -1)
+        dg = _f64(dg)
+        grad = ((dg + dg.transpose(0, 2, 1)) @ flat).reshape(x.shape)
+        if accumulate is None:
+            return grad
+        accumulate += grad
+        return accumulate

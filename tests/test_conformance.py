@@ -257,6 +257,29 @@ def test_gram_matches_naive(target, shape):
     assert got.shape == (shape[0], shape[1], shape[1])
 
 
+@pytest.mark.parametrize("target", TARGETS, ids=_target_id)
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (2, 5, 9, 10), (1, 7, 13, 7), (1, 3, 4, 8)])
+def test_gram_backward_matches_naive(target, shape):
+    # (dg + dg^T) X, fresh and added in place to a given gradient; H*W of 15, 90, 91 and 32
+    # columns, shared among the workers on 16-float edges
+    driver, ref = _driver(*target), _driver(REFERENCE)
+    if BACKWARD not in driver.capabilities:
+        pytest.skip("driver has no backward pass")
+    rng = np.random.default_rng(shape[2])
+    x = _array(rng, shape)
+    dg = _array(rng, (shape[0], shape[1], shape[1]))
+    tol = _tolerance(driver, "gram_backward")
+    want = ref.gram_backward(dg, x)
+    assert_close(driver.gram_backward(dg, x), want, tol, "gram_backward")
+    arriving = _array(rng, shape)
+    into = arriving.copy()
+    got = driver.gram_backward(dg, x, accumulate=into)
+    assert got is into
+    assert_close(got, ref.gram_backward(dg, x, accumulate=arriving.copy()), tol,
+                 "gram_backward accumulated")
+    assert_close(got, want + arriving, tol, "gram_backward accumulated")
+
+
 # -- bad input: the same InputError (a ValueError) from every driver ----------------------------
 BAD_CALLS = {
     "conv kernel larger than padded input": (
@@ -362,6 +385,18 @@ BAD_BACKWARD_CALLS = {
     "max-pool backward x_shape beyond memory": (
         lambda d: d.max_pool2d_backward(_f32(1, 1, 2, 2), None, (1, 1, 2**30, 2**30)),
         "memory"),
+    "gram backward dg of another channel count": (
+        lambda d: d.gram_backward(_f32(1, 3, 3), _f32(1, 4, 5, 5)), "expected"),
+    "gram backward into a read-only array": (
+        lambda d: d.gram_backward(_f32(1, 2, 2), _f32(1, 2, 3, 3),
+                                  accumulate=np.broadcast_to(_f32(1), (1, 2, 3, 3))),
+        "writable"),
+    "gram backward into an array of another shape": (
+        lambda d: d.gram_backward(_f32(1, 2, 2), _f32(1, 2, 3, 3), accumulate=_f32(1, 2, 3, 4)),
+        "shape"),
+    "gram backward into x itself": (
+        lambda d: (lambda x: d.gram_backward(_f32(1, 2, 2), x, accumulate=x))(_f32(1, 2, 3, 3)),
+        "share memory"),
     "conv backward empty dy": (
         lambda d: d.conv2d_backward(_f32(0, 3, 4, 4), _f32(0, 2, 4, 4), _f32(3, 2, 3, 3),
                                     1, 1), "empty"),

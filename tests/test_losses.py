@@ -284,6 +284,15 @@ def test_forward_stops_at_the_deepest_loss_layer():
     x = np.zeros((1, 3, 32, 32))
     obj = StyleObjective(net, x, {"relu2_1": 1.0}, {"relu3_1": 1.0},
                          {"relu3_1": np.zeros((1, 4, 4))})
+    saved = []
+    backward = net.backward
+
+    def spy(grads, **options):
+        saved.append(max(net._saved))
+        return backward(grads, **options)
+
+    net.backward = spy
     obj(x + 1)
     assert net._saved_last == net.index["relu3_1"]
-    assert max(net._saved) <= net.index["relu3_1"]
+    assert saved == [net.index["relu3_1"]]
+    assert net._saved is None           # the step's backward freed them as it went

@@ -81,6 +81,17 @@ def test_linear_backward_equals_finite_differences(naive):
     check(db, numeric_grad(lambda v: naive.linear(x, w, v), b, r))
 
 
+def test_gram_backward_equals_finite_differences(naive):
+    # a non-symmetric dg: the backward must use dg + dg^T, not 2 dg
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
+    r = rng.standard_normal((2, 3, 3))
+    check(naive.gram_backward(r.astype(np.float32), x), numeric_grad(naive.gram, x, r))
+    arriving = rng.standard_normal(x.shape).astype(np.float32)
+    check(naive.gram_backward(r.astype(np.float32), x, accumulate=arriving.copy()),
+          numeric_grad(naive.gram, x, r) + arriving)
+
+
 def test_naive_forward_values_by_hand(naive):
     # A 1-channel 3x3 input, 2x2 kernel of ones, stride 1, no pad: window sums.
     x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)

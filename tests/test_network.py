@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -363,3 +364,37 @@ def test_backward_leaves_the_callers_seed_gradients_alone(driver):
     for name, g in seeds.items():
         np.testing.assert_array_equal(g, copies[name])
     assert np.abs(dx).max() > 0
+
+
+def test_callable_seeds_and_release_give_the_same_gradient():
+    # a seed may be a callable that adds its term to the gradient arriving from deeper layers
+    # (None at the deepest seeded layer); release frees what the walk has passed, empties the
+    # caller's mapping and leaves nothing for a second backward
+    rng = np.random.default_rng(4)
+    net = fixture_net(Float64Driver(), random_params(TINY_BLOCKS, TINY_CLASSIFIER, seed=5),
+                      TINY_BLOCKS, TINY_CLASSIFIER)
+    x = rng.uniform(-20, 20, (1, 3, 28, 28))
+    seeds = seeds_for(net, x, ("relu1_1", "relu2_1"), rng)
+    net.forward(x, ("relu1_1", "relu2_1"), keep=True)
+    want = net.backward(seeds)
+    net.forward(x, ("relu1_1", "relu2_1"), keep=True)
+    deep = weakref.ref(net._saved[net.index["relu2_1"]])
+    arriving = []
+
+    def deepest(dy):
+        arriving.append(dy)
+        return seeds["relu2_1"].copy()
+
+    def shallow(dy):
+        arriving.append(dy)
+        assert deep() is None           # relu2_1's output went when the walk passed it
+        dy += seeds["relu1_1"]
+        return dy
+
+    grads = {"relu2_1": deepest, "relu1_1": shallow}
+    got = net.backward(grads, release=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert arriving[0] is None and arriving[1].shape == seeds["relu1_1"].shape
+    assert grads == {} and net._saved is None
+    with pytest.raises(VggjitError, match="forward"):
+        net.backward({"relu1_1": seeds["relu1_1"]})

@@ -7,6 +7,7 @@ was grown by an earlier, larger call).
 """
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import shutil
@@ -372,14 +373,28 @@ def test_weight_checksum_is_the_same_on_any_workers_and_sees_every_change():
     assert winograd.checksum(w) == first
 
 
-def test_winograd_cache_is_bounded():
-    cache = winograd.TransformCache(max_bytes=3 * 16 * 4 * 4 * 4)   # three 4x4 transforms
+def test_winograd_cache_is_bounded_and_keeps_the_first_that_fit():
+    # room for three 4x4 transforms: the first three stay, the others are computed per call
+    # (a cycle longer than the bound would otherwise miss every time); an entry goes with its
+    # weights, which makes room for the next
+    cache = winograd.TransformCache(max_bytes=3 * 16 * 4 * 4 * 4)
     ws = [np.full((4, 4, 3, 3), i, np.float32) for i in range(5)]
-    for w in ws:
-        cache.get(w)
-    assert len(cache._entries) == 3 and cache.misses == 5
+    for _ in range(2):
+        for w in ws:
+            u = cache.get(w)
+            np.testing.assert_array_equal(u, winograd.weight_transform(w))
+    assert len(cache._entries) == 3 and cache.misses == 5 + 2
+    assert cache.nbytes <= cache.max_bytes
+    del ws[0], w
+    gc.collect()
+    assert len(cache._entries) == 2
     cache.get(ws[-1])
-    assert cache.misses == 5
+    assert len(cache._entries) == 3 and cache.misses == 8
+    cache.get(ws[-1])
+    assert cache.misses == 8
+    # forward and dx transforms of one array are two entries
+    flipped = cache.get(ws[0], flip=True)
+    np.testing.assert_array_equal(flipped, winograd.weight_transform(ws[0], flip=True))
 
 
 def test_winograd_option_and_dispatch_rule():
@@ -451,6 +466,29 @@ def test_gram_blocks_share_the_flops_evenly(workers):
         loads.append(sum((r[gram.R1] - r[gram.R0]) * (r[gram.C1] - r[gram.C0])
                          / (2 if r[gram.TRIANGLE] else 1) for r in rows))
     assert max(loads) == min(loads) == 512 * 512 / 2 / workers
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 3, 1, 5), (1, 4, 4, 4), (2, 6, 3, 11), (1, 2, 8, 9)])
+def test_gram_backward_shares_every_column_once(naive, workers, shape):
+    # H*W of 5, 16, 33 and 72 columns on 16-float edges: shares of none, part of one edge and
+    # several; every column written once, fresh (dx poisoned first) and added in place
+    rng = np.random.default_rng(shape[3])
+    x = rng.standard_normal(shape).astype(np.float32)
+    dg = rng.standard_normal((shape[0], shape[1], shape[1])).astype(np.float32)
+    s = np.ascontiguousarray(dg + dg.transpose(0, 2, 1))
+    blas = NumbaCpuDriver(threads=1)._sgemm.kernel_args(workers)
+    tol = TOLERANCES["float32"]["gram_backward"]
+    want = naive.gram_backward(dg, x)
+    dx = np.full_like(x, np.nan)
+    for t in range(workers):
+        gram.gram_backward_columns(t, s, x, workers, False, dx, blas)
+    assert_close(dx, want, tol, "fresh")
+    arriving = rng.standard_normal(shape).astype(np.float32)
+    dx = arriving.copy()
+    for t in range(workers):
+        gram.gram_backward_columns(t, s, x, workers, True, dx, blas)
+    assert_close(dx, want + arriving, tol, "accumulated")
 
 
 # -- the packed GEMM (microkernel.py) -------------------------------------------------------------
@@ -527,7 +565,7 @@ def test_winograd4_forward_and_dx_on_odd_sizes(naive, n, cin, h, w, cout):
     np.testing.assert_array_equal(relu, np.maximum(y, 0))
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0]
-    assert driver._transforms4_dx.misses == 1              # ... and dx its own transform
+    assert driver._transforms4.misses == 2                 # ... and dx its own transform
     _close4(dx, naive.conv2d_backward(dy, x, wt, 1, 1)[0], "dx")
     dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=relu)[0]
     _close4(dx, naive.conv2d_backward(naive.relu_backward(dy, relu), x, wt, 1, 1)[0],
@@ -565,8 +603,7 @@ def test_winograd4_transform_per_call_on_large_maps(naive, monkeypatch):
     np.testing.assert_array_equal(per_call.conv2d(x, wt, b, 1, 1), y_cached)
     np.testing.assert_array_equal(per_call.conv2d_backward(dy, x, wt, 1, 1, need_dw=False)[0],
                                   dx_cached)
-    assert per_call._transforms4.misses == per_call._transforms4_dx.misses == 0
-    assert not per_call._transforms4._entries and not per_call._transforms4_dx._entries
+    assert per_call._transforms4.misses == 0 and not per_call._transforms4._entries
     _close4(y_cached, naive.conv2d(x, wt, b, 1, 1), "forward")
 
 
@@ -583,16 +620,15 @@ def test_winograd4_split_by_output_channels(naive, threads, n, cin, h, w, cout):
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=y)[0]
     _close4(dx, naive.conv2d_backward(naive.relu_backward(dy, y), x, wt, 1, 1)[0], "dx")
-    assert driver._transforms4.misses == driver._transforms4_dx.misses == 1
+    assert driver._transforms4.misses == 2                 # forward and dx, once each
 
 
 def test_winograd4_transform_per_call_rule():
-    # large maps, or large transforms on 64 px and more: per call; 224 px classification: cached
-    assert winograd4.transform_per_call(128 * 128, 64, 64)
-    assert winograd4.transform_per_call(64 * 64, 512, 512)            # 512 px style, conv4_x
-    assert not winograd4.transform_per_call(64 * 64, 256, 256)
-    assert not winograd4.transform_per_call(28 * 28, 512, 512)        # 224 px, conv4_x
-    assert not winograd4.transform_per_call(4 * 56 * 56, 256, 256)    # batch 4, conv3_x
+    # large maps: per call; conv4_x of 512 px style transfer and 224 px classification: cached
+    assert winograd4.transform_per_call(128 * 128)                    # 512 px style, conv3_x
+    assert not winograd4.transform_per_call(64 * 64)                  # 512 px style, conv4_x
+    assert not winograd4.transform_per_call(28 * 28)                  # 224 px, conv4_x
+    assert not winograd4.transform_per_call(4 * 56 * 56)              # batch 4, conv3_x
 
 
 def test_winograd4_takes_28_px_maps_on_batches_only():
@@ -1157,6 +1193,25 @@ def test_malloc_keeps_freed_memory_on_glibc():
     settled = NumbaCpuDriver().describe()["malloc_keeps_freed_memory"]
     assert settled == (platform.libc_ver()[0] == "glibc")
     assert allocator.settle_malloc() == settled               # once per process, same answer
+
+
+def test_kept_copy_lives_in_a_mapping_of_its_own():
+    # the transform caches' arrays: equal to the source, independent of it, writable, and
+    # backed by an anonymous mapping (mmap), not by the heap
+    import mmap
+
+    a = np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7)
+    kept = allocator.kept_copy(a)
+    np.testing.assert_array_equal(kept, a)
+    assert kept.shape == a.shape and kept.dtype == a.dtype and kept.flags.c_contiguous
+    a[0, 0, 0] = -1.0
+    kept[1, 1, 1] = -2.0
+    assert kept[0, 0, 0] == 0.0 and a[1, 1, 1] != -2.0
+    owner = kept
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    assert isinstance(owner.obj if isinstance(owner, memoryview) else owner, mmap.mmap)
+    assert allocator.kept_copy(np.zeros((0, 4), np.float32)).shape == (0, 4)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/statm").exists(),

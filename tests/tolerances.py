@@ -26,6 +26,8 @@ TOLERANCES = {
         # does not fit it: see PATH_TOLERANCES.
         "conv2d": 2e-5, "conv2d_backward": 2e-5, "linear": 2e-5, "linear_backward": 2e-5,
         "gram": 2e-5,
+        # Sums of C products per output (C <= 512 in VGG), like the Gram's own.
+        "gram_backward": 2e-5,
         # Selection and masking are exact.
         "relu": 0.0, "relu_backward": 0.0, "max_pool2d": 0.0,
         # Overlapping windows (stride < size) add up to 4 routed gradients per input in

@@ -173,6 +173,31 @@ class Driver:
         """G[n, i, j] = sum_{h,w} x[n,i,h,w] x[n,j,h,w], shape [N, C, C]."""
         return self._gram(checks.as_float32("gram x", x, 4))
 
+    def gram_backward(self, dg, x, accumulate=None) -> np.ndarray:
+        """dL/dx [N, C, H, W] of G = gram(x), given dg = dL/dG [N, C, C]: (dg + dg^T) @ X per
+        image, X = x as [N, C, H*W].
+
+        accumulate: None, or a writable C-contiguous float32 array shaped like x (not x
+        itself): the gradient is added to it in place and it is returned. A style loss adds
+        its term to the gradient arriving from deeper layers that way, with no second array
+        as large as x."""
+        self.require(BACKWARD, "gram_backward")
+        x = checks.as_float32("gram_backward x", x, 4)
+        dg = checks.as_float32("gram_backward dg", dg, 3)
+        n, c = x.shape[:2]
+        checks.expect_shape("gram_backward dg", dg, (n, c, c), f"x {x.shape}")
+        if accumulate is not None:
+            if not (isinstance(accumulate, np.ndarray) and accumulate.dtype == np.float32
+                    and accumulate.flags.c_contiguous and accumulate.flags.writeable
+                    and accumulate.shape == x.shape):
+                raise InputError(
+                    f"gram_backward accumulate must be a writable C-contiguous float32 array "
+                    f"of shape {x.shape}, got {type(accumulate).__name__} "
+                    f"{getattr(accumulate, 'dtype', '')} {getattr(accumulate, 'shape', '')}")
+            if np.may_share_memory(accumulate, x):
+                raise InputError("gram_backward accumulate must not share memory with x")
+        return self._gram_backward(dg, x, accumulate)
+
     # -- whole network -----------------------------------------------------------------------
     def build_graph(self, net) -> Callable[[np.ndarray], np.ndarray] | None:
         """Optionally compile ``net`` into one callable ``x [N,3,224,224] -> prob [N,1000]``.
@@ -193,7 +218,7 @@ class Driver:
         p, switches = self.max_pool2d(r, 2, 2)
         self.max_pool2d(r, 2, 2, switches=False)
         a = self.avg_pool2d(r, 2, 2)
-        self.gram(r)
+        g = self.gram(r)
         fx = p.reshape(1, -1)
         fw = rng.standard_normal((4, fx.shape[1])).astype(np.float32)
         logits = self.linear(fx, fw, np.zeros(4, np.float32))
@@ -205,6 +230,7 @@ class Driver:
             self.relu_backward(r, y)
             self.conv2d_backward(y, x, w, 1, 1)
             self.conv2d_backward(y, x, w, 1, 1, need_dw=False)
+            self.gram_backward(g, r)
 
     def require(self, capability: str, what: str) -> None:
         """Raise DriverUnavailableError if this driver lacks ``capability``."""
@@ -242,6 +268,14 @@ class Driver:
         raise NotImplementedError
     def _gram(self, x):
         raise NotImplementedError
+    def _gram_backward(self, dg, x, accumulate):
+        """NumPy's matmul: any driver has it; a driver may run it on its own kernels."""
+        n, c = x.shape[:2]
+        grad = np.matmul(dg + dg.transpose(0, 2, 1), x.reshape(n, c, -1)).reshape(x.shape)
+        if accumulate is None:
+            return grad
+        accumulate += grad
+        return accumulate
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

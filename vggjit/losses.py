@@ -27,6 +27,7 @@ in pixel units, the same for every network.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -48,16 +49,26 @@ def content_loss(x: np.ndarray, y: np.ndarray, weight: float = 1.0
 def style_loss(x: np.ndarray, g: np.ndarray, a: np.ndarray, weight: float = 1.0
                ) -> tuple[float, np.ndarray]:
     """(L_style, weight * dL/dX) for features x [N, C, H, W], their Gram g and the style Gram
-    a [N, C, C]."""
+    a [N, C, C]. The gradient by NumPy; :class:`StyleObjective` has the driver make it
+    (``gram_backward``) when its backward pass reaches the layer."""
+    loss, dg = style_loss_dg(x, g, a, weight)
+    n, c = x.shape[:2]
+    grad = np.matmul(dg + dg.transpose(0, 2, 1), x.reshape(n, c, -1))
+    return loss, grad.reshape(x.shape)
+
+
+def style_loss_dg(x: np.ndarray, g: np.ndarray, a: np.ndarray, weight: float = 1.0
+                  ) -> tuple[float, np.ndarray]:
+    """(L_style, weight * dL/dG [N, C, C]) for features x [N, C, H, W], their Gram g and the
+    style Gram a: the loss now, the gradient with respect to x (as large as x) later, as
+    ``driver.gram_backward(dg, x)`` = (dg + dg^T) X."""
     n, c, h, w = x.shape
     scale = float(n) * c * c * (float(h) * w) ** 2
     diff = np.subtract(g, a, dtype=np.result_type(g, x))
     loss = float(np.sum(np.square(diff, dtype=np.float64))) / (4.0 * scale)
-    # sum_j X[n,j,hw] (G - A)[n,j,i]: (G - A)^T @ X per image (G - A is symmetric up to rounding).
     # The factors go into the C x C difference, not into the gradient, which is as large as x.
-    diff *= weight / scale
-    grad = np.matmul(diff.transpose(0, 2, 1), x.reshape(n, c, h * w))
-    return loss, grad.reshape(x.shape)
+    diff *= weight / (2.0 * scale)
+    return loss, diff
 
 
 def tv_loss(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -234,7 +245,7 @@ class StyleObjective:
         if x.shape != self.shape:
             raise InputError(f"image shape {x.shape} differs from the content's {self.shape}")
         terms: dict[str, float] = {}
-        seeds: dict[str, np.ndarray] = {}
+        seeds: dict[str, list] = {}     # per layer: its gradient terms (arrays, callables)
         total = 0.0
         if self.outputs:
             feats = self.net.forward(x, self.outputs, keep=need_grad)
@@ -243,33 +254,52 @@ class StyleObjective:
                 loss, grad = content_loss(feats[name], self.content_features[name],
                                           self.weights[key])
                 total += self._add(key, loss, grad, name, terms, seeds)
+            f = None
             for name in self.style_layers:
                 key = f"style:{name}"
                 f = feats[name]
-                loss, grad = style_loss(f, self.net.driver.gram(f), self.style_grams[name],
-                                        self.weights[key])
-                total += self._add(key, loss, grad, name, terms, seeds)
-            del feats
+                loss, dg = style_loss_dg(f, self.net.driver.gram(f), self.style_grams[name],
+                                         self.weights[key])
+                # the gradient (as large as f) is made when the backward walk reaches f
+                total += self._add(key, loss, functools.partial(self.net.driver.gram_backward,
+                                                                dg, f), name, terms, seeds)
+            del feats, f
         if self.tv_weight:
             tv, tv_grad = tv_loss(x)
             terms["tv"] = self.tv_weight * tv
             total += terms["tv"]
         if not need_grad:
             return Evaluation(total, None, terms)
-        dx = self.net.backward(seeds) if seeds else np.zeros_like(x)
+        if seeds:
+            seeds = {name: functools.partial(_add_terms, layer_terms)
+                     for name, layer_terms in seeds.items()}
+            dx = self.net.backward(seeds, release=True)
+        else:
+            dx = np.zeros_like(x)
         if self.tv_weight:
             dx = dx + (self.tv_weight * tv_grad).astype(dx.dtype, copy=False)
         return Evaluation(total, dx, terms)
 
     def _add(self, key, loss, weighted_grad, name, terms, seeds) -> float:
-        """Record term ``key`` (its loss before, its gradient after the weight) and seed the
-        gradient at layer ``name``."""
+        """Record term ``key`` (its loss before, its gradient after the weight: an array, or a
+        callable that adds it to the array it is given) for the backward seed at ``name``."""
         terms[key] = self.weights[key] * loss
-        if name in seeds:
-            seeds[name] += weighted_grad
-        else:
-            seeds[name] = weighted_grad
+        seeds.setdefault(name, []).append(weighted_grad)
         return terms[key]
+
+
+def _add_terms(layer_terms: list, dy: np.ndarray | None) -> np.ndarray:
+    """A layer's seed for Network.backward: dy (None, or the gradient arriving from deeper
+    layers, ours to update) plus each of its loss terms' gradients."""
+    for term in layer_terms:
+        if callable(term):
+            dy = term(accumulate=dy)
+        elif dy is None:
+            dy = term
+        else:
+            dy += term
+    layer_terms.clear()     # each term's arrays go as soon as they are added
+    return dy
 
 
 def _mean_square(a: np.ndarray) -> float:

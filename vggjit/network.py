@@ -218,12 +218,21 @@ class Network:
         return self._graph is not None
 
     # -- backward -----------------------------------------------------------------------------
-    def backward(self, grads: Mapping[str, np.ndarray], weight_grads: bool = False):
+    def backward(self, grads: Mapping[str, object], weight_grads: bool = False, *,
+                 release: bool = False):
         """Gradient with respect to the input image of the last ``forward(..., keep=True)``.
 
         grads: {layer name: dL/d(that layer's output)}; each is added as the walk from the
-        deepest seeded layer back to the image passes its layer.
+        deepest seeded layer back to the image passes its layer. A value is an array, or a
+        callable ``seed(dy) -> dy'`` called when the walk reaches its layer, with the gradient
+        arriving from deeper layers (None at the deepest seeded layer; an array the callable
+        may update in place) and returning it with the layer's own term added: a loss then
+        makes its full-size gradient only when it is needed, not for the whole walk.
         weight_grads: also return {name: (dw, db)} for every conv and fc layer passed.
+        release: free what the walk has passed as it goes: each layer's saved activations and
+        each seed (``grads`` is emptied, so it must be a mutable mapping). A style step's
+        backward then holds the activations of the layers still ahead of it and no more (see
+        docs/style-transfer.md, "Memory"); another backward needs a new forward first.
         Returns dx [N, 3, H, W], or (dx, weight gradients) when weight_grads is true.
         """
         if self._saved is None:
@@ -236,6 +245,10 @@ class Network:
             raise InputError(f"gradient given for {deepest!r}, deeper than the last forward "
                              f"pass reached ({self.layers[self._saved_last].name!r})")
         d, saved = self.driver, self._saved
+        callers_arrays = [g for g in seeds.values() if not callable(g)]
+        if release:
+            self._saved = None
+            grads.clear()
         dparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         dy = None
         ops = self._layer_ops()
@@ -243,25 +256,36 @@ class Network:
         for i in range(max(seeds), -1, -1):
             op = ops[i]
             if i in seeds:
-                g = np.asarray(seeds[i], np.float32)
-                if dy is None:
-                    dy = g
-                elif _own_array(dy, seeds.values()):
-                    dy += g        # saves allocating (and page-faulting) a new gradient
-                else:
-                    dy = dy + g
+                dy = self._seed(seeds.pop(i) if release else seeds[i], dy, callers_arrays)
             if i > 0 and self._relu_follows(i - 1, i) and i - 1 not in seeds:
                 # fused unless a loss is seeded at the conv output
-                relu_out = saved[i]
+                relu_out = saved.pop(i) if release else saved[i]
                 continue
+            memo = saved.pop(i) if release else saved[i]
             if relu_out is not None:
-                dy, param_grads = op.backward(d, dy, saved[i], weight_grads, relu_out=relu_out)
+                dy, param_grads = op.backward(d, dy, memo, weight_grads, relu_out=relu_out)
                 relu_out = None
             else:
-                dy, param_grads = op.backward(d, dy, saved[i], weight_grads)
+                dy, param_grads = op.backward(d, dy, memo, weight_grads)
+            del memo
             if param_grads is not None:
                 dparams[self.layers[i].name] = param_grads
         return (dy, dparams) if weight_grads else dy
+
+    @staticmethod
+    def _seed(seed, dy, callers_arrays):
+        """dy with one seeded gradient added (an array, or a callable: see backward). The
+        caller's arrays are never written: dy is updated in place only when it is none of them
+        (saves allocating, and page-faulting, a new full-size gradient)."""
+        if dy is not None and not _own_array(dy, callers_arrays):
+            dy = dy.copy()
+        if callable(seed):
+            return seed(dy)
+        g = np.asarray(seed, np.float32)
+        if dy is None:
+            return g
+        dy += g
+        return dy
 
     # -- classification -----------------------------------------------------------------------
     def classify(self, images, top_k: int = 5) -> list[list[tuple]]:

@@ -211,3 +211,17 @@ class NaiveDriver(Driver):
                 for b in range(c):
                     g[i, a, b] = np.dot(flat[i, a], flat[i, b])
         return g.astype(np.float32)
+
+    def _gram_backward(self, dg, x, accumulate):
+        n, c = x.shape[:2]
+        flat = _f64(x).reshape(n, c, -1)
+        dx = np.zeros(flat.shape)
+        for i in range(n):
+            for a in range(c):          # dL/dX[a] = sum_b (dg[a, b] + dg[b, a]) X[b]
+                for b in range(c):
+                    dx[i, a] += (float(dg[i, a, b]) + float(dg[i, b, a])) * flat[i, b]
+        dx = dx.reshape(x.shape)
+        if accumulate is None:
+            return dx.astype(np.float32)
+        accumulate[...] = _f64(accumulate) + dx       # one rounding, as for the other ops
+        return accumulate

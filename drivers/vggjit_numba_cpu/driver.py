@@ -112,11 +112,8 @@ class NumbaCpuDriver(Driver):
         # Winograd weight transforms, reused while the weights stay the same (winograd.py)
         self._transforms = wino.TransformCache(fingerprint=self._checksum)
         # F(4x4)'s forward and dx kernels have transforms of their own (winograd4.py)
-        self._transforms4 = wino.TransformCache(transform=wino4.weight_transform,
+        self._transforms4 = wino.TransformCache(wino4.CACHE_BYTES, wino4.weight_transform,
                                                 fingerprint=self._checksum)
-        self._transforms4_dx = wino.TransformCache(
-            transform=functools.partial(wino4.weight_transform, flip=True),
-            fingerprint=self._checksum)
 
     @property
     def threads(self) -> int:
@@ -151,7 +148,7 @@ class NumbaCpuDriver(Driver):
         by the next convolution), and return the memory the heap keeps free to the system
         (allocator.py)."""
         self._work.release()
-        for cache in (self._transforms, self._transforms4, self._transforms4_dx):
+        for cache in (self._transforms, self._transforms4):
             cache.clear()
         release_memory()
 
@@ -234,11 +231,10 @@ class NumbaCpuDriver(Driver):
         forward and dx copies (each 4x the weights) would add to the peak memory of a style
         step (winograd4.transform_per_call). A fresh array each time: the heap keeps freed
         memory (allocator.py), so it costs no page faults, and while the large maps of
-        conv1_x peak it holds nothing. A buffer kept for the largest call (37.7 MB at
-        512 -> 512) took a 512 px style step's peak RSS from 916 to 959 MB, at the same
-        speed."""
-        if not wino4.transform_per_call(pixels, w.shape[0], w.shape[1]):
-            return (self._transforms4_dx if flip else self._transforms4).get(w)
+        conv1_x peak it holds nothing (a buffer kept for the largest call held 37.7 MB
+        through the whole step, at the same speed)."""
+        if not wino4.transform_per_call(pixels):
+            return self._transforms4.get(w, flip)
         return wino4.weight_transform(w, flip)
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
@@ -518,6 +514,17 @@ class NumbaCpuDriver(Driver):
             with self._plan.kernels():
                 gram.gram_sum_mirror(out, parts, g)
         return g
+
+    def _gram_backward(self, dg, x, accumulate):
+        """On the workers, each a share of the H*W columns (gram.gram_backward_columns): the
+        core's NumPy matmul ran on BLAS's own threads, which spun on after it while the
+        next convolution's workers wanted the cores."""
+        s = np.ascontiguousarray(dg + dg.transpose(0, 2, 1))
+        dx = np.empty_like(x) if accumulate is None else accumulate
+        workers = self._share_workers(x.size)
+        self._plan.run(gram.gram_backward_columns, workers, s, x, workers,
+                       accumulate is not None, dx, self._sgemm.kernel_args(workers))
+        return dx
 
 
 class GrowingBuffer:

@@ -25,6 +25,7 @@ import functools
 import numpy as np
 
 from .blas import TRANS_N, TRANS_T, Sgemm, Ssyrk, address, find_ssyrk, sgemm, ssyrk
+from .handoff import share
 from .kernel_cache import jit
 
 #: "split-k" when H*W >= SPLIT_K_MIN_RATIO * C (and fewer images than workers)
@@ -173,3 +174,26 @@ def _deal(items, workers: int):
     table = np.array([item for m in mine for item in m], np.int64).reshape(-1, 9)
     first = np.cumsum([0] + [len(m) for m in mine]).astype(np.int64)
     return table, first, len(mine)
+
+
+@jit(parallel=False)
+def gram_backward_columns(t, s, x, workers, accumulate, dx, blas):
+    """Worker t's share of dx[n] = S[n] X[n] (+ dx[n] when ``accumulate``) for every image n,
+    X = x[n] as [C, H*W]: a contiguous share of the H*W columns (edges on 16 floats, so no two
+    workers write one cache line), one sgemm per image. The backward of the Gram matrix, with
+    S = dg + dg^T (symmetric: its rows are its columns) from the driver.
+
+    s [N, C, C]; x, dx [N, C, H, W]. With ``accumulate`` the sgemm's beta is 1: the gradient is
+    added to what dx holds as it is written, with no pass of its own.
+    """
+    N, C = x.shape[0], x.shape[1]
+    HW = x.shape[2] * x.shape[3]
+    first, last = share(HW, workers, t, 16)
+    if last <= first:
+        return
+    xf, sf, df = x.reshape(-1), s.reshape(-1), dx.reshape(-1)
+    beta = 1 if accumulate else 0
+    for n in range(N):
+        f = n * C * HW + first
+        sgemm(blas, t, TRANS_N, TRANS_N, C, last - first, C, address(sf, n * C * C), C,
+              address(xf, f), HW, beta, address(df, f), HW)

@@ -127,7 +127,8 @@ def general_pooling(driver) -> None:
 
 
 def dense_ops(driver) -> None:
-    """Linear (streamed and by sgemm) with its backward, softmax, ReLU both ways, Gram."""
+    """Linear (streamed and by sgemm) with its backward, softmax, ReLU both ways, Gram both
+    ways."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 4)).astype(np.float32)
     b = np.zeros(3, np.float32)
@@ -139,7 +140,9 @@ def dense_ops(driver) -> None:
     x, _, _ = _tiny()
     r = driver.relu(x)
     driver.relu_backward(r, x)
-    driver.gram(r)
+    g = driver.gram(r)
+    driver.gram_backward(g, r)
+    driver.gram_backward(g, r, accumulate=np.zeros_like(r))
 
 
 #: what this process compiles while the helper compiles HELPER_STEPS (half the time each).

@@ -38,11 +38,12 @@ weight array serves both passes: style transfer keeps half the transform memory.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import weakref
 
 import numpy as np
 from numba import prange
 
+from .allocator import kept_copy
 from .blas import TRANS_N, TRANS_T, address, sgemm
 from .handoff import share
 from .kernel_cache import jit
@@ -340,37 +341,45 @@ def checksum(w: np.ndarray) -> int:
 
 class TransformCache:
     """Weight transforms kept between calls (the same weights serve every call in
-    classification and style transfer), least recently used first out.
+    classification and style transfer), first come, first kept.
 
-    Key: id(w). An entry is used only when the array at that id still has the
-    same data address, shape and checksum (so a new array that got an old id, or weights changed
-    in place, recompute). Bounded by ``max_bytes`` of transforms.
+    Key: (id(w), flip). An entry is used only when the array at that id still has the same
+    data address, shape and checksum (so weights changed in place recompute), and it goes when
+    its weight array is freed. Bounded by ``max_bytes``: a transform that would not fit is
+    computed for its call and not kept. Evicting older entries instead (least recently used)
+    would miss on every call once a cycle of layers (a style step's forward and backward) needs
+    more than the bound; this way the first layers of the cycle stay cached and the rest pay
+    their transforms per call. Kept transforms live in mappings of their own, outside the heap
+    (allocator.kept_copy).
     """
 
     def __init__(self, max_bytes: int = 512 << 20, transform=weight_transform,
                  fingerprint=checksum):
         self.max_bytes = max_bytes
-        self.transform = transform      # w -> its transform (winograd4.py has its own)
+        self.transform = transform      # (w, flip) -> its transform (winograd4.py has its own)
         self.fingerprint = fingerprint  # w -> int (the driver's runs on its workers)
-        self._entries: OrderedDict = OrderedDict()
+        self._entries: dict = {}
         self.misses = 0
 
-    def get(self, w: np.ndarray) -> np.ndarray:
-        """transform(w), from the cache while w is unchanged."""
-        key = id(w)
+    def get(self, w: np.ndarray, flip: bool = False) -> np.ndarray:
+        """transform(w, flip), from the cache while w is unchanged."""
+        key = (id(w), flip)
         stamp = (w.ctypes.data, w.shape, int(self.fingerprint(w)))
         hit = self._entries.get(key)
         if hit is not None and hit[0] == stamp:
-            self._entries.move_to_end(key)
             return hit[1]
         self.misses += 1
-        u = self.transform(w)
-        self._entries[key] = (stamp, u)
-        self._entries.move_to_end(key)
-        while sum(e[1].nbytes for e in self._entries.values()) > self.max_bytes \
-                and len(self._entries) > 1:
-            self._entries.popitem(last=False)
-        return u
+        self._entries.pop(key, None)    # w changed in place (or a new array at a freed id)
+        u = self.transform(w, flip)
+        if self.nbytes + u.nbytes > self.max_bytes:
+            return u
+        self._entries[key] = (stamp, kept_copy(u))
+        weakref.finalize(w, self._entries.pop, key, None)
+        return self._entries[key][1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry[1].nbytes for entry in self._entries.values())
 
     def clear(self) -> None:
         self._entries.clear()

@@ -327,12 +327,10 @@ def use_winograd4(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> 
             and (n * tiles >= MIN_TILES_PER_WORKER * workers or n >= workers))
 
 
-def transform_per_call(pixels: int, cin: int, cout: int) -> bool:
-    """Compute the weight transform for this call (into the driver's buffer) instead of caching
-    it? Where it costs little next to the convolution (PER_CALL_PIXELS), or where a cached copy
-    would be large (over CACHED_PAIRS kernels) and the map at least LARGE_PER_CALL_PIXELS."""
-    return pixels >= PER_CALL_PIXELS or (cin * cout > CACHED_PAIRS
-                                         and pixels >= LARGE_PER_CALL_PIXELS)
+def transform_per_call(pixels: int) -> bool:
+    """Compute the weight transform for this call instead of caching it? Where it costs little
+    next to the convolution: from PER_CALL_PIXELS output pixels on."""
+    return pixels >= PER_CALL_PIXELS
 
 
 def use_split(n: int, cin: int, cout: int, h: int, w: int, workers: int) -> bool:
@@ -365,18 +363,20 @@ MIN_IMAGE_TILES = 100
 MIN_BATCH_IMAGE_TILES = 49
 
 #: From this many output pixels per call (N*H*W) the weight transform is computed per call
-#: instead of cached (the driver's _transform4). A 256 -> 256 transform takes about 2 ms
-#: (winograd.transform_kernels), under 4 % of a conv3_x call at 128 x 128 (512 px style transfer),
+#: instead of cached (the driver's _transform4). A 256 -> 256 transform takes about 2-3 ms
+#: (winograd.transform_kernels), under 5 % of a conv3_x call at 128 x 128 (512 px style transfer),
 #: and the cached forward and dx transforms of conv1_2..conv3_x held 74 MB of a 512 px step's
 #: peak RSS; below (e.g. 224 px classification, 49-3136 tiles per image) the cache stays.
+#: Below, conv4_x of a 512 px style step (64 x 64 pixels) caches too: a 512 -> 512 transform
+#: takes 10-12 ms there, a quarter of its call, and the step's backward frees what it has
+#: passed (Network.backward's ``release``), which leaves room for most of conv4_x's cached
+#: forward and dx copies (CACHE_BYTES).
 PER_CALL_PIXELS = 128 * 128
 
-#: The forward and the dx transform of a layer have separate caches (F(2x2) serves both from
-#: one), 36 * Cin * Cout floats each: 2 x 37.7 MB for a 512 -> 512 layer. Cached for conv4_x
-#: of a 512 px style step (64 px) they took its peak RSS from 1.03 to 1.33 GB, so transforms of
-#: more than 256 x 256 kernels are computed per call from 64 x 64 pixels on: 4.5 ms of a 44 ms
-#: call there, which still leaves F(4x4) 0.78-0.80 of F(2x2)'s time (forward and dx,
-#: 512 -> 512 at 64 px, medians of 7, the shared VM), and frees F(2x2)'s cached 59 MB.
-CACHED_PAIRS = 256 * 256
-LARGE_PER_CALL_PIXELS = 64 * 64
+#: The bound of the driver's cache of F(4x4) transforms, forward and dx together (36 Cin Cout
+#: floats each, 4x the weights: 37.7 MB for a 512 -> 512 layer); a transform past it is
+#: computed per call (winograd.TransformCache: first come, first kept). 224 px classification
+#: keeps all of VGG19's forward transforms (170 MB). A 512 px style step keeps conv4_x's
+#: forward and dx ones but conv4_2's dx (226 MB); the step's peak RSS is then 938 MB.
+CACHE_BYTES = 224 << 20
 MIN_TILES_PER_WORKER = 64
