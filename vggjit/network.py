@@ -231,8 +231,8 @@ class Network:
         weight_grads: also return {name: (dw, db)} for every conv and fc layer passed.
         release: free what the walk has passed as it goes: each layer's saved activations and
         each seed (``grads`` is emptied, so it must be a mutable mapping). A style step's
-        backward then holds the activations of the layers still ahead of it and no more (see
-        docs/style-transfer.md, "Memory"); another backward needs a new forward first.
+        backward then holds the activations of the layers still ahead of it and no more
+        (docs/design-notes.md, note 22); another backward needs a new forward first.
         Returns dx [N, 3, H, W], or (dx, weight gradients) when weight_grads is true.
         """
         if self._saved is None:

@@ -379,7 +379,8 @@ class TransformCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(entry[1].nbytes for entry in self._entries.values())
+        # a copy of the values: an entry's finalizer may run in another thread meanwhile
+        return sum(entry[1].nbytes for entry in list(self._entries.values()))
 
     def clear(self) -> None:
         self._entries.clear()
