@@ -623,6 +623,43 @@ def test_winograd4_split_by_output_channels(naive, threads, n, cin, h, w, cout):
     assert driver._transforms4.misses == 2                 # forward and dx, once each
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n, cin, h, w, cout", [(1, 3, 9, 10, 4), (2, 5, 13, 7, 37),
+                                                 (1, 2, 1, 1, 3), (1, 17, 6, 5, 40),
+                                                 (1, 9, 14, 14, 16)])
+def test_winograd_split_by_output_channels(naive, threads, n, cin, h, w, cout):
+    # F(2x2) split: every worker transforms its share of the input channels, then its block of
+    # outputs on the packed GEMM (tiles 20, 28, 1, 9 and 49: padded to the GEMM's column
+    # blocks, the padding zero); forward with the ReLU, dx through it, each with its own
+    # transform, cached
+    rng, x, wt, b = _case(32, n, cin, h, w, cout, 3)
+    driver = NumbaCpuDriver(conv_path="winograd-split", threads=threads)
+    y = driver.conv2d(x, wt, b, 1, 1, relu=True)
+    assert_close(y, np.maximum(naive.conv2d(x, wt, b, 1, 1), 0),
+                 TOLERANCES["float32"]["conv2d"], "forward")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for _ in range(2):
+        dx = driver.conv2d_backward(dy, x, wt, 1, 1, need_dw=False, relu_out=y)[0]
+        assert_close(dx, naive.conv2d_backward(naive.relu_backward(dy, y), x, wt, 1, 1)[0],
+                     TOLERANCES["float32"]["conv2d_backward"], "dx")
+    assert driver._transforms_split.misses == 2 and len(driver._transforms_split._entries) == 2
+
+
+def test_winograd_split_rule():
+    # one image of 16..256 tiles of 2x2 and 64+ channels, two workers: conv5_x of 224 px
+    # classification (14 px) and conv5_1 of 512 px style transfer (32 px); not batches, not
+    # 28 px (F(4x4) split first), not 34 px
+    driver = NumbaCpuDriver(threads=2)
+    assert driver._forward_path(1, 512, 512, 14, 14, 3, 1, 1) == "winograd-split"
+    assert driver._forward_path(1, 512, 512, 32, 32, 3, 1, 1) == "winograd-split"
+    assert driver._forward_path(1, 512, 512, 28, 28, 3, 1, 1) == "winograd4-split"
+    assert driver._forward_path(4, 512, 512, 14, 14, 3, 1, 1) == "winograd"
+    assert driver._forward_path(1, 512, 512, 34, 34, 3, 1, 1) == "winograd"
+    assert driver._forward_path(1, 32, 512, 14, 14, 3, 1, 1) != "winograd-split"
+    assert NumbaCpuDriver(threads=1)._forward_path(1, 512, 512, 14, 14, 3, 1, 1) != \
+        "winograd-split"
+
+
 def test_winograd4_transform_per_call_rule():
     # large maps: per call; conv4_x of 512 px style transfer and 224 px classification: cached
     assert winograd4.transform_per_call(128 * 128)                    # 512 px style, conv3_x
@@ -697,7 +734,8 @@ def test_winograd4_chunks_shrink_to_the_memory_bound(naive):
 
 def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     # The packed GEMM's block is built for AVX-512's registers; compiled for AVX2 the 36
-    # products go to sgemm, U is not packed and the tile transforms (F(2x2)'s too) and the
+    # products (and F(2x2)'s 16 of its split path) go to sgemm, U is not packed, the dispatch
+    # never takes F(2x2)'s split path, and the tile transforms (F(2x2)'s too) and the
     # 2x2 max pooling backward take 8 elements per vector (37 columns: several vectors, the
     # last partly masked). Forced here with NUMBA_CPU_FEATURES,
     # in a process of its own (the choices are constants of the compiled kernels).
@@ -716,7 +754,7 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
         relu = np.maximum(want, 0)
         want_gated = naive.conv2d_backward(naive.relu_backward(dy, relu), x, w, 1, 1)[0]
         errors = []
-        for path in ("winograd", "winograd4", "winograd4-split"):
+        for path in ("winograd", "winograd-split", "winograd4", "winograd4-split"):
             d = NumbaCpuDriver(conv_path=path, threads=2)
             got = (d.conv2d(x, w, b, 1, 1), d.conv2d_backward(dy, x, w, 1, 1, need_dw=False)[0],
                    d.conv2d_backward(dy, x, w, 1, 1, need_dw=False, relu_out=relu)[0])
@@ -731,6 +769,7 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
         print(np.array_equal(d.max_pool2d_backward(gy, switches, x.shape),
                              naive.max_pool2d_backward(gy, nswitches, x.shape)))
         print(winograd4.weight_transform(w).shape)
+        print(NumbaCpuDriver(threads=2)._forward_path(1, 512, 512, 14, 14, 3, 1, 1))
         print(max(errors))
     """)
     env = dict(os.environ, VGGJIT_HOME=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
@@ -739,8 +778,9 @@ def test_winograd4_on_sgemm_where_numba_compiles_without_avx512(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    packed, pooled, shape, error = out.stdout.strip().splitlines()[-4:]
+    packed, pooled, shape, conv5, error = out.stdout.strip().splitlines()[-5:]
     assert packed == "False 8" and pooled == "True" and shape == "(36, 37, 5)"
+    assert conv5 == "cout-split"
     assert float(error) <= TOL4
 
 

@@ -16,7 +16,7 @@ NAME = "numba-cpu"
 MIN_NUMBA = (0, 59)
 
 #: Option sets that must give the default's results (vggjit.contract.DriverRecord.variants):
-#: the first six force one convolution path wherever its geometry allows, so the conformance
+#: the first seven force one convolution path wherever its geometry allows, so the conformance
 #: suite checks every path on its small shapes (the default dispatch reaches Winograd, the Cout
 #: split and dw by rows only on large ones); scipy-blas runs every GEMM on SciPy's BLAS, the
 #: fallback when NumPy's cannot be called directly (blas.py).
@@ -25,6 +25,7 @@ VARIANTS = {
     "shifted": {"conv_path": "shifted", "dw_path": "rows"},
     "cout-split": {"conv_path": "cout-split", "dw_path": "rows"},
     "winograd": {"conv_path": "winograd", "dw_path": "channels"},
+    "winograd-split": {"conv_path": "winograd-split", "dw_path": "rows"},
     "winograd4": {"conv_path": "winograd4", "dw_path": "rows"},
     "winograd4-split": {"conv_path": "winograd4-split", "dw_path": "channels"},
     "scipy-blas": {"blas": "scipy"},

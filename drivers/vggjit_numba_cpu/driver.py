@@ -19,6 +19,7 @@ from vggjit.errors import InputError
 from . import conv, elementwise, gram, handoff, linear, pool, softmax
 from . import winograd as wino      # the module; `winograd` is also the option's name
 from . import winograd4 as wino4
+from . import winograd_split as wino_split
 from .allocator import release_memory, settle_malloc
 from .blas import find_sgemm
 from .kernel_cache import CACHE, mark_cache_warm
@@ -34,10 +35,11 @@ DEFAULT_TILE_KB = 1024
 MIN_SHARE = 1 << 16
 
 #: values of the conv_path and dw_path options (see NumbaCpuDriver)
-CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd4",
-              "winograd4-split")
-#: the Winograd paths among them (F(2x2, 3x3) in winograd.py, F(4x4, 3x3) in winograd4.py)
-WINOGRAD_PATHS = ("winograd", "winograd4", "winograd4-split")
+CONV_PATHS = ("auto", "img2col", "shifted", "cout-split", "winograd", "winograd-split",
+              "winograd4", "winograd4-split")
+#: the Winograd paths among them (F(2x2, 3x3) in winograd.py and winograd_split.py, F(4x4, 3x3)
+#: in winograd4.py)
+WINOGRAD_PATHS = ("winograd", "winograd-split", "winograd4", "winograd4-split")
 DW_PATHS = ("auto", "rows", "channels")
 
 
@@ -70,9 +72,9 @@ class NumbaCpuDriver(Driver):
       conv_path: "auto" (default: each convolution takes the path that measured fastest for
           its shape, see the ``use_*`` rules in conv.py and winograd.py), or one path forced
           wherever its geometry allows it, img2col elsewhere: "img2col", "shifted" (stride 1,
-          K > 1), "cout-split", "winograd" (F(2x2, 3x3)), "winograd4" (F(4x4, 3x3)) or
-          "winograd4-split" (F(4x4, 3x3) with the output channels split among the workers),
-          the last three for 3x3 stride 1 pad 1, forward and backward dx.
+          K > 1), "cout-split", "winograd" (F(2x2, 3x3)), "winograd-split" (F(2x2, 3x3) with
+          the output channels split among the workers), "winograd4" (F(4x4, 3x3)) or
+          "winograd4-split", the last four for 3x3 stride 1 pad 1, forward and backward dx.
           Forcing is for checking and timing each path (the record's conformance variants,
           see __init__.py); every path gives the same results within float32 rounding.
       dw_path: "auto" (default), "rows" or "channels": how the weight gradient is split among
@@ -114,6 +116,9 @@ class NumbaCpuDriver(Driver):
         # F(4x4)'s forward and dx kernels have transforms of their own (winograd4.py)
         self._transforms4 = wino.TransformCache(wino4.CACHE_BYTES, wino4.weight_transform,
                                                 fingerprint=self._checksum)
+        # ... and so do F(2x2)'s split by output channels (winograd_split.py)
+        self._transforms_split = wino.TransformCache(
+            wino_split.CACHE_BYTES, wino_split.weight_transform, fingerprint=self._checksum)
 
     @property
     def threads(self) -> int:
@@ -148,7 +153,7 @@ class NumbaCpuDriver(Driver):
         by the next convolution), and return the memory the heap keeps free to the system
         (allocator.py)."""
         self._work.release()
-        for cache in (self._transforms, self._transforms4):
+        for cache in (self._transforms, self._transforms4, self._transforms_split):
             cache.clear()
         release_memory()
 
@@ -177,9 +182,9 @@ class NumbaCpuDriver(Driver):
         return ()
 
     def _winograd_path(self, n, cin, cout, h, wd, k, stride, pad) -> str | None:
-        """"winograd" (F(2x2)), "winograd4" or "winograd4-split" (F(4x4)), or None (no
-        Winograd) for this convolution: only 3x3 s1 p1, and (conv_path "auto") only where it
-        measured faster."""
+        """"winograd" or "winograd-split" (F(2x2)), "winograd4" or "winograd4-split" (F(4x4)),
+        or None (no Winograd) for this convolution: only 3x3 s1 p1, and (conv_path "auto")
+        only where it measured faster."""
         if not (self.winograd and wino.applies(k, stride, pad)):
             return None
         if self.conv_path != "auto":
@@ -188,6 +193,8 @@ class NumbaCpuDriver(Driver):
             return "winograd4"
         if wino4.use_split(n, cin, cout, h, wd, self.threads):
             return "winograd4-split"
+        if wino_split.use_split(n, cin, cout, h, wd, self.threads):
+            return "winograd-split"
         if wino.use_winograd(n, cin, cout, h, wd, self.threads):
             return "winograd"
         return None
@@ -239,9 +246,10 @@ class NumbaCpuDriver(Driver):
 
     def _winograd(self, path, x, w, b, flip, relu=False, mask=None):
         """conv3x3(x, w) + b (stride 1, pad 1) by Winograd, ``path`` "winograd" (F(2x2, 3x3)),
-        "winograd4" (F(4x4, 3x3) by tile rows) or "winograd4-split" (F(4x4, 3x3) by output
-        channels, one image at a time: every worker first transforms its share of the input
-        channels, then computes its block of output channels from all of them); flip=True
+        "winograd4" (F(4x4, 3x3) by tile rows), "winograd4-split" or "winograd-split" (F(4x4)
+        or F(2x2) by output channels, one image at a time: every worker first transforms its
+        share of the input channels, then computes its block of output channels from all of
+        them); flip=True
         convolves with the backward-dx kernel of w instead (see winograd.py), b then has Cin
         entries; relu=True applies the ReLU as the output is written; mask (shaped like x): x
         is read as 0 where mask <= 0."""
@@ -259,6 +267,19 @@ class NumbaCpuDriver(Driver):
             for i in range(n):
                 self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
                 self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, blas,
+                               relu, cin)
+            return y
+        if path == "winograd-split":
+            workers = self.threads
+            work = self._workspace(wino_split.split_floats(cin, cout, h, wd))
+            with self._plan.kernels():
+                u = self._transforms_split.get(w, flip)
+            blas = self._sgemm.kernel_args(workers)
+            bounds = conv.channel_blocks(cout, workers)
+            for i in range(n):
+                self._plan.run(wino_split.split_inputs, workers, x, i, workers, work, mask,
+                               cout)
+                self._plan.run(wino_split.split_outputs, workers, u, b, i, bounds, work, y, blas,
                                relu, cin)
             return y
         if path == "winograd4":

@@ -51,10 +51,12 @@ from .winograd_tiles import input2_tiles, input2_tiles_gated, output2_tiles
 
 
 @jit(parallel=False)
-def _input_transform(x, n, tr0, tr1, TW, T, es, v, mask):
-    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n, a tile row
-    of a channel at a time (winograd_tiles.input2_tiles: read straight from x, the padding
-    and the edges as masked loads).
+def _input_transform(x, n, tr0, tr1, TW, T, es, v, mask, c0, c1):
+    """V[e, c, t] = (B^T d B)[e] for the tiles of tile rows [tr0, tr1) of image n and the
+    input channels c0 <= c < c1, a tile row of a channel at a time
+    (winograd_tiles.input2_tiles: read straight from x, the padding and the edges as masked
+    loads); columns T0 <= t < T, past the T0 = (tr1 - tr0)*TW tiles, are set to zero (the
+    packed GEMM's padding, winograd_split.py).
 
     v: 1-D, V[e, c, t] at v[e*es + c*T + t], t = (ti - tr0)*TW + tj (es: see estride);
     mask: empty, or an array shaped like x: then x is read as 0 wherever mask <= 0 (or NaN),
@@ -63,7 +65,7 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, v, mask):
     Cin, H, W = x.shape[1], x.shape[2], x.shape[3]
     f = np.uint64(4)
     gated = mask.size > 0
-    for c in range(Cin):
+    for c in range(c0, c1):
         plane = np.uint64((n * Cin + c) * H * W) * f
         for ti in range(tr0, tr1):
             at = v.ctypes.data + np.uint64(c * T + (ti - tr0) * TW) * f
@@ -72,11 +74,15 @@ def _input_transform(x, n, tr0, tr1, TW, T, es, v, mask):
                                    2 * ti - 1, H, W, at, es, TW)
             else:
                 input2_tiles(x.ctypes.data + plane, 0, 2 * ti - 1, H, W, at, es, TW)
+        for e in range(16):
+            for t in range((tr1 - tr0) * TW, T):
+                v[e * es + c * T + t] = 0.0
 
 
 @jit(parallel=False)
-def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu):
-    """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1),
+def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu, co0, co1):
+    """y[n, co, 2*ti + i, 2*tj + j] = (A^T m A)[i, j] + b[co] for tile rows [tr0, tr1) and
+    the output channels co0 <= co < co1,
     max(that, 0) when ``relu`` (NaN stays NaN), a tile row of a channel at a time
     (winograd_tiles.output2_tiles).
 
@@ -87,7 +93,7 @@ def _output_transform(m, b, n, tr0, tr1, TW, T, es, y, relu):
     f = np.uint64(4)
     # the ReLU as a clamp at ``floor`` (-inf: none)
     floor = np.float32(0.0) if relu else np.float32(-np.inf)
-    for co in range(Cout):
+    for co in range(co0, co1):
         for ti in range(tr0, tr1):
             out = ((n * Cout + co) * H + 2 * ti) * W
             output2_tiles(m.ctypes.data + np.uint64(co * T + (ti - tr0) * TW) * f, es,
@@ -164,11 +170,11 @@ def winograd_forward(t, x, u, b, rows, workers, work, y, blas, flip, relu, mask)
         tr1 = min(tr0 + rows, TH)
         T = (tr1 - tr0) * TW
         ev, em = estride(Cin * T), estride(Cout * T)
-        _input_transform(x, n, tr0, tr1, TW, T, ev, work[vs:ms], mask)
+        _input_transform(x, n, tr0, tr1, TW, T, ev, work[vs:ms], mask, 0, Cin)
         for e in range(16):
             _gemm(blas, t, e, flip, uf, Cin, Cout, T, address(work, vs + e * ev),
                   address(work, ms + e * em))
-        _output_transform(work[ms:end], b, n, tr0, tr1, TW, T, em, y, relu)
+        _output_transform(work[ms:end], b, n, tr0, tr1, TW, T, em, y, relu, 0, Cout)
 
 
 def chunk_floats(cin: int, cout: int, w: int, rows: int) -> int:

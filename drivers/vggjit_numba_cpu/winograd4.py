@@ -155,12 +155,12 @@ def transform_rows(rows):
 
 
 @jit(parallel=False)
-def _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, co0, co1):
-    """M[e][co0:co1] = U[e][co0:co1] @ V[e] for the 36 e: U[e] at uf[e*rows*Cin] (rows =
-    transform_rows(Cout)), V[e] [Cin, T] at work[vs + e*ev], M[e] at work[ms + e*em]; co0 and
-    co1 on the packing."""
+def _products(blas, t, uf, planes, Cout, Cin, work, vs, ev, ms, em, T, co0, co1):
+    """M[e][co0:co1] = U[e][co0:co1] @ V[e] for the ``planes`` e (36 here, F(2x2)'s 16 in
+    winograd_split.py): U[e] at uf[e*rows*Cin] (rows = transform_rows(Cout)), V[e] [Cin, T]
+    at work[vs + e*ev], M[e] at work[ms + e*em]; co0 and co1 on the packing."""
     plane = transform_rows(Cout) * Cin
-    for e in range(36):
+    for e in range(planes):
         if USE_PACKED_GEMM:
             gemm_packed(uf, e * plane, work, vs + e * ev, T, work, ms + e * em, T,
                         co0, co1, transform_rows(Cout), Cin, T)
@@ -208,7 +208,7 @@ def winograd4_forward(t, x, u, b, rows, workers, work, y, blas, relu, mask):
         ev, em = estride(Cin * T), estride(rows_u * T)
         _input_transform(x, n, tr0, tr1, TW, T, ev, work[rs:rs + scratch], work[vs:ms], mask,
                          0, Cin)
-        _products(blas, t, uf, Cout, Cin, work, vs, ev, ms, em, T, 0, rows_u)
+        _products(blas, t, uf, 36, Cout, Cin, work, vs, ev, ms, em, T, 0, rows_u)
         _output_transform(work[ms:rs], b, n, tr0, tr1, TW, T, em, y, relu, 0, Cout)
 
 
@@ -244,7 +244,7 @@ def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     ms = 36 * ev
     if t < bounds.shape[0] - 1:
         co0, co1 = bounds[t], bounds[t + 1]
-        _products(blas, t, u.reshape(-1), Cout, Cin, work, 0, ev, ms, em, T, co0,
+        _products(blas, t, u.reshape(-1), 36, Cout, Cin, work, 0, ev, ms, em, T, co0,
                   min(rows_u, transform_rows(co1)))
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
@@ -377,6 +377,7 @@ PER_CALL_PIXELS = 128 * 128
 #: floats each, 4x the weights: 37.7 MB for a 512 -> 512 layer); a transform past it is
 #: computed per call (winograd.TransformCache: first come, first kept). 224 px classification
 #: keeps all of VGG19's forward transforms (170 MB). A 512 px style step keeps conv4_x's
-#: forward and dx ones but conv4_2's dx (226 MB); the step's peak RSS is then 938 MB.
-CACHE_BYTES = 224 << 20
+#: forward ones and the dx ones of conv4_4 and conv4_3 (208 MB; with conv4_1's too, 226 MB, and
+#: F(2x2)'s split transforms of conv5_1 beside them, its peak RSS was 953 MiB).
+CACHE_BYTES = 208 << 20
 MIN_TILES_PER_WORKER = 64
