@@ -276,9 +276,10 @@ class Network:
     def _seed(seed, dy, callers_arrays):
         """dy with one seeded gradient added (an array, or a callable: see backward). The
         caller's arrays are never written: dy is updated in place only when it is none of them
-        (saves allocating, and page-faulting, a new full-size gradient)."""
-        if dy is not None and not _own_array(dy, callers_arrays):
-            dy = dy.copy()
+        (saves allocating, and page-faulting, a new full-size gradient); a callable gets it
+        C-contiguous."""
+        if dy is not None and not (_own_array(dy, callers_arrays) and dy.flags.c_contiguous):
+            dy = np.array(dy, order="C")
         if callable(seed):
             return seed(dy)
         g = np.asarray(seed, np.float32)

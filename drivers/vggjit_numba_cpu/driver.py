@@ -249,37 +249,26 @@ class NumbaCpuDriver(Driver):
         "winograd4" (F(4x4, 3x3) by tile rows), "winograd4-split" or "winograd-split" (F(4x4)
         or F(2x2) by output channels, one image at a time: every worker first transforms its
         share of the input channels, then computes its block of output channels from all of
-        them); flip=True
-        convolves with the backward-dx kernel of w instead (see winograd.py), b then has Cin
-        entries; relu=True applies the ReLU as the output is written; mask (shaped like x): x
-        is read as 0 where mask <= 0."""
+        them); flip=True convolves with the backward-dx kernel of w instead (see winograd.py),
+        b then has Cin entries; relu=True applies the ReLU as the output is written; mask
+        (shaped like x): x is read as 0 where mask <= 0."""
         n, cin, h, wd = x.shape
         cout = w.shape[1] if flip else w.shape[0]
         y = np.empty((n, cout, h, wd), np.float32)
         mask = conv.NO_MASK if mask is None else mask
-        if path == "winograd4-split":
+        if path in ("winograd4-split", "winograd-split"):
             workers = self.threads
-            work = self._workspace(wino4.split_floats(cin, cout, h, wd, workers))
             with self._plan.kernels():
-                u = self._transform4(w, flip, n * h * wd)
+                if path == "winograd4-split":
+                    split, u = wino4, self._transform4(w, flip, n * h * wd)
+                else:
+                    split, u = wino_split, self._transforms_split.get(w, flip)
+            work = self._workspace(split.split_floats(cin, cout, h, wd, workers))
             blas = self._sgemm.kernel_args(workers)
             bounds = conv.channel_blocks(cout, workers)
             for i in range(n):
-                self._plan.run(wino4.split_inputs, workers, x, i, workers, work, mask, cout)
-                self._plan.run(wino4.split_outputs, workers, u, b, i, bounds, work, y, blas,
-                               relu, cin)
-            return y
-        if path == "winograd-split":
-            workers = self.threads
-            work = self._workspace(wino_split.split_floats(cin, cout, h, wd))
-            with self._plan.kernels():
-                u = self._transforms_split.get(w, flip)
-            blas = self._sgemm.kernel_args(workers)
-            bounds = conv.channel_blocks(cout, workers)
-            for i in range(n):
-                self._plan.run(wino_split.split_inputs, workers, x, i, workers, work, mask,
-                               cout)
-                self._plan.run(wino_split.split_outputs, workers, u, b, i, bounds, work, y, blas,
+                self._plan.run(split.split_inputs, workers, x, i, workers, work, mask, cout)
+                self._plan.run(split.split_outputs, workers, u, b, i, bounds, work, y, blas,
                                relu, cin)
             return y
         if path == "winograd4":

@@ -68,9 +68,11 @@ def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
         _output_transform(work[ms:ms + 16 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
 
-def split_floats(cin: int, cout: int, h: int, w: int) -> int:
+def split_floats(cin: int, cout: int, h: int, w: int, workers: int) -> int:
     """Floats of the work buffer: the shared V [16, Cin, T] and M [16, Cout', T] of one image
-    (each matrix estride apart; T padded to the GEMM's column blocks, Cout' to the packing)."""
+    (each matrix estride apart; T padded to the GEMM's column blocks, Cout' to the packing),
+    whatever the workers (winograd4.split_floats' signature; F(2x2)'s input transform needs no
+    scratch)."""
     t = int(padded_tiles(((h + 1) // 2) * ((w + 1) // 2)))
     return 16 * (estride(cin * t) + estride(int(transform_rows(cout)) * t))
 
