@@ -1,6 +1,7 @@
 """The network on the driver contract: forward, backward, classification, driver agreement."""
 from __future__ import annotations
 
+import types
 import warnings
 import weakref
 
@@ -392,6 +393,8 @@ def test_callable_seeds_and_release_give_the_same_gradient():
         return dy
 
     grads = {"relu2_1": deepest, "relu1_1": shallow}
+    with pytest.raises(InputError, match="dict"):
+        net.backward(types.MappingProxyType(grads), release=True)
     got = net.backward(grads, release=True)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert arriving[0] is None and arriving[1].shape == seeds["relu1_1"].shape

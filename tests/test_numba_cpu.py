@@ -1254,6 +1254,17 @@ def test_kept_copy_lives_in_a_mapping_of_its_own():
     assert allocator.kept_copy(np.zeros((0, 4), np.float32)).shape == (0, 4)
 
 
+def test_kept_copy_falls_back_to_the_array_when_no_mapping_can_be_made(monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    a = np.ones((2, 3), np.float32)
+    assert allocator.kept_copy(a) is a
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/statm").exists(),
                     reason="glibc's malloc settings, read through /proc")
 def test_large_arrays_reuse_heap_memory_until_released():

@@ -247,6 +247,9 @@ class Network:
         d, saved = self.driver, self._saved
         callers_arrays = [g for g in seeds.values() if not callable(g)]
         if release:
+            if not callable(getattr(grads, "clear", None)):
+                raise InputError("backward(release=True) empties the seed mapping as it goes: "
+                                 f"pass a dict, not a {type(grads).__name__}")
             self._saved = None
             grads.clear()
         dparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}

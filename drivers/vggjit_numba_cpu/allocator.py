@@ -84,9 +84,14 @@ def kept_copy(a: np.ndarray) -> np.ndarray:
     activations that come and go around it, and the heap cannot reuse the space it pins: a
     512 px style step that cached conv4_x's transforms (264 MB) on the heap peaked at 1009-1033
     MB, 60-90 MB more than the activations and the copies need together. The mapping goes back
-    to the system when the array is freed."""
+    to the system when the array is freed. Where no mapping can be made (a limit on mappings
+    or address space), ``a`` itself is kept: the same results, on the heap."""
     if a.nbytes == 0:
         return a.copy()
-    kept = np.frombuffer(mmap.mmap(-1, a.nbytes), a.dtype).reshape(a.shape)
+    try:
+        mapping = mmap.mmap(-1, a.nbytes)
+    except (OSError, ValueError):
+        return a
+    kept = np.frombuffer(mapping, a.dtype).reshape(a.shape)
     kept[...] = a
     return kept
