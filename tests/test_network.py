@@ -45,6 +45,17 @@ def seeds_for(net, x, names, rng):
     return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in shapes.items()}
 
 
+def tiny_float64_problem(seed: int, weight_seed: int):
+    """(net, x, seeds): the tiny network on the float64 test driver, an image and random
+    gradients at relu1_1 and relu2_1."""
+    rng = np.random.default_rng(seed)
+    net = fixture_net(Float64Driver(), random_params(TINY_BLOCKS, TINY_CLASSIFIER,
+                                                     seed=weight_seed),
+                      TINY_BLOCKS, TINY_CLASSIFIER)
+    x = rng.uniform(-20, 20, (1, 3, 28, 28))
+    return net, x, seeds_for(net, x, ("relu1_1", "relu2_1"), rng)
+
+
 # -- backward against finite differences (float64 end to end) ----------------------------------
 
 def test_backward_equals_finite_differences():
@@ -90,11 +101,7 @@ def test_backward_equals_finite_differences():
 
 def test_seeds_accumulate_while_walking_back():
     """Seeding two layers gives the sum of the two single-seed gradients."""
-    rng = np.random.default_rng(2)
-    net = fixture_net(Float64Driver(), random_params(TINY_BLOCKS, TINY_CLASSIFIER, seed=3),
-                      TINY_BLOCKS, TINY_CLASSIFIER)
-    x = rng.uniform(-20, 20, (1, 3, 28, 28))
-    seeds = seeds_for(net, x, ("relu1_1", "relu2_1"), rng)
+    net, x, seeds = tiny_float64_problem(2, 3)
     grads = {}
     for names in (("relu1_1",), ("relu2_1",), ("relu1_1", "relu2_1")):
         net.forward(x, names, keep=True)
@@ -371,11 +378,7 @@ def test_callable_seeds_and_release_give_the_same_gradient():
     # a seed may be a callable that adds its term to the gradient arriving from deeper layers
     # (None at the deepest seeded layer); release frees what the walk has passed, empties the
     # caller's mapping and leaves nothing for a second backward
-    rng = np.random.default_rng(4)
-    net = fixture_net(Float64Driver(), random_params(TINY_BLOCKS, TINY_CLASSIFIER, seed=5),
-                      TINY_BLOCKS, TINY_CLASSIFIER)
-    x = rng.uniform(-20, 20, (1, 3, 28, 28))
-    seeds = seeds_for(net, x, ("relu1_1", "relu2_1"), rng)
+    net, x, seeds = tiny_float64_problem(4, 5)
     net.forward(x, ("relu1_1", "relu2_1"), keep=True)
     want = net.backward(seeds)
     net.forward(x, ("relu1_1", "relu2_1"), keep=True)

@@ -231,21 +231,33 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
 
 
 @jit(parallel=False)
+def split_products(t, u, planes, bounds, work, blas, Cout, Cin, T):
+    """The products of step 2 of a split by output channels (F(4x4) here, F(2x2) in
+    winograd_split.py): worker t's block of output channels, bounds[t] <= co < bounds[t + 1]
+    (int64 block boundaries on multiples of MR, conv.channel_blocks; a worker past the last
+    block has none), M[e][co0:co1] = U[e][co0:co1] @ V[e] for the ``planes`` e, V and M shared
+    at the start of work (V [planes, Cin, T], then M [planes, Cout', T], each matrix estride
+    apart). Returns (co0, co1, ms, em): the block (empty when co0 == co1) and where M lies."""
+    rows_u = transform_rows(Cout)
+    ev, em = estride(Cin * T), estride(rows_u * T)
+    ms = planes * ev
+    if t >= bounds.shape[0] - 1:
+        return 0, 0, ms, em
+    co0, co1 = bounds[t], bounds[t + 1]
+    _products(blas, t, u.reshape(-1), planes, Cout, Cin, work, 0, ev, ms, em, T, co0,
+              min(rows_u, transform_rows(co1)))
+    return co0, co1, ms, em
+
+
+@jit(parallel=False)
 def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
-    """Step 2: worker t's block of output channels, bounds[t] <= co < bounds[t + 1] (int64
-    block boundaries on multiples of MR, conv.channel_blocks; a worker past the last block
-    has none): the 36 products M[e][co0:co1] = U[e][co0:co1] @ V[e] into the shared M, then
+    """Step 2: worker t's block of output channels (split_products), then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
-    rows_u = transform_rows(Cout)
     TH, TW = (H + 3) // 4, (W + 3) // 4
     T = padded_tiles(TH * (TW + 1))
-    ev, em = estride(Cin * T), estride(rows_u * T)
-    ms = 36 * ev
-    if t < bounds.shape[0] - 1:
-        co0, co1 = bounds[t], bounds[t + 1]
-        _products(blas, t, u.reshape(-1), 36, Cout, Cin, work, 0, ev, ms, em, T, co0,
-                  min(rows_u, transform_rows(co1)))
+    co0, co1, ms, em = split_products(t, u, 36, bounds, work, blas, Cout, Cin, T)
+    if co1 > co0:
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
 

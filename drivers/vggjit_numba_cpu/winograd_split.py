@@ -32,7 +32,7 @@ from .kernel_cache import jit
 from .microkernel import KC
 from .winograd import (MIN_CHANNELS, _G, _input_transform, _output_transform, estride,
                        transformed)
-from .winograd4 import PACK, USE_PACKED_GEMM, _products, padded_tiles, transform_rows
+from .winograd4 import PACK, USE_PACKED_GEMM, padded_tiles, split_products, transform_rows
 
 
 @jit(parallel=False)
@@ -50,21 +50,15 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
 @jit(parallel=False)
 def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     """Step 2, when every worker has finished step 1: worker t's block of output channels,
-    bounds[t] <= co < bounds[t + 1] (on multiples of the packing, conv.channel_blocks; a
-    worker past the last block has none): the 16 products into the shared M, then
+    its 16 products into the shared M (winograd4.split_products), then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``). u = weight_transform(w[, flip])."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
-    rows_u = transform_rows(Cout)
     TH, TW = (H + 1) // 2, (W + 1) // 2
     T = padded_tiles(TH * TW)
-    ev, em = estride(Cin * T), estride(rows_u * T)
-    ms = 16 * ev
-    if u.size != 16 * rows_u * Cin:
+    if u.size != 16 * transform_rows(Cout) * Cin:
         raise ValueError("winograd_split.split_outputs: bad weight transform")
-    if t < bounds.shape[0] - 1:
-        co0, co1 = bounds[t], bounds[t + 1]
-        _products(blas, t, u.reshape(-1), 16, Cout, Cin, work, 0, ev, ms, em, T, co0,
-                  min(rows_u, transform_rows(co1)))
+    co0, co1, ms, em = split_products(t, u, 16, bounds, work, blas, Cout, Cin, T)
+    if co1 > co0:
         _output_transform(work[ms:ms + 16 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
 
