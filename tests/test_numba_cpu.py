@@ -1107,11 +1107,11 @@ def test_warmup_compiles_every_kernel():
     script = textwrap.dedent("""
         import numba
         from vggjit_numba_cpu import (conv, elementwise, gram, linear, pool, softmax, winograd,
-                                      winograd4)
+                                      winograd4, winograd_split)
         from vggjit_numba_cpu.driver import NumbaCpuDriver
         NumbaCpuDriver(threads=2).warmup()
         missing = [f"{m.__name__}.{name}" for m in (conv, elementwise, gram, linear, pool,
-                                                    softmax, winograd, winograd4)
+                                                    softmax, winograd, winograd4, winograd_split)
                    for name, f in vars(m).items()
                    if isinstance(f, numba.core.registry.CPUDispatcher) and not f.signatures
                    and f.py_func.__module__ == m.__name__ and not name.startswith("_")]

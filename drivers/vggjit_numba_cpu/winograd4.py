@@ -231,7 +231,7 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
 
 
 @jit(parallel=False)
-def split_products(t, u, planes, bounds, work, blas, Cout, Cin, T):
+def _split_products(t, u, planes, bounds, work, blas, Cout, Cin, T):
     """The products of step 2 of a split by output channels (F(4x4) here, F(2x2) in
     winograd_split.py): worker t's block of output channels, bounds[t] <= co < bounds[t + 1]
     (int64 block boundaries on multiples of MR, conv.channel_blocks; a worker past the last
@@ -251,12 +251,12 @@ def split_products(t, u, planes, bounds, work, blas, Cout, Cin, T):
 
 @jit(parallel=False)
 def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
-    """Step 2: worker t's block of output channels (split_products), then
+    """Step 2: worker t's block of output channels (_split_products), then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``)."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     TH, TW = (H + 3) // 4, (W + 3) // 4
     T = padded_tiles(TH * (TW + 1))
-    co0, co1, ms, em = split_products(t, u, 36, bounds, work, blas, Cout, Cin, T)
+    co0, co1, ms, em = _split_products(t, u, 36, bounds, work, blas, Cout, Cin, T)
     if co1 > co0:
         _output_transform(work[ms:ms + 36 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 

@@ -32,7 +32,8 @@ from .kernel_cache import jit
 from .microkernel import KC
 from .winograd import (MIN_CHANNELS, _G, _input_transform, _output_transform, estride,
                        transformed)
-from .winograd4 import PACK, USE_PACKED_GEMM, padded_tiles, split_products, transform_rows
+from .winograd4 import (PACK, USE_PACKED_GEMM, _split_products, padded_tiles,
+                        transform_rows)
 
 
 @jit(parallel=False)
@@ -50,14 +51,14 @@ def split_inputs(t, x, n, workers, work, mask, Cout):
 @jit(parallel=False)
 def split_outputs(t, u, b, n, bounds, work, y, blas, relu, Cin):
     """Step 2, when every worker has finished step 1: worker t's block of output channels,
-    its 16 products into the shared M (winograd4.split_products), then
+    its 16 products into the shared M (winograd4._split_products), then
     y[n, co0:co1] = A^T m A + b (ReLU when ``relu``). u = weight_transform(w[, flip])."""
     Cout, H, W = y.shape[1], y.shape[2], y.shape[3]
     TH, TW = (H + 1) // 2, (W + 1) // 2
     T = padded_tiles(TH * TW)
     if u.size != 16 * transform_rows(Cout) * Cin:
         raise ValueError("winograd_split.split_outputs: bad weight transform")
-    co0, co1, ms, em = split_products(t, u, 16, bounds, work, blas, Cout, Cin, T)
+    co0, co1, ms, em = _split_products(t, u, 16, bounds, work, blas, Cout, Cin, T)
     if co1 > co0:
         _output_transform(work[ms:ms + 16 * em], b, n, 0, TH, TW, T, em, y, relu, co0, co1)
 
